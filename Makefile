@@ -1,0 +1,58 @@
+# PACA Integrations — the local stack, code generation, checks and tests.
+# `make help` lists the targets.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed
+PROTO_DIR := protos
+PROTOS := $(shell find $(PROTO_DIR) -name '*.proto' | sort)
+PY_GEN := clients/python/src
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help run test venv protos protos-check lint check unit clean backing-up backing-down
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+run: $(STAMP) protos ## Start api_service, db_service and monitor on embedded defaults (Ctrl-C stops)
+	$(PY) -m paca_runtime.stack
+
+test: $(STAMP) ## Bring up the backing engines, run the whole suite, stop what was started
+	bash scripts/run_tests.sh $(PYTEST_ARGS)
+
+venv: $(STAMP) ## Create .venv with the project and its dev tools
+
+$(STAMP): pyproject.toml clients/python/pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e clients/python -e '.[dev]'
+	touch $(STAMP)
+
+protos: $(STAMP) ## Regenerate Python code (with .pyi stubs) from protos/
+	$(PY) scripts/gen_protos.py
+
+protos-check: $(STAMP) ## Fail when generated code differs from what protos/ produce
+	$(PY) scripts/gen_protos.py --check
+
+lint: $(STAMP) ## ruff, ruff format --check, mypy, buf lint
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	cd $(PROTO_DIR) && npx --yes @bufbuild/buf@1.75.0 lint
+
+check: lint protos-check ## Everything CI checks besides the tests
+
+unit: $(STAMP) ## The unit tests alone (no servers, seconds)
+	$(BIN)/pytest -m unit $(PYTEST_ARGS)
+
+backing-up: ## Install (when missing) and start PostgreSQL, MariaDB, Redis, FerretDB
+	bash scripts/backing_services.sh up
+
+backing-down: ## Stop the backing engines that backing-up started
+	bash scripts/backing_services.sh down
+
+clean: ## Remove the virtualenv and local state
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""PACA Integrations client package: generated stubs under paca.<area>.v1."""
