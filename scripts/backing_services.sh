@@ -58,6 +58,7 @@ is_root() { [[ "$(id -u)" -eq 0 ]]; }
 
 # True when something accepts TCP connections on 127.0.0.1:$1.
 port_open() {
+    # shellcheck disable=SC2016 # $1 is expanded by the inner bash
     timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"' _ "$1" 2>/dev/null
 }
 
@@ -96,14 +97,20 @@ record_started() {
     grep -qxF "$1" "$STARTED_FILE" || echo "$1" >>"$STARTED_FILE"
 }
 
-# wait_for ENGINE LOGFILE COMMAND...: retry COMMAND for up to WAIT_SECONDS.
+# wait_for ENGINE LOGFILE PID COMMAND...: retry COMMAND for up to
+# WAIT_SECONDS; give up early if PID (may be empty) has exited.
 wait_for() {
-    local engine="$1" logfile="$2"
-    shift 2
-    local deadline=$((SECONDS + WAIT_SECONDS))
+    local engine="$1" logfile="$2" pid="$3"
+    shift 3
+    local deadline=$((SECONDS + WAIT_SECONDS)) reason=""
     until "$@" >/dev/null 2>&1; do
-        if ((SECONDS >= deadline)); then
-            log "$engine did not become ready within ${WAIT_SECONDS}s"
+        if [[ -n "$pid" ]] && ! kill -0 "$pid" 2>/dev/null; then
+            reason="$engine exited during startup"
+        elif ((SECONDS >= deadline)); then
+            reason="$engine did not become ready within ${WAIT_SECONDS}s"
+        fi
+        if [[ -n "$reason" ]]; then
+            log "$reason"
             if [[ -n "$logfile" && -r "$logfile" ]]; then
                 log "last lines of $logfile:"
                 tail -n 30 "$logfile" >&2 || true
@@ -126,10 +133,17 @@ cleanup_policy_rc() {
     fi
 }
 
+apt_fail() {
+    tail -n 30 "$LOG_DIR/apt.log" >&2 || true
+    die "$1 failed (full output in ${LOG_DIR#"$ROOT"/}/apt.log)"
+}
+
 apt_install() {
+    mkdir -p "$LOG_DIR"
     ((APT_UPDATED)) || {
         log "apt-get update"
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq -o DPkg::Lock::Timeout=300 >&2
+        DEBIAN_FRONTEND=noninteractive apt-get update -o DPkg::Lock::Timeout=300 \
+            >"$LOG_DIR/apt.log" 2>&1 || apt_fail "apt-get update"
         APT_UPDATED=1
     }
     # Without an init system, maintainer scripts must not try to start
@@ -140,9 +154,10 @@ apt_install() {
         POLICY_RC_CREATED=1
         trap cleanup_policy_rc EXIT
     fi
-    log "apt-get install $*"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        -o DPkg::Lock::Timeout=300 "$@" >&2
+    log "apt-get install $* (a few minutes)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        -o DPkg::Lock::Timeout=300 "$@" >>"$LOG_DIR/apt.log" 2>&1 ||
+        { cleanup_policy_rc; apt_fail "apt-get install $*"; }
     cleanup_policy_rc
 }
 
@@ -279,7 +294,7 @@ postgres_up() {
         die "postgres: pg_ctlcluster $ver main start failed"
     }
     record_started postgres
-    wait_for postgres "$logfile" pg_ready
+    wait_for postgres "$logfile" "" pg_ready
     pg_provision || die "postgres: could not create role paca / database paca_test"
 }
 
@@ -294,12 +309,10 @@ postgres_down() {
 
 # ---------------------------------------------------------------- MariaDB
 
-mariadb_root() { mariadb --protocol=socket -uroot "$@"; }
-
 mariadb_ready() { mariadb-admin --protocol=socket -uroot --connect-timeout=2 ping; }
 
 mariadb_provision() {
-    mariadb_root <<'SQL'
+    mariadb --protocol=socket -uroot <<'SQL'
 CREATE DATABASE IF NOT EXISTS paca_test;
 CREATE USER IF NOT EXISTS 'paca'@'127.0.0.1' IDENTIFIED BY 'paca';
 CREATE USER IF NOT EXISTS 'paca'@'localhost' IDENTIFIED BY 'paca';
@@ -347,7 +360,7 @@ mariadb_up() {
     setsid "$mariadbd_bin" --user=mysql --bind-address=127.0.0.1 --port="$MYSQL_PORT" \
         --pid-file="$MYSQL_PID_FILE" </dev/null >>"$logfile" 2>&1 &
     record_started mariadb
-    wait_for mariadb "$logfile" mariadb_ready
+    wait_for mariadb "$logfile" "$!" mariadb_ready
     mariadb_provision || die "mariadb: could not create user paca / database paca_test"
 }
 
@@ -356,7 +369,7 @@ mariadb_down() {
     [[ -r "$MYSQL_PID_FILE" ]] && pid="$(cat "$MYSQL_PID_FILE")"
     log "mariadb: stopping"
     if ! mariadb-admin --protocol=socket -uroot --connect-timeout=2 shutdown >/dev/null 2>&1; then
-        [[ -n "$pid" ]] && kill "$pid" 2>/dev/null || true
+        if [[ -n "$pid" ]]; then kill "$pid" 2>/dev/null || true; fi
     fi
     if [[ -n "$pid" ]]; then
         for ((i = 0; i < 60; i++)); do
@@ -379,7 +392,7 @@ redis_up() {
         --save '' --appendonly no --dir "$STATE_DIR/redis" \
         --pidfile "$STATE_DIR/redis/redis.pid" --logfile "$logfile" >/dev/null
     record_started redis
-    wait_for redis "$logfile" redis_ready
+    wait_for redis "$logfile" "" redis_ready
 }
 
 redis_down() {
@@ -406,7 +419,7 @@ mongodb_up() {
         </dev/null >>"$logfile" 2>&1 &
     echo "$!" >"$FERRET_PID"
     record_started mongodb
-    wait_for mongodb "$logfile" mongodb_ready
+    wait_for mongodb "$logfile" "$(cat "$FERRET_PID")" mongodb_ready
 }
 
 mongodb_down() {

@@ -1,0 +1,69 @@
+"""The db_service process: databases, the gRPC server and reporting to the monitor."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from paca.db.v1 import db_service_pb2, db_service_pb2_grpc
+from paca.monitor.v1 import monitor_types_pb2
+
+from db_service.databases import Databases
+from db_service.servicer import DbServicer
+from db_service.settings import DbSettings
+from paca_runtime import GrpcServer, MonitorReporter, RuntimeSettings, SettingsSource
+from paca_runtime.reporting import counter, gauge
+
+SERVICE_NAME = db_service_pb2.DESCRIPTOR.services_by_name["DbService"].full_name
+
+
+class DbApp:
+    """db_service as one process (see paca_runtime.process.run)."""
+
+    name = "db_service"
+
+    def __init__(self, settings: DbSettings, runtime: RuntimeSettings) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.databases = Databases(settings)
+        self.servicer = DbServicer(self.databases)
+        self.server = GrpcServer(self.name, settings.listen, reuse_port=settings.reuse_port)
+        self.server.add_service(
+            SERVICE_NAME,
+            lambda s: db_service_pb2_grpc.add_DbServiceServicer_to_server(self.servicer, s),
+        )
+        self.reporter: MonitorReporter | None = None
+
+    def __repr__(self) -> str:
+        return f"<DbApp {self.server.bound_address} {self.databases!r}>"
+
+    @classmethod
+    def from_settings(cls, source: SettingsSource, runtime: RuntimeSettings) -> DbApp:
+        return cls(DbSettings.from_source(source, runtime), runtime)
+
+    def figures(self) -> Iterator[monitor_types_pb2.Metric]:
+        yield counter("api_calls_stored_total", self.servicer.api_calls_inserted)
+        yield counter("api_calls_duplicate_total", self.servicer.api_calls_duplicates)
+        for pool in (b.pool_stats() for b in self.databases):
+            yield counter("db_queries_total", pool.queries, database=pool.database)
+            yield counter("db_errors_total", pool.errors, database=pool.database)
+            yield gauge("db_pool_in_use", pool.in_use, database=pool.database)
+            yield gauge("db_pool_waiting", pool.waiting, database=pool.database)
+
+    async def start(self) -> dict[str, str]:
+        await self.databases.open()
+        await self.server.start()
+        self.reporter = MonitorReporter(
+            service=self.name,
+            address=self.server.bound_address,
+            monitor_address=self.runtime.monitor_address,
+            interval_s=self.runtime.report_interval_s,
+            figures=self.figures,
+        )
+        self.reporter.start()
+        return {"grpc": self.server.bound_address}
+
+    async def stop(self) -> None:
+        await self.server.stop(self.runtime.shutdown_grace_s)
+        if self.reporter is not None:
+            await self.reporter.aclose()
+        await self.databases.aclose()

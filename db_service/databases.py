@@ -1,0 +1,68 @@
+"""The named databases of a db_service process: opening, migrating, looking up, closing."""
+
+from __future__ import annotations
+
+import logging
+
+from db_service.backends.base import Backend
+from db_service.backends.postgres import PostgresBackend
+from db_service.backends.sqlite import SqliteBackend
+from db_service.errors import UnknownDatabase
+from db_service.migrations import MigrationManager, builtin_migrations
+from db_service.settings import DatabaseSettings, DbSettings
+from paca_runtime.redact import redact_url
+
+logger = logging.getLogger(__name__)
+
+_BACKENDS: dict[str, type[Backend]] = {"sqlite": SqliteBackend, "postgresql": PostgresBackend}
+
+
+def make_backend(db: DatabaseSettings, settings: DbSettings) -> Backend:
+    return _BACKENDS[db.dialect](
+        db.name, db.url, pool_size=settings.pool_size, acquire_timeout_s=settings.acquire_timeout_s
+    )
+
+
+class Databases:
+    """Every configured database, opened and migrated to db_service's built-in schema.
+
+    Lifecycle: ``open()`` once (opens pools, applies built-in migrations), ``aclose()``.
+    """
+
+    def __init__(self, settings: DbSettings) -> None:
+        self.settings = settings
+        self._backends = {db.name: make_backend(db, settings) for db in settings.databases}
+
+    def __repr__(self) -> str:
+        return f"<Databases {sorted(self._backends)}>"
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._backends.values())
+
+    async def open(self) -> None:
+        try:
+            for backend in self._backends.values():
+                await backend.open()
+                applied = await MigrationManager(
+                    backend, builtin_migrations(backend.dialect)
+                ).migrate()
+                logger.info(
+                    "database %s ready (%s), migrations applied now: %s",
+                    backend.name,
+                    redact_url(backend.url),
+                    applied or "none",
+                )
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        for backend in self._backends.values():
+            await backend.aclose()
+
+    def get(self, name: str) -> Backend:
+        """The database called ``name``; an empty name means "main"."""
+        try:
+            return self._backends[name or "main"]
+        except KeyError:
+            raise UnknownDatabase(name) from None

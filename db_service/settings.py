@@ -1,0 +1,86 @@
+"""db_service settings (environment or PACA_CONFIG_FILE; see README's configuration table)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+from urllib.parse import urlsplit
+
+from paca_runtime.redact import redact_url
+from paca_runtime.settings import RuntimeSettings, SettingsError, SettingsSource
+
+LISTEN: Final = "PACA_DB_LISTEN"
+DB_URL: Final = "PACA_DB_URL"
+DATABASES: Final = "PACA_DATABASES"
+POOL_SIZE: Final = "DB_POOL_SIZE"
+ACQUIRE_TIMEOUT: Final = "PACA_DB_ACQUIRE_TIMEOUT_S"
+MAX_ROWS: Final = "PACA_DB_MAX_ROWS"
+CALLLOG_DATABASE: Final = "PACA_CALLLOG_DATABASE"
+REUSE_PORT: Final = "PACA_DB_REUSE_PORT"
+
+SCHEMES: Final = {"sqlite": "sqlite", "postgresql": "postgresql", "postgres": "postgresql"}
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseSettings:
+    """One named database."""
+
+    name: str
+    url: str
+
+    @property
+    def dialect(self) -> str:
+        return SCHEMES[urlsplit(self.url).scheme]
+
+
+@dataclass(frozen=True, slots=True)
+class DbSettings:
+    listen: str = "127.0.0.1:50052"
+    databases: tuple[DatabaseSettings, ...] = field(default_factory=tuple)
+    pool_size: int = 10
+    acquire_timeout_s: float = 5.0
+    max_rows: int = 10_000
+    calllog_database: str = "main"
+    reuse_port: bool = False
+
+    def __post_init__(self) -> None:
+        names = [db.name for db in self.databases]
+        if len(set(names)) != len(names):
+            raise SettingsError(f'"{DATABASES}": a database name appears twice: {names}')
+        if self.calllog_database not in names:
+            raise SettingsError(
+                f'"{CALLLOG_DATABASE}" names {self.calllog_database!r}, not one of {names}'
+            )
+        if self.pool_size < 1:
+            raise SettingsError(f'"{POOL_SIZE}" must be >= 1, got {self.pool_size}')
+        if self.max_rows < 1:
+            raise SettingsError(f'"{MAX_ROWS}" must be >= 1, got {self.max_rows}')
+
+    @classmethod
+    def from_source(cls, source: SettingsSource, runtime: RuntimeSettings) -> DbSettings:
+        default_url = f"sqlite:///{Path(runtime.state_dir) / 'db' / 'main.db'}"
+        databases = [DatabaseSettings("main", _url(DB_URL, source.text(DB_URL, default_url)))]
+        for item in filter(None, (p.strip() for p in source.text(DATABASES, "").split(","))):
+            name, sep, url = item.partition("=")
+            if not sep or not name.strip().isidentifier():
+                raise SettingsError(f'"{DATABASES}" entries are name=url, got {item!r}')
+            databases.append(DatabaseSettings(name.strip(), _url(DATABASES, url.strip())))
+        return cls(
+            listen=source.address(LISTEN, "127.0.0.1:50052"),
+            databases=tuple(databases),
+            pool_size=source.integer(POOL_SIZE, 10, minimum=1),
+            acquire_timeout_s=source.number(ACQUIRE_TIMEOUT, 5.0),
+            max_rows=source.integer(MAX_ROWS, 10_000, minimum=1),
+            calllog_database=source.text(CALLLOG_DATABASE, "main"),
+            reuse_port=source.flag(REUSE_PORT, False),
+        )
+
+
+def _url(name: str, url: str) -> str:
+    scheme = urlsplit(url).scheme
+    if scheme not in SCHEMES:
+        raise SettingsError(
+            f'"{name}": unsupported database URL scheme {scheme!r} in {redact_url(url)!r}'
+        )
+    return url
