@@ -19,6 +19,9 @@ from collections.abc import Mapping
 from paca_runtime.process import READY_PREFIX
 
 START_ORDER = ("monitor", "db_service", "api_service")
+# Each started child's gRPC address is handed to the ones after it under these names, so the
+# stack also runs with every listen address on port 0.
+WIRING = {"monitor": "PACA_MONITOR_ADDRESS", "db_service": "PACA_DB_ADDRESS"}
 
 
 class ServiceProcess:
@@ -71,6 +74,16 @@ class ServiceProcess:
         if self.proc is not None and self.proc.returncode is None:
             self.proc.send_signal(signum)
 
+    async def wait(self, timeout_s: float = 30.0) -> int | None:
+        """Wait for the child to exit by itself; returns its exit code."""
+        if self.proc is None:
+            return None
+        async with asyncio.timeout(timeout_s):
+            code = await self.proc.wait()
+        if self._relay is not None:
+            await self._relay
+        return code
+
     async def stop(self, timeout_s: float = 30.0) -> int | None:
         """SIGTERM, then SIGKILL after ``timeout_s``; returns the exit code. Idempotent."""
         if self.proc is None:
@@ -98,11 +111,14 @@ async def run_stack() -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     started: list[ServiceProcess] = []
+    wiring: dict[str, str] = {}
     try:
         for module in START_ORDER:
-            child = ServiceProcess(module)
+            child = ServiceProcess(module, wiring)
             started.append(child)
             await child.start()
+            if module in WIRING:
+                wiring[WIRING[module]] = child.addresses["grpc"]
         print("\nPACA Integrations is running (Ctrl-C stops it):", flush=True)
         for child in started:
             roles = ", ".join(

@@ -62,10 +62,16 @@ def shutdown_tracing() -> None:
 
 
 def grpc_server_interceptors() -> list[Any]:
-    """Interceptors that open a server span per RPC, continuing the caller's trace."""
-    from opentelemetry.instrumentation.grpc import aio_server_interceptor
+    """Interceptors that open a server span per RPC, continuing the caller's trace.
 
-    return [aio_server_interceptor()]  # type: ignore[no-untyped-call]
+    Health checks and reflection are left out: probes would otherwise flood the traces.
+    """
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+
+    skip = filters.any_of(
+        filters.service_prefix("grpc.health."), filters.service_prefix("grpc.reflection.")
+    )
+    return [aio_server_interceptor(filter_=filters.negate(skip))]  # type: ignore[no-untyped-call]
 
 
 def grpc_client_interceptors() -> list[Any]:

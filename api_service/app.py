@@ -1,0 +1,96 @@
+"""The api_service process: the call engine, its gRPC server, the call log and reporting."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+from paca.api.v1 import api_service_pb2, api_service_pb2_grpc
+from paca.monitor.v1 import monitor_types_pb2
+
+from api_service.caller import OutboundCaller
+from api_service.calllog import CallRecorder, DbServiceSink
+from api_service.registry import APIRegistry
+from api_service.servicer import ApiServicer
+from api_service.settings import ApiSettings
+from api_service.transport import HttpTransport
+from paca_runtime import GrpcServer, MonitorReporter, RuntimeSettings, SettingsSource
+from paca_runtime.reporting import counter, gauge
+from paca_runtime.telemetry import grpc_client_interceptors
+
+SERVICE_NAME = api_service_pb2.DESCRIPTOR.services_by_name["ApiService"].full_name
+
+
+class ApiApp:
+    """api_service as one process (see paca_runtime.process.run)."""
+
+    name = "api_service"
+
+    def __init__(self, settings: ApiSettings, runtime: RuntimeSettings) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.db_channel: grpc.aio.Channel | None = None
+        if settings.db_address:
+            self.db_channel = grpc.aio.insecure_channel(
+                settings.db_address, interceptors=grpc_client_interceptors()
+            )
+        sink = DbServiceSink(self.db_channel) if self.db_channel is not None else None
+        self.recorder = CallRecorder(settings.calllog, sink)
+        self.registry = APIRegistry()
+        self.transport = HttpTransport()
+        self.caller = OutboundCaller(
+            self.registry,
+            self.transport,
+            self.recorder,
+            default_timeout_s=settings.api_timeout_s,
+            max_data_bytes=settings.calllog.max_data_bytes,
+        )
+        self.server = GrpcServer(self.name, settings.listen, reuse_port=settings.reuse_port)
+        servicer = ApiServicer(self.caller, self.registry)
+        self.server.add_service(
+            SERVICE_NAME,
+            lambda s: api_service_pb2_grpc.add_ApiServiceServicer_to_server(servicer, s),
+        )
+        self.reporter: MonitorReporter | None = None
+
+    def __repr__(self) -> str:
+        return f"<ApiApp {self.server.bound_address} {self.recorder!r}>"
+
+    @classmethod
+    def from_settings(cls, source: SettingsSource, runtime: RuntimeSettings) -> ApiApp:
+        return cls(ApiSettings.from_source(source, runtime), runtime)
+
+    def figures(self) -> Iterator[monitor_types_pb2.Metric]:
+        yield counter("api_calls_total", self.caller.calls)
+        yield counter("api_call_failures_total", self.caller.failures)
+        yield counter("calllog_recorded_total", self.recorder.recorded)
+        yield counter("calllog_stored_total", self.recorder.stored)
+        yield counter("calllog_spooled_total", self.recorder.spooled)
+        yield counter("calllog_rejected_total", self.recorder.rejected)
+        yield gauge("calllog_pending", self.recorder.pending)
+        yield gauge("calllog_spool_batches", self.recorder.spool_files)
+        yield gauge("endpoints_registered", len(self.registry))
+
+    async def start(self) -> dict[str, str]:
+        await self.transport.open()
+        await self.recorder.start()
+        await self.server.start()
+        self.reporter = MonitorReporter(
+            service=self.name,
+            address=self.server.bound_address,
+            monitor_address=self.runtime.monitor_address,
+            interval_s=self.runtime.report_interval_s,
+            figures=self.figures,
+        )
+        self.reporter.start()
+        return {"grpc": self.server.bound_address}
+
+    async def stop(self) -> None:
+        # In-flight calls finish first; then their records are sent or spooled.
+        await self.server.stop(self.runtime.shutdown_grace_s)
+        await self.recorder.aclose()
+        await self.transport.aclose()
+        if self.reporter is not None:
+            await self.reporter.aclose()
+        if self.db_channel is not None:
+            await self.db_channel.close()

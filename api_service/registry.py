@@ -1,0 +1,128 @@
+"""The endpoint registry: named upstream endpoints with their policies.
+
+Endpoints are validated when registered, so a call never meets a half-valid endpoint. This
+registry keeps them in process memory; a registry shared by replicas through db_service stores
+the same ``Endpoint`` messages.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from google.protobuf import timestamp_pb2
+from paca.api.v1 import api_types_pb2
+
+from api_service.errors import InvalidCall, UnknownEndpoint
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+MAX_PROVIDER_CHARS = 50
+
+
+def check_http_url(url: str, field: str) -> None:
+    """An absolute http(s) URL with a host, or InvalidCall naming ``field``."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError as exc:
+        raise InvalidCall(field, f"malformed URL: {exc}") from None
+    if parts.scheme not in {"http", "https"}:
+        raise InvalidCall(field, f"scheme must be http or https, got {parts.scheme or 'none'!r}")
+    if not parts.hostname:
+        raise InvalidCall(field, "URL has no host")
+    if any(c.isspace() for c in url):
+        raise InvalidCall(field, "URL contains whitespace")
+
+
+def validate_endpoint(endpoint: api_types_pb2.Endpoint, field: str = "endpoint") -> None:
+    """Raise InvalidCall naming the first bad field of ``endpoint``."""
+    if not _NAME.match(endpoint.name):
+        raise InvalidCall(
+            f"{field}.name", "1-100 letters, digits, '.', '_' or '-', starting alphanumeric"
+        )
+    if not endpoint.provider:
+        raise InvalidCall(f"{field}.provider", "required")
+    if len(endpoint.provider) > MAX_PROVIDER_CHARS:
+        raise InvalidCall(f"{field}.provider", f"at most {MAX_PROVIDER_CHARS} characters")
+    check_http_url(endpoint.base_url, f"{field}.base_url")
+    if endpoint.path and not endpoint.path.startswith("/"):
+        raise InvalidCall(f"{field}.path", "must start with '/'")
+    if endpoint.method not in api_types_pb2.HttpMethod.values():
+        raise InvalidCall(f"{field}.method", f"unknown method {endpoint.method}")
+    if endpoint.HasField("timeout") and endpoint.timeout.ToTimedelta().total_seconds() <= 0:
+        raise InvalidCall(f"{field}.timeout", "must be > 0")
+    for i, header in enumerate(endpoint.default_headers):
+        check_header(header, f"{field}.default_headers[{i}]")
+    if endpoint.response_schema_json:
+        try:
+            json.loads(endpoint.response_schema_json)
+        except ValueError:
+            raise InvalidCall(f"{field}.response_schema_json", "not valid JSON") from None
+
+
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def check_header(header: api_types_pb2.Header, field: str) -> None:
+    if not _TOKEN.match(header.name):
+        raise InvalidCall(f"{field}.name", f"not a valid header name: {header.name!r}")
+    if "\r" in header.value or "\n" in header.value:
+        raise InvalidCall(f"{field}.value", "must not contain CR or LF")
+
+
+def path_placeholders(path: str) -> list[str]:
+    return _PLACEHOLDER.findall(path)
+
+
+class APIRegistry:
+    """Registered endpoints by name.
+
+    Args:
+        clock: Wall clock for create/update times (injectable for tests).
+    """
+
+    def __init__(self, clock: Callable[[], timestamp_pb2.Timestamp] | None = None) -> None:
+        self._endpoints: dict[str, api_types_pb2.Endpoint] = {}
+        self._clock = clock or _now
+
+    def __repr__(self) -> str:
+        return f"<APIRegistry endpoints={len(self._endpoints)}>"
+
+    def __len__(self) -> int:
+        return len(self._endpoints)
+
+    def register(self, endpoint: api_types_pb2.Endpoint) -> tuple[api_types_pb2.Endpoint, bool]:
+        """Validate and store; returns the stored copy and whether it is new."""
+        validate_endpoint(endpoint)
+        stored = api_types_pb2.Endpoint()
+        stored.CopyFrom(endpoint)
+        now = self._clock()
+        previous = self._endpoints.get(endpoint.name)
+        stored.create_time.CopyFrom(previous.create_time if previous else now)
+        stored.update_time.CopyFrom(now)
+        self._endpoints[endpoint.name] = stored
+        return stored, previous is None
+
+    def get(self, name: str, field: str = "name") -> api_types_pb2.Endpoint:
+        try:
+            return self._endpoints[name]
+        except KeyError:
+            raise UnknownEndpoint(name, field) from None
+
+    def list(self, provider: str = "") -> list[api_types_pb2.Endpoint]:
+        return [
+            e for _, e in sorted(self._endpoints.items()) if not provider or e.provider == provider
+        ]
+
+    def remove(self, name: str) -> None:
+        if self._endpoints.pop(name, None) is None:
+            raise UnknownEndpoint(name, "name")
+
+
+def _now() -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.GetCurrentTime()
+    return stamp

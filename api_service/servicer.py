@@ -1,0 +1,51 @@
+"""ApiService over gRPC: maps messages to the engine and engine errors to statuses."""
+
+from __future__ import annotations
+
+import grpc
+from paca.api.v1 import api_service_pb2, api_service_pb2_grpc
+
+from api_service.caller import OutboundCaller
+from api_service.errors import InvalidCall
+from api_service.registry import APIRegistry
+from paca_runtime.errors import translate_errors
+
+
+class ApiServicer(api_service_pb2_grpc.ApiServiceServicer):
+    def __init__(self, caller: OutboundCaller, registry: APIRegistry) -> None:
+        self.caller = caller
+        self.registry = registry
+
+    @translate_errors
+    async def Call(
+        self, request: api_service_pb2.CallRequest, context: grpc.aio.ServicerContext
+    ) -> api_service_pb2.CallResponse:
+        return await self.caller.call(request, time_remaining_s=context.time_remaining())
+
+    @translate_errors
+    async def RegisterEndpoint(
+        self, request: api_service_pb2.RegisterEndpointRequest, context: grpc.aio.ServicerContext
+    ) -> api_service_pb2.RegisterEndpointResponse:
+        if not request.HasField("endpoint"):
+            raise InvalidCall("endpoint", "required")
+        stored, created = self.registry.register(request.endpoint)
+        return api_service_pb2.RegisterEndpointResponse(endpoint=stored, created=created)
+
+    @translate_errors
+    async def GetEndpoint(
+        self, request: api_service_pb2.GetEndpointRequest, context: grpc.aio.ServicerContext
+    ) -> api_service_pb2.GetEndpointResponse:
+        return api_service_pb2.GetEndpointResponse(endpoint=self.registry.get(request.name))
+
+    @translate_errors
+    async def ListEndpoints(
+        self, request: api_service_pb2.ListEndpointsRequest, context: grpc.aio.ServicerContext
+    ) -> api_service_pb2.ListEndpointsResponse:
+        return api_service_pb2.ListEndpointsResponse(endpoints=self.registry.list(request.provider))
+
+    @translate_errors
+    async def RemoveEndpoint(
+        self, request: api_service_pb2.RemoveEndpointRequest, context: grpc.aio.ServicerContext
+    ) -> api_service_pb2.RemoveEndpointResponse:
+        self.registry.remove(request.name)
+        return api_service_pb2.RemoveEndpointResponse()

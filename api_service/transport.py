@@ -1,0 +1,107 @@
+"""The HTTP transport: one aiohttp session per process, traced, with secrets kept out of spans.
+
+A session owns a connection pool; opening one per call would pay a TCP (and TLS) handshake each
+time, so the transport opens it once and every call shares it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiohttp
+from opentelemetry.instrumentation.aiohttp_client import create_trace_config
+from yarl import URL
+
+from api_service.errors import InvalidCall, UpstreamTimeout, UpstreamUnavailable
+from paca_runtime.redact import redact_url
+
+USER_AGENT = "paca-api-service/0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    method: str
+    url: str
+    headers: list[tuple[str, str]]
+    body: bytes | None
+    timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    url: str
+
+
+def _url_filter(url: URL) -> str:
+    return redact_url(str(url))
+
+
+class HttpTransport:
+    """Sends HTTP requests over a shared connection pool.
+
+    Lifecycle: ``open()`` once, ``send()`` any number of times, ``aclose()`` (idempotent).
+
+    Args:
+        max_connections: Open connections at most, over all hosts.
+    """
+
+    def __init__(self, max_connections: int = 512) -> None:
+        self.max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        state = "open" if self._session and not self._session.closed else "closed"
+        return f"<HttpTransport {state} max_connections={self.max_connections}>"
+
+    async def open(self) -> None:
+        if self._session is not None:
+            return
+        connector = aiohttp.TCPConnector(limit=self.max_connections, ttl_dns_cache=60)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            headers={"User-Agent": USER_AGENT},
+            trace_configs=[create_trace_config(url_filter=_url_filter)],
+            auto_decompress=True,
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    async def send(self, request: HttpRequest) -> HttpResponse:
+        """One HTTP exchange; the whole response body is read.
+
+        Raises:
+            UpstreamTimeout: No complete response within ``timeout_s``.
+            UpstreamUnavailable: The connection failed or broke.
+            InvalidCall: aiohttp refused the URL.
+        """
+        if self._session is None:
+            raise UpstreamUnavailable("HTTP transport is not open")
+        try:
+            async with self._session.request(
+                request.method,
+                request.url,
+                headers=request.headers,
+                data=request.body,
+                timeout=aiohttp.ClientTimeout(total=request.timeout_s),
+            ) as response:
+                body = await response.read()
+                return HttpResponse(
+                    status=response.status,
+                    headers=list(response.headers.items()),
+                    body=body,
+                    url=str(response.url),
+                )
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"upstream did not answer within {request.timeout_s:.3g} s"
+            ) from None
+        except aiohttp.InvalidURL as exc:
+            raise InvalidCall("url", f"malformed URL: {exc}") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise UpstreamUnavailable(f"upstream unreachable: {type(exc).__name__}: {exc}") from exc
