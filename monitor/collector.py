@@ -3,18 +3,17 @@
 Figures that psutil reports as running totals (disk and network bytes, CPU time) become rates
 over the interval measured between two samples, with an injectable monotonic clock, so a late
 sample does not inflate a rate. Every call here reads ``/proc`` (or the platform's equivalent)
-and may block; the sampler runs them in a worker thread, and a lock keeps two threads from
-interleaving on the shared baselines.
+and may block, so the sampler makes them off the event loop.
 
-CPU per core comes from ``psutil.cpu_percent(percpu=True)``, whose baseline is module state in
-psutil: one :class:`HostCollector` per process measures correctly, a second would shorten the
-first one's intervals.
+All calls to one :class:`HostCollector`, its construction included, must come from one thread:
+``psutil.cpu_percent`` keeps its baseline per calling thread, so samples taken on whichever
+thread of a shared pool happens to be free would each measure a different interval. The sampler
+gives the collector a thread of its own.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass
@@ -49,8 +48,9 @@ def _rate(current: int, previous: int, elapsed_s: float) -> float:
 class HostCollector:
     """Samples the host, and the processes of reporting services, on demand.
 
-    Thread-safe; each method may block for a few milliseconds, or longer on a host with very
-    many connections or open files, so call it from a worker thread.
+    Not thread-safe, and bound to the thread that made it (see the module docs). Each method
+    may block for a few milliseconds, or longer on a host with very many connections or open
+    files.
 
     Args:
         clock: Monotonic seconds, the base of every rate.
@@ -68,7 +68,6 @@ class HostCollector:
         self._clock = clock
         self._wall_clock = wall_clock
         self._disk_path = disk_path
-        self._lock = threading.Lock()
         self._processes: dict[int, psutil.Process] = {}
         self._connections_denied = False
         # Baselines, so that the first sample already measures an interval.
@@ -80,32 +79,29 @@ class HostCollector:
 
     def sample(self) -> monitor_types_pb2.HostFigures:
         """Host figures; CPU and I/O rates cover the time since the previous sample."""
-        with self._lock:
-            cpu = psutil.cpu_percent(percpu=True)
-            io = self._read_io()
-            previous, self._last_io = self._last_io, io
-            elapsed_s = io.at_s - previous.at_s
-            load_1m, load_5m, load_15m = psutil.getloadavg()
-            memory = psutil.virtual_memory()
-            figures = monitor_types_pb2.HostFigures(
-                cpu_percent_per_core=cpu,
-                load_1m=load_1m,
-                load_5m=load_5m,
-                load_15m=load_15m,
-                memory_total_bytes=memory.total,
-                memory_available_bytes=memory.available,
-                swap_used_bytes=psutil.swap_memory().used,
-                disk_used_percent=psutil.disk_usage(self._disk_path).percent,
-                disk_read_bytes_per_second=_rate(io.disk_read, previous.disk_read, elapsed_s),
-                disk_write_bytes_per_second=_rate(io.disk_write, previous.disk_write, elapsed_s),
-                net_sent_bytes_per_second=_rate(io.net_sent, previous.net_sent, elapsed_s),
-                net_received_bytes_per_second=_rate(
-                    io.net_received, previous.net_received, elapsed_s
-                ),
-                connections=self._count_connections(),
-            )
-            figures.sample_time.CopyFrom(self._timestamp())
-            return figures
+        cpu = psutil.cpu_percent(percpu=True)
+        io = self._read_io()
+        previous, self._last_io = self._last_io, io
+        elapsed_s = io.at_s - previous.at_s
+        load_1m, load_5m, load_15m = psutil.getloadavg()
+        memory = psutil.virtual_memory()
+        figures = monitor_types_pb2.HostFigures(
+            cpu_percent_per_core=cpu,
+            load_1m=load_1m,
+            load_5m=load_5m,
+            load_15m=load_15m,
+            memory_total_bytes=memory.total,
+            memory_available_bytes=memory.available,
+            swap_used_bytes=psutil.swap_memory().used,
+            disk_used_percent=psutil.disk_usage(self._disk_path).percent,
+            disk_read_bytes_per_second=_rate(io.disk_read, previous.disk_read, elapsed_s),
+            disk_write_bytes_per_second=_rate(io.disk_write, previous.disk_write, elapsed_s),
+            net_sent_bytes_per_second=_rate(io.net_sent, previous.net_sent, elapsed_s),
+            net_received_bytes_per_second=_rate(io.net_received, previous.net_received, elapsed_s),
+            connections=self._count_connections(),
+        )
+        figures.sample_time.CopyFrom(self._timestamp())
+        return figures
 
     def process_figures(self, pid: int) -> monitor_types_pb2.ProcessFigures | None:
         """Figures of one process, or None when it no longer exists.
@@ -114,36 +110,34 @@ class HostCollector:
         ``psutil.Process`` is kept for that); the first call for a pid reports 0. Figures the
         monitor is not allowed to read (another user's process) are reported as 0.
         """
-        with self._lock:
-            try:
-                process = self._process(pid)
-                with process.oneshot():
-                    cpu_percent = process.cpu_percent(interval=None)
-                    rss_bytes = process.memory_info().rss
-                    threads = process.num_threads()
-                open_files = _count_or_zero(process.open_files)
-                connections = _count_or_zero(lambda: process.net_connections(kind="inet"))
-            except psutil.NoSuchProcess:
-                self._processes.pop(pid, None)
-                return None
-            except psutil.AccessDenied:
-                logger.debug("not allowed to read process %d", pid)
-                return monitor_types_pb2.ProcessFigures(pid=pid)
-            return monitor_types_pb2.ProcessFigures(
-                pid=pid,
-                cpu_percent=cpu_percent,
-                rss_bytes=rss_bytes,
-                threads=threads,
-                open_files=open_files,
-                connections=connections,
-            )
+        try:
+            process = self._process(pid)
+            with process.oneshot():
+                cpu_percent = process.cpu_percent(interval=None)
+                rss_bytes = process.memory_info().rss
+                threads = process.num_threads()
+            open_files = _count_or_zero(process.open_files)
+            connections = _count_or_zero(lambda: process.net_connections(kind="inet"))
+        except psutil.NoSuchProcess:
+            self._processes.pop(pid, None)
+            return None
+        except psutil.AccessDenied:
+            logger.debug("not allowed to read process %d", pid)
+            return monitor_types_pb2.ProcessFigures(pid=pid)
+        return monitor_types_pb2.ProcessFigures(
+            pid=pid,
+            cpu_percent=cpu_percent,
+            rss_bytes=rss_bytes,
+            threads=threads,
+            open_files=open_files,
+            connections=connections,
+        )
 
     def retain(self, pids: Iterable[int]) -> None:
         """Forget the processes not in ``pids``, so the cache follows the reporting services."""
         keep = set(pids)
-        with self._lock:
-            for pid in [pid for pid in self._processes if pid not in keep]:
-                del self._processes[pid]
+        for pid in [pid for pid in self._processes if pid not in keep]:
+            del self._processes[pid]
 
     def _process(self, pid: int) -> psutil.Process:
         process = self._processes.get(pid)

@@ -13,19 +13,21 @@ A report is validated whole before anything is stored: a bad one raises
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeAlias
 
 from google.protobuf import timestamp_pb2
 from paca.monitor.v1 import monitor_service_pb2, monitor_types_pb2
+
 from paca_runtime.errors import InvalidArgument
 
 Clock = Callable[[], float]
-State = monitor_types_pb2.ServiceState.ValueType
+State: TypeAlias = monitor_types_pb2.ServiceState.ValueType
 
 UP: Final = monitor_types_pb2.SERVICE_STATE_UP
 STOPPED: Final = monitor_types_pb2.SERVICE_STATE_STOPPED
@@ -131,9 +133,7 @@ class ServiceRegistry:
     def statuses(self) -> list[InstanceStatus]:
         """Every known instance judged now, sorted by service, then instance."""
         now = self._clock()
-        return [
-            self._judge(self._records[key], now) for key in sorted(self._records)
-        ]
+        return [self._judge(self._records[key], now) for key in sorted(self._records)]
 
     def live_pids(self) -> set[int]:
         """Process ids of the instances that are UP, for sampling their processes."""
@@ -199,6 +199,8 @@ def _validate_metric(field: str, metric: monitor_types_pb2.Metric) -> str:
     kind = metric.WhichOneof("value")
     if kind is None:
         raise InvalidArgument(f"{field}.value", "one of gauge, counter, histogram is required")
+    if kind == "histogram" and "le" in metric.labels:
+        raise InvalidArgument(f"{field}.labels", "'le' is the bucket label of a histogram")
     if kind == "counter" and (math.isnan(metric.counter) or metric.counter < 0):
         raise InvalidArgument(f"{field}.counter", f"must be >= 0, got {metric.counter}")
     if kind == "histogram":
@@ -210,7 +212,7 @@ def _validate_histogram(field: str, histogram: monitor_types_pb2.Histogram) -> N
     bounds = list(histogram.bounds)
     if any(not math.isfinite(bound) for bound in bounds):
         raise InvalidArgument(f"{field}.bounds", "must be finite; +Inf is implicit")
-    if any(lower >= upper for lower, upper in zip(bounds, bounds[1:], strict=False)):
+    if any(lower >= upper for lower, upper in itertools.pairwise(bounds)):
         raise InvalidArgument(f"{field}.bounds", "must be strictly ascending")
     if len(histogram.counts) != len(bounds) + 1:
         raise InvalidArgument(

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import grpc
 from paca.monitor.v1 import monitor_service_pb2, monitor_service_pb2_grpc, monitor_types_pb2
-from paca_runtime.errors import translate_errors
 
 from monitor.registry import InstanceStatus, ServiceRegistry
 from monitor.sampler import Sampler
+from paca_runtime.errors import translate_errors
 
 SERVICE_NAME = monitor_service_pb2.DESCRIPTOR.services_by_name["MonitorService"].full_name
 

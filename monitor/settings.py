@@ -2,10 +2,10 @@
 
 | name | default | meaning |
 | --- | --- | --- |
-| ``PACA_MONITOR_LISTEN`` | ``127.0.0.1:50053`` | gRPC address of ``paca.monitor.v1.MonitorService`` |
-| ``PACA_METRICS_LISTEN`` | ``127.0.0.1:9464`` | HTTP address of ``/metrics`` and the status page |
-| ``PACA_MONITOR_DOWN_AFTER_S`` | 3 × ``MONITOR_INTERVAL`` | silence after which an instance is DOWN |
-| ``MONITOR_INTERVAL`` | ``10`` | seconds between host samples (and between service reports) |
+| ``PACA_MONITOR_LISTEN`` | ``127.0.0.1:50053`` | gRPC address of the MonitorService |
+| ``PACA_METRICS_LISTEN`` | ``127.0.0.1:9464`` | HTTP address of ``/metrics`` and status page |
+| ``PACA_MONITOR_DOWN_AFTER_S`` | 3 x ``MONITOR_INTERVAL`` | silence that makes an instance DOWN |
+| ``MONITOR_INTERVAL`` | ``10`` | seconds between samples (and between service reports) |
 
 Port 0 in either address binds a free port; the process prints the real ones on its ready line.
 """
@@ -51,9 +51,7 @@ class MonitorSettings:
 
     def __post_init__(self) -> None:
         if self.sample_interval_s <= 0:
-            raise SettingsError(
-                f'"{MONITOR_INTERVAL}" must be > 0, got {self.sample_interval_s:g}'
-            )
+            raise SettingsError(f'"{MONITOR_INTERVAL}" must be > 0, got {self.sample_interval_s:g}')
         # A grace shorter than one interval would flag every healthy instance DOWN between
         # two of its reports.
         if self.down_after_s <= self.sample_interval_s:

@@ -124,5 +124,6 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 10
     Across processes there is no event to await, so this polls at a short, fixed period.
     """
     async with asyncio.timeout(timeout_s):
-        while not await check():
-            await asyncio.sleep(0.05)  # noqa: ASYNC110 - another process's state, no event here
+        # Another process's state: there is no event to await here.
+        while not await check():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)

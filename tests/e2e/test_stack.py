@@ -141,7 +141,13 @@ async def test_one_trace_covers_client_api_upstream_and_db(
         return [(svc, s) for svc, s in spans if s.trace_id == trace_id.to_bytes(16, "big")]
 
     def complete(spans: list[tuple[str, trace_pb2.Span]]) -> bool:
-        return any(svc == "db_service" and "RecordApiCalls" in s.name for svc, s in ours(spans))
+        # Spans export as they end, in any order across processes: wait for the last ones.
+        names = {(svc, s.name) for svc, s in ours(spans)}
+        return {
+            ("db_service", "/paca.db.v1.DbService/RecordApiCalls"),
+            ("api_service", "calllog.flush"),
+            ("api_service", "/paca.api.v1.ApiService/Call"),
+        } <= names
 
     await stack.receiver.wait_for(complete, timeout_s=20)
     spans = {s.span_id: (svc, s) for svc, s in ours(stack.receiver.spans)}

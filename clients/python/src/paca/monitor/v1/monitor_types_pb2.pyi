@@ -156,7 +156,7 @@ class Metric(_message.Message):
     COUNTER_FIELD_NUMBER: _builtins.int
     HISTOGRAM_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """Prometheus-style name: [a-z_][a-z0-9_]*."""
+    """Prometheus metric name: [a-zA-Z_:][a-zA-Z0-9_:]*."""
     gauge: _builtins.float
     """A level that goes up and down (pool in use, breaker state)."""
     counter: _builtins.float
