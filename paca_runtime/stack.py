@@ -45,8 +45,15 @@ class ServiceProcess:
 
     async def start(self, timeout_s: float = 60.0) -> dict[str, str]:
         """Start the child and wait for its ready line; returns its addresses."""
+        # A session of its own: Ctrl-C in a terminal signals the launcher's process group only,
+        # and the launcher then stops each child once, in order (a second signal would force it).
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", self.module, env=self.env, stdout=asyncio.subprocess.PIPE
+            sys.executable,
+            "-m",
+            self.module,
+            env=self.env,
+            stdout=asyncio.subprocess.PIPE,
+            start_new_session=True,
         )
         assert self.proc.stdout is not None
         async with asyncio.timeout(timeout_s):
@@ -111,7 +118,8 @@ async def run_stack() -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     started: list[ServiceProcess] = []
-    wiring: dict[str, str] = {}
+    # Text logs read better in a terminal; PACA_LOG_FORMAT=json still wins when set.
+    wiring: dict[str, str] = {"PACA_LOG_FORMAT": os.environ.get("PACA_LOG_FORMAT", "text")}
     try:
         for module in START_ORDER:
             child = ServiceProcess(module, wiring)

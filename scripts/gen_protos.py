@@ -9,12 +9,11 @@ from __future__ import annotations
 import argparse
 import filecmp
 import shutil
+import subprocess
 import sys
 import tempfile
 from importlib import resources
 from pathlib import Path
-
-from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "protos"
@@ -41,8 +40,12 @@ def generate(out: Path) -> None:
         f"--mypy_grpc_out={out}",
         *protos,
     ]
-    if protoc.main(args) != 0:
-        raise SystemExit("protoc failed")
+    # protoc plugins chat on stderr ("Writing mypy to ..."): show it only when protoc fails.
+    result = subprocess.run(
+        [sys.executable, "-m", *args], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"protoc failed:\n{result.stdout}{result.stderr}")
     for directory in (out / GENERATED_PACKAGE).rglob("*"):
         if directory.is_dir():
             (directory / "__init__.py").touch()
