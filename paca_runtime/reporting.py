@@ -17,6 +17,9 @@ import grpc
 from google.protobuf import timestamp_pb2
 from paca.monitor.v1 import monitor_service_pb2, monitor_service_pb2_grpc, monitor_types_pb2
 
+from paca_runtime.channels import open_channel
+from paca_runtime.security import SecuritySettings
+
 logger = logging.getLogger(__name__)
 
 FiguresFn = Callable[[], Iterable[monitor_types_pb2.Metric]]
@@ -42,6 +45,7 @@ class MonitorReporter:
         interval_s: Seconds between reports (MONITOR_INTERVAL).
         figures: Returns the service's current figures; called once per report.
         timeout_s: Time limit of one report.
+        security: TLS and the service token for the channel to the monitor.
     """
 
     def __init__(
@@ -53,6 +57,7 @@ class MonitorReporter:
         interval_s: float,
         figures: FiguresFn,
         timeout_s: float = 1.0,
+        security: SecuritySettings | None = None,
     ) -> None:
         self.service = service
         self.instance = f"{socket.gethostname()}:{os.getpid()}"
@@ -63,6 +68,7 @@ class MonitorReporter:
         self.reports_sent = 0
         self.reports_dropped = 0
         self._figures = figures
+        self._security = security or SecuritySettings()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._channel: grpc.aio.Channel | None = None
@@ -78,7 +84,7 @@ class MonitorReporter:
         """Begin reporting in the background; the first report goes out at once."""
         if not self.monitor_address or self._task is not None:
             return
-        self._channel = grpc.aio.insecure_channel(self.monitor_address)
+        self._channel = open_channel(self.monitor_address, self._security)
         self._stub = monitor_service_pb2_grpc.MonitorServiceStub(self._channel)
         self._task = asyncio.create_task(self._loop(), name=f"{self.service}-reporter")
 

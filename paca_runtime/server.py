@@ -16,6 +16,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from paca_runtime.auth import TokenAuthInterceptor
+from paca_runtime.security import SecuritySettings
 from paca_runtime.telemetry import grpc_server_interceptors
 
 logger = logging.getLogger(__name__)
@@ -32,7 +34,8 @@ class GrpcServer:
         address: ``host:port`` to bind; port 0 picks a free port (see ``port``).
         reuse_port: Bind with SO_REUSEPORT so several processes share one port. Off by default,
             so a second server on a taken port fails instead of silently splitting traffic.
-        interceptors: Extra server interceptors, after the tracing one.
+        interceptors: Extra server interceptors, after the tracing and auth ones.
+        security: TLS / mTLS and bearer-token auth; None serves plaintext without auth.
     """
 
     def __init__(
@@ -42,14 +45,20 @@ class GrpcServer:
         *,
         reuse_port: bool = False,
         interceptors: Sequence[Any] = (),
+        security: SecuritySettings | None = None,
     ) -> None:
         self.name = name
+        self.security = security or SecuritySettings()
+        chain = list(grpc_server_interceptors())
+        if self.security.tokens is not None:
+            chain.append(TokenAuthInterceptor(self.security.tokens))
+        chain.extend(interceptors)
         self.address = address
         self.port = 0
         self._service_names: list[str] = []
         self.health = health_aio.HealthServicer()
         self.server = grpc.aio.server(
-            interceptors=[*grpc_server_interceptors(), *interceptors],
+            interceptors=chain,
             options=[
                 ("grpc.so_reuseport", 1 if reuse_port else 0),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -80,13 +89,23 @@ class GrpcServer:
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         ]
         reflection.enable_server_reflection(names, self.server)
-        self.port = self.server.add_insecure_port(self.address)
+        credentials = self.security.tls.server_credentials()
+        if credentials is None:
+            self.port = self.server.add_insecure_port(self.address)
+        else:
+            self.port = self.server.add_secure_port(self.address, credentials)
         if self.port == 0:
             raise OSError(f"{self.name}: cannot bind {self.address}")
         await self.server.start()
         for service in ["", *self._service_names]:
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        logger.info("%s serving gRPC on %s", self.name, self.bound_address)
+        logger.info(
+            "%s serving gRPC on %s (%s, %s)",
+            self.name,
+            self.bound_address,
+            "mTLS" if self.security.tls.client_ca_file else "TLS" if credentials else "plaintext",
+            "token auth" if self.security.tokens is not None else "no auth",
+        )
 
     async def stop(self, grace_s: float) -> None:
         """Drain: NOT_SERVING, stop accepting, wait up to ``grace_s`` for in-flight calls."""

@@ -1,0 +1,230 @@
+"""Bearer-token authentication and per-RPC scopes for every server of the stack.
+
+The access policy is one table, :data:`METHOD_SCOPES`: each service names the scope an RPC needs,
+with a default for RPCs not listed that is the service's broadest scope, so a newly added RPC is
+closed until someone decides who may call it. Health checks and reflection stay open (probes).
+A servicer can demand more for a particular request with :func:`require_scope` (a Query that
+writes needs db.write, not db.read).
+
+Callers learn only what they may know: a missing or unknown token is UNAUTHENTICATED without
+saying which; a valid token without the scope is PERMISSION_DENIED naming the scope it lacks.
+Tokens are compared by SHA-256 digest in constant time and never logged.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from paca_runtime.errors import StatusError
+from paca_runtime.security import TokenTable, grants, token_digest
+
+logger = logging.getLogger(__name__)
+
+# service prefix -> (scope of RPCs not listed, {rpc: scope})
+METHOD_SCOPES: dict[str, tuple[str, dict[str, str]]] = {
+    "/paca.api.v1.ApiService/": (
+        "api.admin",
+        {
+            rpc: "api.call"
+            for rpc in (
+                "Call",
+                "CallStream",
+                "GraphQL",
+                "FanOut",
+                "GetEndpoint",
+                "ListEndpoints",
+                "GetStats",
+                "Subscribe",
+                "AckEvent",
+            )
+        },
+    ),
+    "/paca.db.v1.DbService/": (
+        "db.admin",
+        {
+            **{
+                rpc: "db.read"
+                for rpc in ("Query", "StreamQuery", "Select", "GetStats", "GetMigrationStatus")
+            },
+            **{
+                rpc: "db.write"
+                for rpc in (
+                    "Execute",
+                    "ExecuteBatch",
+                    "Transaction",
+                    "Insert",
+                    "Update",
+                    "Delete",
+                    "RecordApiCalls",
+                )
+            },
+        },
+    ),
+    "/paca.monitor.v1.MonitorService/": (
+        "monitor.admin",
+        {"GetStatus": "monitor.read", "WatchAlerts": "monitor.read", "Report": "monitor.report"},
+    ),
+}
+
+_scopes: contextvars.ContextVar[frozenset[str] | None] = contextvars.ContextVar(
+    "paca_scopes", default=None
+)
+
+
+class PermissionDenied(StatusError, PermissionError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+def scope_for(method: str) -> str | None:
+    """The scope an RPC needs; None for RPCs outside the stack's services (health, reflection)."""
+    for prefix, (default, scopes) in METHOD_SCOPES.items():
+        if method.startswith(prefix):
+            return scopes.get(method[len(prefix) :], default)
+    return None
+
+
+def require_scope(scope: str) -> None:
+    """Raise PermissionDenied unless the current caller holds ``scope`` (no-op when auth is off)."""
+    held = _scopes.get()
+    if held is not None and not grants(held, scope):
+        raise PermissionDenied(f"the token lacks scope {scope}")
+
+
+def _bearer(metadata: Any) -> str:
+    for key, value in metadata or ():
+        if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
+            return value[len("Bearer ") :].strip()
+    return ""
+
+
+def _rewrap(
+    handler: grpc.RpcMethodHandler, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]
+) -> grpc.RpcMethodHandler:
+    kinds = (
+        ("unary_unary", grpc.unary_unary_rpc_method_handler),
+        ("unary_stream", grpc.unary_stream_rpc_method_handler),
+        ("stream_unary", grpc.stream_unary_rpc_method_handler),
+        ("stream_stream", grpc.stream_stream_rpc_method_handler),
+    )
+    for attribute, build in kinds:
+        behavior = getattr(handler, attribute)
+        if behavior is not None:
+            return build(
+                wrap(behavior),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+    return handler
+
+
+def _denying(code: grpc.StatusCode, message: str) -> Callable[[Callable[..., Any]], Any]:
+    def wrap(behavior: Callable[..., Any]) -> Callable[..., Awaitable[None]]:
+        async def deny(request: Any, context: grpc.aio.ServicerContext) -> None:
+            await context.abort(code, message)
+
+        return deny
+
+    return wrap
+
+
+def _with_scopes(scopes: frozenset[str]) -> Callable[[Callable[..., Any]], Any]:
+    # Each RPC runs in its own task, so setting the variable inside the behaviour scopes it to
+    # exactly that call.
+    def wrap(behavior: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.isasyncgenfunction(behavior):
+
+            async def generator(request: Any, context: Any) -> Any:
+                _scopes.set(scopes)
+                async for item in behavior(request, context):
+                    yield item
+
+            return generator
+
+        async def coroutine(request: Any, context: Any) -> Any:
+            _scopes.set(scopes)
+            return await behavior(request, context)
+
+        return coroutine
+
+    return wrap
+
+
+class TokenAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Admits an RPC when its bearer token holds the RPC's scope."""
+
+    def __init__(self, tokens: TokenTable) -> None:
+        self.tokens = tokens
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        needed = scope_for(details.method)
+        if handler is None or needed is None:
+            return handler
+        entry = self.tokens.lookup(_bearer(details.invocation_metadata))
+        if entry is None:
+            return _rewrap(
+                handler,
+                _denying(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token"),
+            )
+        if not grants(entry.scopes, needed):
+            logger.info("denied %s to token %s: lacks %s", details.method, entry.name, needed)
+            return _rewrap(
+                handler,
+                _denying(grpc.StatusCode.PERMISSION_DENIED, f"the token lacks scope {needed}"),
+            )
+        return _rewrap(handler, _with_scopes(entry.scopes))
+
+
+class BearerTokenInterceptor(
+    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[misc]
+    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[misc]
+    grpc.aio.StreamUnaryClientInterceptor,  # type: ignore[misc]
+    grpc.aio.StreamStreamClientInterceptor,  # type: ignore[misc]
+):
+    """Adds ``authorization: Bearer <token>`` to every call of a channel (TLS or loopback)."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    def __repr__(self) -> str:
+        return "<BearerTokenInterceptor token=REDACTED>"
+
+    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()), self._header)
+        return grpc.aio.ClientCallDetails(
+            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+        )
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+    async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(self._details(details), requests)
+
+    async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(self._details(details), requests)
+
+
+def main() -> None:
+    """``python -m paca_runtime.auth hash TOKEN``: the digest to put in the tokens file."""
+    if len(sys.argv) != 3 or sys.argv[1] != "hash":
+        sys.exit("usage: python -m paca_runtime.auth hash TOKEN")
+    print(token_digest(sys.argv[2]).hex())
+
+
+if __name__ == "__main__":
+    main()
