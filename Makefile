@@ -18,7 +18,7 @@ export GOFLAGS := -buildvcs=false
 
 .DEFAULT_GOAL := help
 .PHONY: help run test venv protos protos-check lint check unit clean backing-up backing-down \
-	clients go-plugins
+	clients go-plugins certs
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ go-plugins: $(GO_PLUGIN_DIR)/protoc-gen-go-grpc ## Install the pinned Go code ge
 $(GO_PLUGIN_DIR)/protoc-gen-go-grpc:
 	mkdir -p $(GO_PLUGIN_DIR)
 	for plugin in $(GO_PLUGINS); do GOBIN=$(abspath $(GO_PLUGIN_DIR)) go install $$plugin || exit 1; done
+
+certs: ## A local CA with server and client certificates in var/certs (TLS / mTLS)
+	bash scripts/make_certs.sh var/certs
 
 clients: ## Fetch the Node and Go client dependencies (their tests run in the e2e suite)
 	cd clients/node && npm ci --no-audit --no-fund --loglevel=error
