@@ -89,7 +89,8 @@ async def upstream() -> AsyncIterator[Upstream]:
     app.router.add_get("/status/{code:\\d+}", _status)
     app.router.add_get("/binary", _binary)
     app.router.add_get("/slow", _slow)
-    runner = web.AppRunner(app, access_log=None)
+    # Held /slow responses must not hold up teardown.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
