@@ -26,6 +26,8 @@ STATE_DIR: Final = "PACA_STATE_DIR"
 OTLP_ENDPOINT: Final = "OTEL_EXPORTER_OTLP_ENDPOINT"
 
 DEFAULT_MONITOR_ADDRESS: Final = "127.0.0.1:50053"
+# gRPC name-resolver schemes accepted where a peer address is expected.
+TARGET_SCHEMES: Final = ("dns:", "ipv4:", "ipv6:", "unix:")
 
 
 class SettingsError(ValueError):
@@ -103,10 +105,14 @@ class SettingsSource:
         raise SettingsError(f'"{name}" must be true or false, got {value!r}')
 
     def address(self, name: str, default: str, *, allow_empty: bool = False) -> str:
-        """A ``host:port`` address; port 0 asks the OS for a free port."""
+        """A ``host:port`` address (port 0 asks the OS for a free port), or for a peer a gRPC
+        target URI such as ``ipv4:127.0.0.1:50052,127.0.0.1:50062`` or ``dns:///db:50052``
+        (several replicas, balanced round-robin)."""
         value = self.text(name, default)
         if not value and allow_empty:
             return ""
+        if value.startswith(TARGET_SCHEMES):
+            return value
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or int(port) > 65535:
             raise SettingsError(f'"{name}" must be host:port, got {value!r}')

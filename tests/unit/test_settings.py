@@ -75,3 +75,9 @@ def test_database_url_password_never_appears_in_errors() -> None:
             RuntimeSettings(),
         )
     assert "hunter2" not in str(caught.value)
+
+
+def test_peer_address_may_be_a_grpc_target_of_several_replicas() -> None:
+    target = "ipv4:127.0.0.1:50052,127.0.0.1:50062"
+    source = SettingsSource({"PACA_DB_ADDRESS": target})
+    assert ApiSettings.from_source(source, RuntimeSettings()).db_address == target
