@@ -1,0 +1,135 @@
+"""Throughput of api_service (with its call log to db_service) with 1 and 2 processes per service.
+
+Two processes share each port through SO_REUSEPORT (PACA_API_REUSE_PORT / PACA_DB_REUSE_PORT),
+the way a deployment uses every core; the load comes over several client channels (one TCP
+connection each) so the kernel spreads them. Both layouts run in the same invocation against the
+same local upstream, which runs in its own process.
+
+    .venv/bin/python bench/scale_out.py [--seconds 10] [--concurrency 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+from paca.api.v1 import api_service_pb2, api_service_pb2_grpc
+
+from paca_runtime.stack import ServiceProcess
+
+UPSTREAM = """
+import sys
+from aiohttp import web
+async def ok(request):
+    return web.json_response({"ok": True})
+app = web.Application()
+app.router.add_get("/ok", ok)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def load(
+    address: str, url: str, seconds: float, concurrency: int
+) -> tuple[float, float, float]:
+    channels = [grpc.aio.insecure_channel(address) for _ in range(8)]
+    stubs = [api_service_pb2_grpc.ApiServiceStub(c) for c in channels]
+    latencies: list[float] = []
+    request = api_service_pb2.CallRequest(url=url, provider="bench")
+    deadline = time.perf_counter() + seconds
+
+    async def worker(i: int) -> None:
+        stub = stubs[i % len(stubs)]
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            await stub.Call(request, timeout=10)
+            latencies.append(time.perf_counter() - started)
+
+    for stub in stubs:  # connect every channel before measuring
+        await stub.Call(request, timeout=10)
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    for channel in channels:
+        await channel.close()
+    quantiles = statistics.quantiles(latencies, n=100)
+    return len(latencies) / elapsed, quantiles[49] * 1000, quantiles[98] * 1000
+
+
+async def run_layout(processes: int, url: str, seconds: float, concurrency: int) -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        api_port, db_port = free_port(), free_port()
+        env = {
+            "PACA_STATE_DIR": tmp,
+            "PACA_MONITOR_ADDRESS": "",
+            "PACA_LOG_LEVEL": "WARNING",
+            "PACA_API_LISTEN": f"127.0.0.1:{api_port}",
+            "PACA_DB_LISTEN": f"127.0.0.1:{db_port}",
+            "PACA_DB_ADDRESS": f"127.0.0.1:{db_port}",
+            "PACA_API_REUSE_PORT": "true",
+            "PACA_DB_REUSE_PORT": "true",
+        }
+        children = [ServiceProcess("db_service", env) for _ in range(processes)]
+        children += [
+            ServiceProcess(
+                "api_service", {**env, "PACA_CALLLOG_SPOOL_DIR": str(Path(tmp) / f"spool{i}")}
+            )
+            for i in range(processes)
+        ]
+        try:
+            for child in children:
+                await child.start()
+            rate, p50, p99 = await load(f"127.0.0.1:{api_port}", url, seconds, concurrency)
+        finally:
+            for child in reversed(children):
+                await child.stop()
+    return (
+        f"{processes} process(es) per service: {rate:8.0f} calls/s"
+        f"   p50 {p50:6.1f} ms   p99 {p99:6.1f} ms"
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=64)
+    options = parser.parse_args()
+    port = free_port()
+    upstream = await asyncio.create_subprocess_exec(sys.executable, "-c", UPSTREAM, str(port))
+    try:
+        url = f"http://127.0.0.1:{port}/ok"
+        for _ in range(100):  # the upstream is up once it accepts a connection
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+        print(
+            f"ApiService.Call -> local upstream, concurrency {options.concurrency}, "
+            f"{options.seconds:g} s per layout, {len(os.sched_getaffinity(0))} cores"
+        )
+        for processes in (1, 2):
+            print(
+                await run_layout(processes, url, options.seconds, options.concurrency), flush=True
+            )
+    finally:
+        upstream.terminate()
+        await upstream.wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
