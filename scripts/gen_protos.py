@@ -85,12 +85,24 @@ def generate_node(out: Path) -> None:
         shutil.copyfile(PROTO_DIR / proto, target)
 
 
+def _is_python_stub(path: Path) -> bool:
+    # paca/<area>/v<N>/*.py(i) only: paca/client and other hand-written modules stay untouched.
+    parts = path.parts
+    return (
+        path.suffix in {".py", ".pyi"}
+        and len(parts) == 4
+        and parts[0] == "paca"
+        and parts[2][:1] == "v"
+        and parts[2][1:].isdigit()
+    )
+
+
 # name -> (directory it owns, generator, which files in it are generated)
 TARGETS: dict[str, tuple[Path, Callable[[Path], None], Callable[[Path], bool]]] = {
     "python": (
         ROOT / "clients" / "python" / "src",
         generate_python,
-        lambda p: p.suffix in {".py", ".pyi"} and p.parts[0] == "paca" and len(p.parts) > 2,
+        _is_python_stub,
     ),
     "go": (ROOT / "clients" / "go" / "gen", generate_go, lambda p: p.suffix == ".go"),
     "node": (ROOT / "clients" / "node" / "proto", generate_node, lambda p: p.suffix == ".proto"),
