@@ -1,11 +1,15 @@
-"""The monitor's HTTP side: ``GET /metrics`` in Prometheus text format and ``GET /`` status page.
+"""The monitor's HTTP side: ``GET /metrics`` in Prometheus text format, the status page at
+``GET /`` and the JSON it polls, ``GET /api/status``.
 
 ``/metrics`` is rendered on each scrape by :class:`MonitorMetrics`, a prometheus-client custom
 collector reading the registry and the latest sample, so there are no global mutable metrics
 to keep in step. What it exposes:
 
-- ``paca_host_*``: the latest host sample (``paca_host_cpu_percent{core=...}``, load, memory...);
-- ``paca_service_up{service,instance}`` and ``paca_service_last_report_age_seconds``;
+- ``paca_host_*``: the latest host sample (``paca_host_cpu_percent{core=...}``, its mean
+  ``paca_host_cpu_usage_percent``, load, memory and ``paca_host_memory_used_percent``...);
+- ``paca_service_up{service,instance}``, ``paca_service_last_report_age_seconds`` and
+  ``paca_service_state{service,instance,state}`` (1 for the instance's state among up, down
+  and stopped, 0 for the others, so a rule can tell a crash from a clean stop);
 - ``paca_process_*{service,instance}``: figures of the processes of instances that are UP;
 - every metric reported by an UP instance, under its own name and kind, with ``service`` and
   ``instance`` labels added. Instances that are DOWN or STOPPED are left out, as a scrape of a
@@ -16,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from aiohttp import web
 from paca.monitor.v1 import monitor_types_pb2
@@ -27,16 +31,17 @@ from prometheus_client.metrics_core import (
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.registry import CollectorRegistry
+from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
-from monitor.registry import UP, InstanceStatus, ServiceRegistry
+from monitor.registry import DOWN, STOPPED, UP, InstanceStatus, ServiceRegistry
 from monitor.sampler import Sampler
-from monitor.status_page import render_status_page
+from monitor.status_page import render_status_page, status_snapshot
 
 logger = logging.getLogger(__name__)
 
 INSTANCE_LABELS = ("service", "instance")
+STATE_NAMES = {UP: "up", DOWN: "down", STOPPED: "stopped"}
 
 _Reported = tuple[InstanceStatus, monitor_types_pb2.Metric]
 
@@ -63,6 +68,11 @@ class MonitorMetrics:
             "Seconds since the instance's last report",
             labels=INSTANCE_LABELS,
         )
+        state = GaugeMetricFamily(
+            "paca_service_state",
+            "1 for the instance's state (up, down, stopped), 0 for the others",
+            labels=[*INSTANCE_LABELS, "state"],
+        )
         process = {
             field: GaugeMetricFamily(f"paca_process_{field}", doc, labels=INSTANCE_LABELS)
             for field, doc in (
@@ -77,11 +87,13 @@ class MonitorMetrics:
             labels = (status.record.service, status.record.instance)
             up.add_metric(labels, 1.0 if status.state == UP else 0.0)
             age.add_metric(labels, status.age_s)
+            for value, name in STATE_NAMES.items():
+                state.add_metric([*labels, name], 1.0 if status.state == value else 0.0)
             figures = self._sampler.latest_process(status.record.pid)
             if status.state == UP and figures is not None:
                 for field, family in process.items():
                     family.add_metric(labels, float(getattr(figures, field)))
-        return [up, age, *process.values()]
+        return [up, age, state, *process.values()]
 
 
 def _host_families(host: monitor_types_pb2.HostFigures) -> list[Metric]:
@@ -90,9 +102,21 @@ def _host_families(host: monitor_types_pb2.HostFigures) -> list[Metric]:
     cpu = GaugeMetricFamily(
         "paca_host_cpu_percent", "CPU use per core over the last sample, 0..100", labels=["core"]
     )
-    for core, percent in enumerate(host.cpu_percent_per_core):
+    cores = host.cpu_percent_per_core
+    for core, percent in enumerate(cores):
         cpu.add_metric([str(core)], percent)
+    used = host.memory_total_bytes - host.memory_available_bytes
     gauges = (
+        (
+            "paca_host_cpu_usage_percent",
+            "CPU use over the last sample, mean of the cores, 0..100",
+            sum(cores) / len(cores) if cores else 0.0,
+        ),
+        (
+            "paca_host_memory_used_percent",
+            "Share of physical memory not available without swapping, 0..100",
+            100.0 * used / host.memory_total_bytes if host.memory_total_bytes else 0.0,
+        ),
         ("paca_host_load1", "Load average over 1 minute", host.load_1m),
         ("paca_host_load5", "Load average over 5 minutes", host.load_5m),
         ("paca_host_load15", "Load average over 15 minutes", host.load_15m),
@@ -215,10 +239,19 @@ class ExpositionServer:
         registry: The instances to show.
         sampler: The host and process figures to show.
         refresh_s: How often the status page reloads itself.
+        collectors: More figures for ``/metrics`` (alerting's own).
+        alerts: The alerts pending or firing now, for the status page.
     """
 
     def __init__(
-        self, address: str, registry: ServiceRegistry, sampler: Sampler, refresh_s: float
+        self,
+        address: str,
+        registry: ServiceRegistry,
+        sampler: Sampler,
+        refresh_s: float,
+        *,
+        collectors: Sequence[Collector] = (),
+        alerts: Callable[[], Sequence[monitor_types_pb2.Alert]] = tuple,
     ) -> None:
         self.address = address
         self.port = 0
@@ -227,6 +260,10 @@ class ExpositionServer:
         self._refresh_s = refresh_s
         self._metrics = CollectorRegistry(auto_describe=False)
         self._metrics.register(MonitorMetrics(registry, sampler))
+        for collector in collectors:
+            self._metrics.register(collector)
+        self._alerts = alerts
+        self._page = render_status_page(refresh_s)
         self._runner: web.AppRunner | None = None
 
     def __repr__(self) -> str:
@@ -244,6 +281,7 @@ class ExpositionServer:
         app = web.Application()
         app.router.add_get("/metrics", self._serve_metrics)
         app.router.add_get("/", self._serve_status_page)
+        app.router.add_get("/api/status", self._serve_status)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         self._runner = runner
@@ -264,5 +302,13 @@ class ExpositionServer:
         )
 
     async def _serve_status_page(self, request: web.Request) -> web.Response:
-        page = render_status_page(self._registry.statuses(), self._sampler.host, self._refresh_s)
-        return web.Response(text=page, content_type="text/html")
+        return web.Response(text=self._page, content_type="text/html")
+
+    async def _serve_status(self, request: web.Request) -> web.Response:
+        snapshot = status_snapshot(
+            self._registry.statuses(),
+            self._sampler.host,
+            self._sampler.latest_process,
+            self._alerts(),
+        )
+        return web.json_response(snapshot, headers={"Cache-Control": "no-store"})

@@ -36,6 +36,8 @@ class Sampler:
         registry: Says which processes to sample (those of instances that are UP).
         interval_s: Seconds between samples.
         collector_factory: Makes the collector; called once, on the sampling thread.
+        on_sample: Called on the event loop after each sample (alert evaluation); what it
+            raises is logged and does not stop sampling.
     """
 
     def __init__(
@@ -43,12 +45,14 @@ class Sampler:
         registry: ServiceRegistry,
         interval_s: float,
         collector_factory: Callable[[], HostCollector] = HostCollector,
+        on_sample: Callable[[], object] | None = None,
     ) -> None:
         self.interval_s = interval_s
         self.samples_taken = 0
         self.samples_failed = 0
         self._registry = registry
         self._collector_factory = collector_factory
+        self._on_sample = on_sample
         self._collector: HostCollector | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._host = monitor_types_pb2.HostFigures()
@@ -106,12 +110,17 @@ class Sampler:
         return figures
 
     async def refresh(self) -> None:
-        """Take one sample now and make it the latest."""
+        """Take one sample now, make it the latest, then run ``on_sample``."""
         pids = self._registry.live_pids()
         host, processes = await self._call(self._sample, pids)
         self._host = host
         self._processes = processes
         self.samples_taken += 1
+        if self._on_sample is not None:
+            try:
+                self._on_sample()
+            except Exception:
+                logger.exception("handling a new sample failed")
 
     async def _run(self) -> None:
         while True:

@@ -6,15 +6,22 @@
 | ``PACA_METRICS_LISTEN`` | ``127.0.0.1:9464`` | HTTP address of ``/metrics`` and status page |
 | ``PACA_MONITOR_DOWN_AFTER_S`` | 3 x ``MONITOR_INTERVAL`` | silence that makes an instance DOWN |
 | ``MONITOR_INTERVAL`` | ``10`` | seconds between samples (and between service reports) |
+| ``PACA_MONITOR_RULES`` | built-in defaults | TOML file of alert rules (``deploy/alerts.toml``) |
+| ``PACA_MONITOR_ALERT_WEBHOOK_URL`` | off | http(s) URL alert changes are POSTed to |
+| ``PACA_MONITOR_API_ADDRESS`` | ``127.0.0.1:50051`` | api_service, which sends the webhook calls |
 
 Port 0 in either address binds a free port; the process prints the real ones on its ready line.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
+from urllib.parse import urlsplit
 
+from monitor.default_rules import DEFAULT_RULES
+from monitor.rules import AlertRule, RuleError, load_rules
 from paca_runtime.settings import (
     MONITOR_INTERVAL,
     RuntimeSettings,
@@ -25,9 +32,13 @@ from paca_runtime.settings import (
 LISTEN: Final = "PACA_MONITOR_LISTEN"
 METRICS_LISTEN: Final = "PACA_METRICS_LISTEN"
 DOWN_AFTER: Final = "PACA_MONITOR_DOWN_AFTER_S"
+RULES: Final = "PACA_MONITOR_RULES"
+ALERT_WEBHOOK_URL: Final = "PACA_MONITOR_ALERT_WEBHOOK_URL"
+API_ADDRESS: Final = "PACA_MONITOR_API_ADDRESS"
 
 DEFAULT_LISTEN: Final = "127.0.0.1:50053"
 DEFAULT_METRICS_LISTEN: Final = "127.0.0.1:9464"
+DEFAULT_API_ADDRESS: Final = "127.0.0.1:50051"
 # Missing three reports in a row, not one late one, is what makes an instance DOWN.
 DOWN_AFTER_INTERVALS: Final = 3
 
@@ -42,12 +53,19 @@ class MonitorSettings:
         sample_interval_s: Seconds between host and process samples; also the interval the
             monitor asks services to report at.
         down_after_s: An instance without a report for longer than this is DOWN.
+        rules: The alert rules, evaluated after every sample.
+        alert_webhook_url: Where alert changes are POSTed (through api_service); empty for
+            none. Often holds a credential, so it is left out of the repr.
+        api_address: ``host:port`` of the api_service that makes the webhook calls.
     """
 
     listen_address: str = DEFAULT_LISTEN
     metrics_address: str = DEFAULT_METRICS_LISTEN
     sample_interval_s: float = 10.0
     down_after_s: float = DOWN_AFTER_INTERVALS * 10.0
+    rules: tuple[AlertRule, ...] = DEFAULT_RULES
+    alert_webhook_url: str = field(default="", repr=False)
+    api_address: str = DEFAULT_API_ADDRESS
 
     def __post_init__(self) -> None:
         if self.sample_interval_s <= 0:
@@ -59,6 +77,11 @@ class MonitorSettings:
                 f'"{DOWN_AFTER}" must be > {MONITOR_INTERVAL} ({self.sample_interval_s:g}), '
                 f"got {self.down_after_s:g}"
             )
+        if self.alert_webhook_url:
+            parts = urlsplit(self.alert_webhook_url)
+            # The value is not echoed: a webhook URL is usually a credential.
+            if parts.scheme not in {"http", "https"} or not parts.hostname:
+                raise SettingsError(f'"{ALERT_WEBHOOK_URL}" must be an absolute http(s) URL')
 
     @classmethod
     def from_source(
@@ -81,4 +104,16 @@ class MonitorSettings:
             metrics_address=source.address(METRICS_LISTEN, DEFAULT_METRICS_LISTEN),
             sample_interval_s=interval_s,
             down_after_s=source.number(DOWN_AFTER, DOWN_AFTER_INTERVALS * interval_s),
+            rules=_rules(source.text(RULES, "")),
+            alert_webhook_url=source.text(ALERT_WEBHOOK_URL, ""),
+            api_address=source.address(API_ADDRESS, DEFAULT_API_ADDRESS),
         )
+
+
+def _rules(path: str) -> tuple[AlertRule, ...]:
+    if not path:
+        return DEFAULT_RULES
+    try:
+        return load_rules(Path(path))
+    except RuleError as exc:
+        raise SettingsError(f'"{RULES}": {exc}') from exc

@@ -181,6 +181,8 @@ missing_packages() {
                 command -v mariadb-admin >/dev/null 2>&1 || echo mariadb-client
                 ;;
             redis) redis_server_installed || echo redis-server ;;
+            # Not an engine: the headless browser the status-page test drives.
+            browser) command -v chromium >/dev/null 2>&1 || echo chromium ;;
         esac
     done
 }
@@ -496,7 +498,7 @@ cmd_up() {
         fi
     done
 
-    ensure_packages "${to_start[@]}"
+    ensure_packages "${to_start[@]}" browser
 
     local skip_mongodb=""
     for engine in "${to_start[@]}"; do

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import socket
 from collections.abc import AsyncIterator
@@ -187,14 +188,28 @@ async def test_metrics_endpoint_exposes_reported_and_host_figures(monitor: Monit
     assert exposed[("paca_host_memory_total_bytes", frozenset())] > 0
 
 
-async def test_status_page_lists_instances_with_state(monitor: Monitor) -> None:
+async def test_status_json_lists_instances_with_state_and_follows_changes(
+    monitor: Monitor,
+) -> None:
     await monitor.stub.Report(report())
+    await monitor.app.sampler.refresh()
 
+    first = json.loads(await get(f"http://{monitor.http_address}/api/status"))
+    monitor.clock.now += DOWN_AFTER_S + 0.5
+    second = json.loads(await get(f"http://{monitor.http_address}/api/status"))
     page = await get(f"http://{monitor.http_address}/")
 
-    assert "api_service" in page
-    assert '<span class="UP">UP</span>' in page
-    assert '<meta http-equiv="refresh" content="1">' in page
+    [service] = first["services"]
+    assert (service["service"], service["instance"], service["state"]) == (
+        "api_service",
+        "host:1",
+        "UP",
+    )
+    assert service["pid"] == os.getpid()
+    assert service["rss_bytes"] > 0
+    assert first["host"]["cores"] == psutil.cpu_count()
+    assert second["services"][0]["state"] == "DOWN"
+    assert "const REFRESH_MS = 1000;" in page
 
 
 async def test_health_check_reports_serving(monitor: Monitor) -> None:

@@ -11,7 +11,7 @@ from prometheus_client.registry import CollectorRegistry
 from monitor.exposition import MonitorMetrics
 from monitor.registry import ServiceRegistry
 from monitor.sampler import Sampler
-from monitor.status_page import render_status_page
+from monitor.status_page import render_status_page, status_snapshot
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(5)]
 
@@ -135,17 +135,38 @@ def test_host_figures_are_absent_before_the_first_sample(registry: ServiceRegist
     assert not any(name.startswith("paca_host_") for name in kinds)
 
 
-def test_status_page_escapes_reported_names_and_refreshes_each_interval(
+def test_status_snapshot_carries_reported_names_as_data_for_the_page_to_insert_as_text(
     registry: ServiceRegistry,
 ) -> None:
     registry.record(
         monitor_service_pb2.ReportRequest(service="<script>", instance="h:1", address="a&b")
     )
 
-    page = render_status_page(registry.statuses(), monitor_types_pb2.HostFigures(), 2.5)
+    snapshot = status_snapshot(
+        registry.statuses(), monitor_types_pb2.HostFigures(), lambda pid: None, []
+    )
 
-    assert '<meta http-equiv="refresh" content="3">' in page
-    assert "&lt;script&gt;" in page
-    assert "<script>" not in page
-    assert "a&amp;b" in page
-    assert '<span class="UP">UP</span>' in page
+    assert snapshot == {
+        "host": None,
+        "services": [
+            {
+                "service": "<script>",
+                "instance": "h:1",
+                "state": "UP",
+                "address": "a&b",
+                "pid": 0,
+                "age_s": 0.0,
+                "cpu_percent": None,
+                "rss_bytes": None,
+            }
+        ],
+        "alerts": [],
+    }
+
+
+def test_status_page_polls_each_interval_and_inserts_values_as_text_only() -> None:
+    page = render_status_page(2.5)
+
+    assert "const REFRESH_MS = 2500;" in page
+    assert 'fetch("/api/status"' in page
+    assert "innerHTML" not in page

@@ -204,10 +204,11 @@ func (*GetStatusRequest) Descriptor() ([]byte, []int) {
 
 // Response of MonitorService.GetStatus.
 type GetStatusResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Services      []*ServiceStatus       `protobuf:"bytes,1,rep,name=services,proto3" json:"services,omitempty"`
-	Host          *HostFigures           `protobuf:"bytes,2,opt,name=host,proto3" json:"host,omitempty"`
-	ActiveAlerts  []*Alert               `protobuf:"bytes,3,rep,name=active_alerts,json=activeAlerts,proto3" json:"active_alerts,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Services []*ServiceStatus       `protobuf:"bytes,1,rep,name=services,proto3" json:"services,omitempty"`
+	Host     *HostFigures           `protobuf:"bytes,2,opt,name=host,proto3" json:"host,omitempty"`
+	// Alerts that are pending or firing now, most severe first.
+	ActiveAlerts  []*Alert `protobuf:"bytes,3,rep,name=active_alerts,json=activeAlerts,proto3" json:"active_alerts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -263,6 +264,107 @@ func (x *GetStatusResponse) GetActiveAlerts() []*Alert {
 	return nil
 }
 
+// Request of MonitorService.WatchAlerts.
+type WatchAlertsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Start the stream with the alerts firing now, then follow changes.
+	IncludeActive bool `protobuf:"varint,1,opt,name=include_active,json=includeActive,proto3" json:"include_active,omitempty"`
+	// Leave out alerts less severe than this; unset sends every severity.
+	MinSeverity   Severity `protobuf:"varint,2,opt,name=min_severity,json=minSeverity,proto3,enum=paca.monitor.v1.Severity" json:"min_severity,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchAlertsRequest) Reset() {
+	*x = WatchAlertsRequest{}
+	mi := &file_paca_monitor_v1_monitor_service_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchAlertsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchAlertsRequest) ProtoMessage() {}
+
+func (x *WatchAlertsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_monitor_v1_monitor_service_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchAlertsRequest.ProtoReflect.Descriptor instead.
+func (*WatchAlertsRequest) Descriptor() ([]byte, []int) {
+	return file_paca_monitor_v1_monitor_service_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *WatchAlertsRequest) GetIncludeActive() bool {
+	if x != nil {
+		return x.IncludeActive
+	}
+	return false
+}
+
+func (x *WatchAlertsRequest) GetMinSeverity() Severity {
+	if x != nil {
+		return x.MinSeverity
+	}
+	return Severity_SEVERITY_UNSPECIFIED
+}
+
+// One message of the MonitorService.WatchAlerts stream.
+type WatchAlertsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// An alert that started firing or resolved.
+	Alert         *Alert `protobuf:"bytes,1,opt,name=alert,proto3" json:"alert,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchAlertsResponse) Reset() {
+	*x = WatchAlertsResponse{}
+	mi := &file_paca_monitor_v1_monitor_service_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchAlertsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchAlertsResponse) ProtoMessage() {}
+
+func (x *WatchAlertsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_monitor_v1_monitor_service_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchAlertsResponse.ProtoReflect.Descriptor instead.
+func (*WatchAlertsResponse) Descriptor() ([]byte, []int) {
+	return file_paca_monitor_v1_monitor_service_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *WatchAlertsResponse) GetAlert() *Alert {
+	if x != nil {
+		return x.Alert
+	}
+	return nil
+}
+
 var File_paca_monitor_v1_monitor_service_proto protoreflect.FileDescriptor
 
 const file_paca_monitor_v1_monitor_service_proto_rawDesc = "" +
@@ -283,10 +385,16 @@ const file_paca_monitor_v1_monitor_service_proto_rawDesc = "" +
 	"\x11GetStatusResponse\x12:\n" +
 	"\bservices\x18\x01 \x03(\v2\x1e.paca.monitor.v1.ServiceStatusR\bservices\x120\n" +
 	"\x04host\x18\x02 \x01(\v2\x1c.paca.monitor.v1.HostFiguresR\x04host\x12;\n" +
-	"\ractive_alerts\x18\x03 \x03(\v2\x16.paca.monitor.v1.AlertR\factiveAlerts2\xb9\x01\n" +
+	"\ractive_alerts\x18\x03 \x03(\v2\x16.paca.monitor.v1.AlertR\factiveAlerts\"y\n" +
+	"\x12WatchAlertsRequest\x12%\n" +
+	"\x0einclude_active\x18\x01 \x01(\bR\rincludeActive\x12<\n" +
+	"\fmin_severity\x18\x02 \x01(\x0e2\x19.paca.monitor.v1.SeverityR\vminSeverity\"C\n" +
+	"\x13WatchAlertsResponse\x12,\n" +
+	"\x05alert\x18\x01 \x01(\v2\x16.paca.monitor.v1.AlertR\x05alert2\x9a\x02\n" +
 	"\x0eMonitorService\x12N\n" +
 	"\x06Report\x12\x1e.paca.monitor.v1.ReportRequest\x1a\x1f.paca.monitor.v1.ReportResponse\"\x03\x90\x02\x02\x12W\n" +
-	"\tGetStatus\x12!.paca.monitor.v1.GetStatusRequest\x1a\".paca.monitor.v1.GetStatusResponse\"\x03\x90\x02\x01b\x06proto3"
+	"\tGetStatus\x12!.paca.monitor.v1.GetStatusRequest\x1a\".paca.monitor.v1.GetStatusResponse\"\x03\x90\x02\x01\x12_\n" +
+	"\vWatchAlerts\x12#.paca.monitor.v1.WatchAlertsRequest\x1a$.paca.monitor.v1.WatchAlertsResponse\"\x03\x90\x02\x010\x01b\x06proto3"
 
 var (
 	file_paca_monitor_v1_monitor_service_proto_rawDescOnce sync.Once
@@ -300,33 +408,40 @@ func file_paca_monitor_v1_monitor_service_proto_rawDescGZIP() []byte {
 	return file_paca_monitor_v1_monitor_service_proto_rawDescData
 }
 
-var file_paca_monitor_v1_monitor_service_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_paca_monitor_v1_monitor_service_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_paca_monitor_v1_monitor_service_proto_goTypes = []any{
 	(*ReportRequest)(nil),         // 0: paca.monitor.v1.ReportRequest
 	(*ReportResponse)(nil),        // 1: paca.monitor.v1.ReportResponse
 	(*GetStatusRequest)(nil),      // 2: paca.monitor.v1.GetStatusRequest
 	(*GetStatusResponse)(nil),     // 3: paca.monitor.v1.GetStatusResponse
-	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
-	(*Metric)(nil),                // 5: paca.monitor.v1.Metric
-	(*ServiceStatus)(nil),         // 6: paca.monitor.v1.ServiceStatus
-	(*HostFigures)(nil),           // 7: paca.monitor.v1.HostFigures
-	(*Alert)(nil),                 // 8: paca.monitor.v1.Alert
+	(*WatchAlertsRequest)(nil),    // 4: paca.monitor.v1.WatchAlertsRequest
+	(*WatchAlertsResponse)(nil),   // 5: paca.monitor.v1.WatchAlertsResponse
+	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
+	(*Metric)(nil),                // 7: paca.monitor.v1.Metric
+	(*ServiceStatus)(nil),         // 8: paca.monitor.v1.ServiceStatus
+	(*HostFigures)(nil),           // 9: paca.monitor.v1.HostFigures
+	(*Alert)(nil),                 // 10: paca.monitor.v1.Alert
+	(Severity)(0),                 // 11: paca.monitor.v1.Severity
 }
 var file_paca_monitor_v1_monitor_service_proto_depIdxs = []int32{
-	4, // 0: paca.monitor.v1.ReportRequest.report_time:type_name -> google.protobuf.Timestamp
-	5, // 1: paca.monitor.v1.ReportRequest.metrics:type_name -> paca.monitor.v1.Metric
-	6, // 2: paca.monitor.v1.GetStatusResponse.services:type_name -> paca.monitor.v1.ServiceStatus
-	7, // 3: paca.monitor.v1.GetStatusResponse.host:type_name -> paca.monitor.v1.HostFigures
-	8, // 4: paca.monitor.v1.GetStatusResponse.active_alerts:type_name -> paca.monitor.v1.Alert
-	0, // 5: paca.monitor.v1.MonitorService.Report:input_type -> paca.monitor.v1.ReportRequest
-	2, // 6: paca.monitor.v1.MonitorService.GetStatus:input_type -> paca.monitor.v1.GetStatusRequest
-	1, // 7: paca.monitor.v1.MonitorService.Report:output_type -> paca.monitor.v1.ReportResponse
-	3, // 8: paca.monitor.v1.MonitorService.GetStatus:output_type -> paca.monitor.v1.GetStatusResponse
-	7, // [7:9] is the sub-list for method output_type
-	5, // [5:7] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	6,  // 0: paca.monitor.v1.ReportRequest.report_time:type_name -> google.protobuf.Timestamp
+	7,  // 1: paca.monitor.v1.ReportRequest.metrics:type_name -> paca.monitor.v1.Metric
+	8,  // 2: paca.monitor.v1.GetStatusResponse.services:type_name -> paca.monitor.v1.ServiceStatus
+	9,  // 3: paca.monitor.v1.GetStatusResponse.host:type_name -> paca.monitor.v1.HostFigures
+	10, // 4: paca.monitor.v1.GetStatusResponse.active_alerts:type_name -> paca.monitor.v1.Alert
+	11, // 5: paca.monitor.v1.WatchAlertsRequest.min_severity:type_name -> paca.monitor.v1.Severity
+	10, // 6: paca.monitor.v1.WatchAlertsResponse.alert:type_name -> paca.monitor.v1.Alert
+	0,  // 7: paca.monitor.v1.MonitorService.Report:input_type -> paca.monitor.v1.ReportRequest
+	2,  // 8: paca.monitor.v1.MonitorService.GetStatus:input_type -> paca.monitor.v1.GetStatusRequest
+	4,  // 9: paca.monitor.v1.MonitorService.WatchAlerts:input_type -> paca.monitor.v1.WatchAlertsRequest
+	1,  // 10: paca.monitor.v1.MonitorService.Report:output_type -> paca.monitor.v1.ReportResponse
+	3,  // 11: paca.monitor.v1.MonitorService.GetStatus:output_type -> paca.monitor.v1.GetStatusResponse
+	5,  // 12: paca.monitor.v1.MonitorService.WatchAlerts:output_type -> paca.monitor.v1.WatchAlertsResponse
+	10, // [10:13] is the sub-list for method output_type
+	7,  // [7:10] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_paca_monitor_v1_monitor_service_proto_init() }
@@ -341,7 +456,7 @@ func file_paca_monitor_v1_monitor_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_paca_monitor_v1_monitor_service_proto_rawDesc), len(file_paca_monitor_v1_monitor_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,8 +19,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	MonitorService_Report_FullMethodName    = "/paca.monitor.v1.MonitorService/Report"
-	MonitorService_GetStatus_FullMethodName = "/paca.monitor.v1.MonitorService/GetStatus"
+	MonitorService_Report_FullMethodName      = "/paca.monitor.v1.MonitorService/Report"
+	MonitorService_GetStatus_FullMethodName   = "/paca.monitor.v1.MonitorService/GetStatus"
+	MonitorService_WatchAlerts_FullMethodName = "/paca.monitor.v1.MonitorService/WatchAlerts"
 )
 
 // MonitorServiceClient is the client API for MonitorService service.
@@ -35,6 +36,12 @@ type MonitorServiceClient interface {
 	Report(ctx context.Context, in *ReportRequest, opts ...grpc.CallOption) (*ReportResponse, error)
 	// Returns the known services, host figures and active alerts.
 	GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*GetStatusResponse, error)
+	// Streams alert changes as the rules are evaluated: each alert once when it starts firing and
+	// once when it resolves (pending alerts are not sent). The stream ends with OK when the monitor
+	// shuts down, and with RESOURCE_EXHAUSTED when the watcher falls too far behind; either way,
+	// watch again with `include_active` set to resynchronise. Response headers arrive once the
+	// watch is in place: every change after that is sent.
+	WatchAlerts(ctx context.Context, in *WatchAlertsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchAlertsResponse], error)
 }
 
 type monitorServiceClient struct {
@@ -65,6 +72,25 @@ func (c *monitorServiceClient) GetStatus(ctx context.Context, in *GetStatusReque
 	return out, nil
 }
 
+func (c *monitorServiceClient) WatchAlerts(ctx context.Context, in *WatchAlertsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchAlertsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &MonitorService_ServiceDesc.Streams[0], MonitorService_WatchAlerts_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchAlertsRequest, WatchAlertsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type MonitorService_WatchAlertsClient = grpc.ServerStreamingClient[WatchAlertsResponse]
+
 // MonitorServiceServer is the server API for MonitorService service.
 // All implementations must embed UnimplementedMonitorServiceServer
 // for forward compatibility.
@@ -77,6 +103,12 @@ type MonitorServiceServer interface {
 	Report(context.Context, *ReportRequest) (*ReportResponse, error)
 	// Returns the known services, host figures and active alerts.
 	GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error)
+	// Streams alert changes as the rules are evaluated: each alert once when it starts firing and
+	// once when it resolves (pending alerts are not sent). The stream ends with OK when the monitor
+	// shuts down, and with RESOURCE_EXHAUSTED when the watcher falls too far behind; either way,
+	// watch again with `include_active` set to resynchronise. Response headers arrive once the
+	// watch is in place: every change after that is sent.
+	WatchAlerts(*WatchAlertsRequest, grpc.ServerStreamingServer[WatchAlertsResponse]) error
 	mustEmbedUnimplementedMonitorServiceServer()
 }
 
@@ -92,6 +124,9 @@ func (UnimplementedMonitorServiceServer) Report(context.Context, *ReportRequest)
 }
 func (UnimplementedMonitorServiceServer) GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetStatus not implemented")
+}
+func (UnimplementedMonitorServiceServer) WatchAlerts(*WatchAlertsRequest, grpc.ServerStreamingServer[WatchAlertsResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchAlerts not implemented")
 }
 func (UnimplementedMonitorServiceServer) mustEmbedUnimplementedMonitorServiceServer() {}
 func (UnimplementedMonitorServiceServer) testEmbeddedByValue()                        {}
@@ -150,6 +185,17 @@ func _MonitorService_GetStatus_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MonitorService_WatchAlerts_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchAlertsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(MonitorServiceServer).WatchAlerts(m, &grpc.GenericServerStream[WatchAlertsRequest, WatchAlertsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type MonitorService_WatchAlertsServer = grpc.ServerStreamingServer[WatchAlertsResponse]
+
 // MonitorService_ServiceDesc is the grpc.ServiceDesc for MonitorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -166,6 +212,12 @@ var MonitorService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _MonitorService_GetStatus_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchAlerts",
+			Handler:       _MonitorService_WatchAlerts_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "paca/monitor/v1/monitor_service.proto",
 }

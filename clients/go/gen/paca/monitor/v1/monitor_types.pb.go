@@ -713,9 +713,15 @@ type Alert struct {
 	State    AlertState             `protobuf:"varint,3,opt,name=state,proto3,enum=paca.monitor.v1.AlertState" json:"state,omitempty"`
 	Summary  string                 `protobuf:"bytes,4,opt,name=summary,proto3" json:"summary,omitempty"`
 	Labels   map[string]string      `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	// The figure's value when the state last changed.
-	Value         float64                `protobuf:"fixed64,6,opt,name=value,proto3" json:"value,omitempty"`
-	Since         *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=since,proto3" json:"since,omitempty"`
+	// The figure's latest value while pending or firing; for a resolved alert, the value that
+	// resolved it (NaN when the figure went away, e.g. its service stopped reporting it).
+	Value float64 `protobuf:"fixed64,6,opt,name=value,proto3" json:"value,omitempty"`
+	// When the alert entered its current state.
+	Since *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=since,proto3" json:"since,omitempty"`
+	// Stable for one rule and one set of labels, so a resolution can be matched to its firing.
+	Id string `protobuf:"bytes,8,opt,name=id,proto3" json:"id,omitempty"`
+	// The rule's threshold the value was compared with.
+	Threshold     float64 `protobuf:"fixed64,9,opt,name=threshold,proto3" json:"threshold,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -799,6 +805,20 @@ func (x *Alert) GetSince() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Alert) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Alert) GetThreshold() float64 {
+	if x != nil {
+		return x.Threshold
+	}
+	return 0
+}
+
 var File_paca_monitor_v1_monitor_types_proto protoreflect.FileDescriptor
 
 const file_paca_monitor_v1_monitor_types_proto_rawDesc = "" +
@@ -852,7 +872,7 @@ const file_paca_monitor_v1_monitor_types_proto_rawDesc = "" +
 	"\x10last_report_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x0elastReportTime\x12\x18\n" +
 	"\aaddress\x18\x05 \x01(\tR\aaddress\x121\n" +
 	"\ametrics\x18\x06 \x03(\v2\x17.paca.monitor.v1.MetricR\ametrics\x129\n" +
-	"\aprocess\x18\a \x01(\v2\x1f.paca.monitor.v1.ProcessFiguresR\aprocess\"\xde\x02\n" +
+	"\aprocess\x18\a \x01(\v2\x1f.paca.monitor.v1.ProcessFiguresR\aprocess\"\x8c\x03\n" +
 	"\x05Alert\x12\x12\n" +
 	"\x04rule\x18\x01 \x01(\tR\x04rule\x125\n" +
 	"\bseverity\x18\x02 \x01(\x0e2\x19.paca.monitor.v1.SeverityR\bseverity\x121\n" +
@@ -860,7 +880,9 @@ const file_paca_monitor_v1_monitor_types_proto_rawDesc = "" +
 	"\asummary\x18\x04 \x01(\tR\asummary\x12:\n" +
 	"\x06labels\x18\x05 \x03(\v2\".paca.monitor.v1.Alert.LabelsEntryR\x06labels\x12\x14\n" +
 	"\x05value\x18\x06 \x01(\x01R\x05value\x120\n" +
-	"\x05since\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x1a9\n" +
+	"\x05since\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x0e\n" +
+	"\x02id\x18\b \x01(\tR\x02id\x12\x1c\n" +
+	"\tthreshold\x18\t \x01(\x01R\tthreshold\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*v\n" +

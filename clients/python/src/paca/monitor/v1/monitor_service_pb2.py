@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from paca.monitor.v1 import monitor_types_pb2 as paca_dot_monitor_dot_v1_dot_monitor__types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%paca/monitor/v1/monitor_service.proto\x12\x0fpaca.monitor.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#paca/monitor/v1/monitor_types.proto\"\xba\x01\n\rReportRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\x05\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12/\n\x0breport_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x07metrics\x18\x06 \x03(\x0b\x32\x17.paca.monitor.v1.Metric\x12\r\n\x05\x66inal\x18\x07 \x01(\x08\"1\n\x0eReportResponse\x12\x1f\n\x17report_interval_seconds\x18\x01 \x01(\x01\"\x12\n\x10GetStatusRequest\"\xa0\x01\n\x11GetStatusResponse\x12\x30\n\x08services\x18\x01 \x03(\x0b\x32\x1e.paca.monitor.v1.ServiceStatus\x12*\n\x04host\x18\x02 \x01(\x0b\x32\x1c.paca.monitor.v1.HostFigures\x12-\n\ractive_alerts\x18\x03 \x03(\x0b\x32\x16.paca.monitor.v1.Alert2\xb9\x01\n\x0eMonitorService\x12N\n\x06Report\x12\x1e.paca.monitor.v1.ReportRequest\x1a\x1f.paca.monitor.v1.ReportResponse\"\x03\x90\x02\x02\x12W\n\tGetStatus\x12!.paca.monitor.v1.GetStatusRequest\x1a\".paca.monitor.v1.GetStatusResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%paca/monitor/v1/monitor_service.proto\x12\x0fpaca.monitor.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#paca/monitor/v1/monitor_types.proto\"\xba\x01\n\rReportRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\x05\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12/\n\x0breport_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x07metrics\x18\x06 \x03(\x0b\x32\x17.paca.monitor.v1.Metric\x12\r\n\x05\x66inal\x18\x07 \x01(\x08\"1\n\x0eReportResponse\x12\x1f\n\x17report_interval_seconds\x18\x01 \x01(\x01\"\x12\n\x10GetStatusRequest\"\xa0\x01\n\x11GetStatusResponse\x12\x30\n\x08services\x18\x01 \x03(\x0b\x32\x1e.paca.monitor.v1.ServiceStatus\x12*\n\x04host\x18\x02 \x01(\x0b\x32\x1c.paca.monitor.v1.HostFigures\x12-\n\ractive_alerts\x18\x03 \x03(\x0b\x32\x16.paca.monitor.v1.Alert\"]\n\x12WatchAlertsRequest\x12\x16\n\x0einclude_active\x18\x01 \x01(\x08\x12/\n\x0cmin_severity\x18\x02 \x01(\x0e\x32\x19.paca.monitor.v1.Severity\"<\n\x13WatchAlertsResponse\x12%\n\x05\x61lert\x18\x01 \x01(\x0b\x32\x16.paca.monitor.v1.Alert2\x9a\x02\n\x0eMonitorService\x12N\n\x06Report\x12\x1e.paca.monitor.v1.ReportRequest\x1a\x1f.paca.monitor.v1.ReportResponse\"\x03\x90\x02\x02\x12W\n\tGetStatus\x12!.paca.monitor.v1.GetStatusRequest\x1a\".paca.monitor.v1.GetStatusResponse\"\x03\x90\x02\x01\x12_\n\x0bWatchAlerts\x12#.paca.monitor.v1.WatchAlertsRequest\x1a$.paca.monitor.v1.WatchAlertsResponse\"\x03\x90\x02\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,6 +37,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MONITORSERVICE'].methods_by_name['Report']._serialized_options = b'\220\002\002'
   _globals['_MONITORSERVICE'].methods_by_name['GetStatus']._loaded_options = None
   _globals['_MONITORSERVICE'].methods_by_name['GetStatus']._serialized_options = b'\220\002\001'
+  _globals['_MONITORSERVICE'].methods_by_name['WatchAlerts']._loaded_options = None
+  _globals['_MONITORSERVICE'].methods_by_name['WatchAlerts']._serialized_options = b'\220\002\001'
   _globals['_REPORTREQUEST']._serialized_start=129
   _globals['_REPORTREQUEST']._serialized_end=315
   _globals['_REPORTRESPONSE']._serialized_start=317
@@ -45,6 +47,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSTATUSREQUEST']._serialized_end=386
   _globals['_GETSTATUSRESPONSE']._serialized_start=389
   _globals['_GETSTATUSRESPONSE']._serialized_end=549
-  _globals['_MONITORSERVICE']._serialized_start=552
-  _globals['_MONITORSERVICE']._serialized_end=737
+  _globals['_WATCHALERTSREQUEST']._serialized_start=551
+  _globals['_WATCHALERTSREQUEST']._serialized_end=644
+  _globals['_WATCHALERTSRESPONSE']._serialized_start=646
+  _globals['_WATCHALERTSRESPONSE']._serialized_end=706
+  _globals['_MONITORSERVICE']._serialized_start=709
+  _globals['_MONITORSERVICE']._serialized_end=991
 # @@protoc_insertion_point(module_scope)

@@ -118,7 +118,9 @@ class GetStatusResponse(_message.Message):
     @_builtins.property
     def host(self) -> _monitor_types_pb2.HostFigures: ...
     @_builtins.property
-    def active_alerts(self) -> _containers.RepeatedCompositeFieldContainer[_monitor_types_pb2.Alert]: ...
+    def active_alerts(self) -> _containers.RepeatedCompositeFieldContainer[_monitor_types_pb2.Alert]:
+        """Alerts that are pending or firing now, most severe first."""
+
     def __init__(
         self,
         *,
@@ -133,3 +135,53 @@ class GetStatusResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetStatusResponse: _TypeAlias = GetStatusResponse  # noqa: Y015
+
+@_typing.final
+class WatchAlertsRequest(_message.Message):
+    """Request of MonitorService.WatchAlerts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCLUDE_ACTIVE_FIELD_NUMBER: _builtins.int
+    MIN_SEVERITY_FIELD_NUMBER: _builtins.int
+    include_active: _builtins.bool
+    """Start the stream with the alerts firing now, then follow changes."""
+    min_severity: _monitor_types_pb2.Severity.ValueType
+    """Leave out alerts less severe than this; unset sends every severity."""
+    def __init__(
+        self,
+        *,
+        include_active: _builtins.bool = ...,
+        min_severity: _monitor_types_pb2.Severity.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_active", b"include_active", "min_severity", b"min_severity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchAlertsRequest: _TypeAlias = WatchAlertsRequest  # noqa: Y015
+
+@_typing.final
+class WatchAlertsResponse(_message.Message):
+    """One message of the MonitorService.WatchAlerts stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALERT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def alert(self) -> _monitor_types_pb2.Alert:
+        """An alert that started firing or resolved."""
+
+    def __init__(
+        self,
+        *,
+        alert: _monitor_types_pb2.Alert | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchAlertsResponse: _TypeAlias = WatchAlertsResponse  # noqa: Y015

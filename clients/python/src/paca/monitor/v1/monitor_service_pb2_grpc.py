@@ -46,6 +46,11 @@ class MonitorServiceStub:
                 request_serializer=paca_dot_monitor_dot_v1_dot_monitor__service__pb2.GetStatusRequest.SerializeToString,
                 response_deserializer=paca_dot_monitor_dot_v1_dot_monitor__service__pb2.GetStatusResponse.FromString,
                 _registered_method=True)
+        self.WatchAlerts = channel.unary_stream(
+                '/paca.monitor.v1.MonitorService/WatchAlerts',
+                request_serializer=paca_dot_monitor_dot_v1_dot_monitor__service__pb2.WatchAlertsRequest.SerializeToString,
+                response_deserializer=paca_dot_monitor_dot_v1_dot_monitor__service__pb2.WatchAlertsResponse.FromString,
+                _registered_method=True)
 
 
 class MonitorServiceServicer:
@@ -68,6 +73,17 @@ class MonitorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchAlerts(self, request, context):
+        """Streams alert changes as the rules are evaluated: each alert once when it starts firing and
+        once when it resolves (pending alerts are not sent). The stream ends with OK when the monitor
+        shuts down, and with RESOURCE_EXHAUSTED when the watcher falls too far behind; either way,
+        watch again with `include_active` set to resynchronise. Response headers arrive once the
+        watch is in place: every change after that is sent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MonitorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -80,6 +96,11 @@ def add_MonitorServiceServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=paca_dot_monitor_dot_v1_dot_monitor__service__pb2.GetStatusRequest.FromString,
                     response_serializer=paca_dot_monitor_dot_v1_dot_monitor__service__pb2.GetStatusResponse.SerializeToString,
+            ),
+            'WatchAlerts': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchAlerts,
+                    request_deserializer=paca_dot_monitor_dot_v1_dot_monitor__service__pb2.WatchAlertsRequest.FromString,
+                    response_serializer=paca_dot_monitor_dot_v1_dot_monitor__service__pb2.WatchAlertsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -138,6 +159,33 @@ class MonitorService:
             '/paca.monitor.v1.MonitorService/GetStatus',
             paca_dot_monitor_dot_v1_dot_monitor__service__pb2.GetStatusRequest.SerializeToString,
             paca_dot_monitor_dot_v1_dot_monitor__service__pb2.GetStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchAlerts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/paca.monitor.v1.MonitorService/WatchAlerts',
+            paca_dot_monitor_dot_v1_dot_monitor__service__pb2.WatchAlertsRequest.SerializeToString,
+            paca_dot_monitor_dot_v1_dot_monitor__service__pb2.WatchAlertsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,13 @@ class MonitorServiceStub:
     """
     GetStatus: _grpc.UnaryUnaryMultiCallable[_monitor_service_pb2.GetStatusRequest, _monitor_service_pb2.GetStatusResponse]
     """Returns the known services, host figures and active alerts."""
+    WatchAlerts: _grpc.UnaryStreamMultiCallable[_monitor_service_pb2.WatchAlertsRequest, _monitor_service_pb2.WatchAlertsResponse]
+    """Streams alert changes as the rules are evaluated: each alert once when it starts firing and
+    once when it resolves (pending alerts are not sent). The stream ends with OK when the monitor
+    shuts down, and with RESOURCE_EXHAUSTED when the watcher falls too far behind; either way,
+    watch again with `include_active` set to resynchronise. Response headers arrive once the
+    watch is in place: every change after that is sent.
+    """
 
 @_typing.type_check_only
 class MonitorServiceAsyncStub(MonitorServiceStub):
@@ -55,6 +62,13 @@ class MonitorServiceAsyncStub(MonitorServiceStub):
     """
     GetStatus: _aio.UnaryUnaryMultiCallable[_monitor_service_pb2.GetStatusRequest, _monitor_service_pb2.GetStatusResponse]  # type: ignore[assignment]
     """Returns the known services, host figures and active alerts."""
+    WatchAlerts: _aio.UnaryStreamMultiCallable[_monitor_service_pb2.WatchAlertsRequest, _monitor_service_pb2.WatchAlertsResponse]  # type: ignore[assignment]
+    """Streams alert changes as the rules are evaluated: each alert once when it starts firing and
+    once when it resolves (pending alerts are not sent). The stream ends with OK when the monitor
+    shuts down, and with RESOURCE_EXHAUSTED when the watcher falls too far behind; either way,
+    watch again with `include_active` set to resynchronise. Response headers arrive once the
+    watch is in place: every change after that is sent.
+    """
 
 class MonitorServiceServicer(metaclass=_abc_1.ABCMeta):
     """The monitor sidecar: services push their figures, the monitor samples hosts and processes,
@@ -78,5 +92,18 @@ class MonitorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_monitor_service_pb2.GetStatusResponse, _abc.Awaitable[_monitor_service_pb2.GetStatusResponse]]:
         """Returns the known services, host figures and active alerts."""
+
+    @_abc_1.abstractmethod
+    def WatchAlerts(
+        self,
+        request: _monitor_service_pb2.WatchAlertsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_monitor_service_pb2.WatchAlertsResponse], _abc.AsyncIterator[_monitor_service_pb2.WatchAlertsResponse]]:
+        """Streams alert changes as the rules are evaluated: each alert once when it starts firing and
+        once when it resolves (pending alerts are not sent). The stream ends with OK when the monitor
+        shuts down, and with RESOURCE_EXHAUSTED when the watcher falls too far behind; either way,
+        watch again with `include_active` set to resynchronise. Response headers arrive once the
+        watch is in place: every change after that is sent.
+        """
 
 def add_MonitorServiceServicer_to_server(servicer: MonitorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -361,16 +361,26 @@ class Alert(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     VALUE_FIELD_NUMBER: _builtins.int
     SINCE_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
     rule: _builtins.str
     severity: Global___Severity.ValueType
     state: Global___AlertState.ValueType
     summary: _builtins.str
     value: _builtins.float
-    """The figure's value when the state last changed."""
+    """The figure's latest value while pending or firing; for a resolved alert, the value that
+    resolved it (NaN when the figure went away, e.g. its service stopped reporting it).
+    """
+    id: _builtins.str
+    """Stable for one rule and one set of labels, so a resolution can be matched to its firing."""
+    threshold: _builtins.float
+    """The rule's threshold the value was compared with."""
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
-    def since(self) -> _timestamp_pb2.Timestamp: ...
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """When the alert entered its current state."""
+
     def __init__(
         self,
         *,
@@ -381,10 +391,12 @@ class Alert(_message.Message):
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         value: _builtins.float = ...,
         since: _timestamp_pb2.Timestamp | None = ...,
+        id: _builtins.str = ...,
+        threshold: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["labels", b"labels", "rule", b"rule", "severity", b"severity", "since", b"since", "state", b"state", "summary", b"summary", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "labels", b"labels", "rule", b"rule", "severity", b"severity", "since", b"since", "state", b"state", "summary", b"summary", "threshold", b"threshold", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
