@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from db_service.backends.base import Backend
+from db_service.backends.mysql import MysqlBackend
 from db_service.backends.postgres import PostgresBackend
 from db_service.backends.sqlite import SqliteBackend
 from db_service.errors import UnknownDatabase
@@ -14,11 +15,16 @@ from paca_runtime.redact import redact_url
 
 logger = logging.getLogger(__name__)
 
-_BACKENDS: dict[str, type[Backend]] = {"sqlite": SqliteBackend, "postgresql": PostgresBackend}
+# The backend class of each dialect (DatabaseSettings.dialect).
+BACKENDS: dict[str, type[Backend]] = {
+    "sqlite": SqliteBackend,
+    "postgresql": PostgresBackend,
+    "mysql": MysqlBackend,
+}
 
 
 def make_backend(db: DatabaseSettings, settings: DbSettings) -> Backend:
-    return _BACKENDS[db.dialect](
+    return BACKENDS[db.dialect](
         db.name, db.url, pool_size=settings.pool_size, acquire_timeout_s=settings.acquire_timeout_s
     )
 

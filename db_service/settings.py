@@ -16,10 +16,19 @@ DATABASES: Final = "PACA_DATABASES"
 POOL_SIZE: Final = "DB_POOL_SIZE"
 ACQUIRE_TIMEOUT: Final = "PACA_DB_ACQUIRE_TIMEOUT_S"
 MAX_ROWS: Final = "PACA_DB_MAX_ROWS"
+MAX_BYTES: Final = "PACA_DB_MAX_BYTES"
+STREAM_CHUNK_ROWS: Final = "PACA_DB_STREAM_CHUNK_ROWS"
+STREAM_CHUNK_BYTES: Final = "PACA_DB_STREAM_CHUNK_BYTES"
 CALLLOG_DATABASE: Final = "PACA_CALLLOG_DATABASE"
 REUSE_PORT: Final = "PACA_DB_REUSE_PORT"
 
-SCHEMES: Final = {"sqlite": "sqlite", "postgresql": "postgresql", "postgres": "postgresql"}
+SCHEMES: Final = {
+    "sqlite": "sqlite",
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+    "mysql": "mysql",
+    "mariadb": "mysql",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +50,10 @@ class DbSettings:
     pool_size: int = 10
     acquire_timeout_s: float = 5.0
     max_rows: int = 10_000
+    # Below gRPC's default 4 MiB message limit, so a full reply always reaches the client.
+    max_bytes: int = 3 * 1024 * 1024
+    stream_chunk_rows: int = 1000
+    stream_chunk_bytes: int = 1024 * 1024
     calllog_database: str = "main"
     reuse_port: bool = False
 
@@ -56,6 +69,13 @@ class DbSettings:
             raise SettingsError(f'"{POOL_SIZE}" must be >= 1, got {self.pool_size}')
         if self.max_rows < 1:
             raise SettingsError(f'"{MAX_ROWS}" must be >= 1, got {self.max_rows}')
+        for name, value in (
+            (MAX_BYTES, self.max_bytes),
+            (STREAM_CHUNK_ROWS, self.stream_chunk_rows),
+            (STREAM_CHUNK_BYTES, self.stream_chunk_bytes),
+        ):
+            if value < 1:
+                raise SettingsError(f'"{name}" must be >= 1, got {value}')
 
     @classmethod
     def from_source(cls, source: SettingsSource, runtime: RuntimeSettings) -> DbSettings:
@@ -72,6 +92,9 @@ class DbSettings:
             pool_size=source.integer(POOL_SIZE, 10, minimum=1),
             acquire_timeout_s=source.number(ACQUIRE_TIMEOUT, 5.0),
             max_rows=source.integer(MAX_ROWS, 10_000, minimum=1),
+            max_bytes=source.integer(MAX_BYTES, 3 * 1024 * 1024, minimum=1),
+            stream_chunk_rows=source.integer(STREAM_CHUNK_ROWS, 1000, minimum=1),
+            stream_chunk_bytes=source.integer(STREAM_CHUNK_BYTES, 1024 * 1024, minimum=1),
             calllog_database=source.text(CALLLOG_DATABASE, "main"),
             reuse_port=source.flag(REUSE_PORT, False),
         )

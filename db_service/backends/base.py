@@ -8,7 +8,8 @@ migration runner only see :class:`Backend` and :class:`Session`, and pick dialec
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
@@ -24,6 +25,69 @@ class ResultSet:
     rows: list[values_pb2.Row] = field(default_factory=list)
     rows_affected: int = -1
     truncated: bool = False
+
+
+def split_statements(script: str) -> list[str]:
+    """Split a script into complete statements, respecting quotes, comments and triggers.
+
+    SQLite's tokenizer (``sqlite3.complete_statement``) knows quotes of every engine we serve
+    ('', "", ``) and comments, so it splits MySQL scripts too; drivers that take one statement
+    per call run them one by one.
+    """
+    statements, buffer = [], ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip():
+                statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip() and not buffer.strip().startswith("--"):
+        statements.append(buffer.strip())
+    return statements
+
+
+def limit_bytes(rows: list[values_pb2.Row], max_bytes: int) -> tuple[list[values_pb2.Row], bool]:
+    """The leading rows that fit in ``max_bytes`` (at least one), and whether any were cut."""
+    if max_bytes <= 0:
+        return rows, False
+    total = 0
+    for i, row in enumerate(rows):
+        total += row.ByteSize()
+        if total > max_bytes and i > 0:
+            return rows[:i], True
+    return rows, False
+
+
+async def stream_chunks(
+    fetch: Callable[[int], Awaitable[Sequence[Any]]],
+    encode: Callable[[Any], values_pb2.Row],
+    *,
+    chunk_rows: int,
+    chunk_bytes: int,
+    max_rows: int,
+) -> AsyncIterator[list[values_pb2.Row]]:
+    """Chunks of encoded rows from a cursor's ``fetch(n)``, each at most ``chunk_rows`` rows and
+    about ``chunk_bytes`` bytes; reads the next batch only when the consumer asks for more."""
+    sent = 0
+    while not max_rows or sent < max_rows:
+        want = chunk_rows if not max_rows else min(chunk_rows, max_rows - sent)
+        records = await fetch(want)
+        if not records:
+            return
+        chunk: list[values_pb2.Row] = []
+        size = 0
+        for record in records:
+            row = encode(record)
+            chunk.append(row)
+            size += row.ByteSize()
+            if size >= chunk_bytes:
+                yield chunk
+                chunk, size = [], 0
+        if chunk:
+            yield chunk
+        sent += len(records)
+        if len(records) < want:
+            return
 
 
 class Session(Protocol):
@@ -57,6 +121,8 @@ class Backend(abc.ABC):
         self.acquire_timeout_s = acquire_timeout_s
         self.queries = 0
         self.errors = 0
+        # Rows handed to StreamQuery consumers so far (back-pressure shows as this pausing).
+        self.rows_streamed = 0
 
     @abc.abstractmethod
     async def open(self) -> None: ...
@@ -66,13 +132,48 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def execute(
-        self, sql: str, params: Sequence[Any], *, read_only: bool, max_rows: int
+        self,
+        sql: str,
+        params: Sequence[Any],
+        *,
+        read_only: bool,
+        max_rows: int,
+        max_bytes: int = 0,
+        timeout_s: float | None = None,
     ) -> ResultSet:
-        """Run one statement; errors are translated to db_service errors."""
+        """Run one statement; errors are translated to db_service errors.
+
+        Args:
+            max_rows: Rows returned at most; ``truncated`` tells when more matched.
+            max_bytes: Approximate bytes of rows returned at most (0: no limit).
+            timeout_s: The engine cancels the statement after this long (StatementTimeout);
+                the connection stays in the pool where the engine allows.
+        """
 
     @abc.abstractmethod
-    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+    async def executemany(
+        self, sql: str, rows: Sequence[Sequence[Any]], *, timeout_s: float | None = None
+    ) -> int:
         """Run one statement for many parameter rows in one transaction; rows affected."""
+
+    @abc.abstractmethod
+    def stream(
+        self,
+        sql: str,
+        params: Sequence[Any],
+        *,
+        chunk_rows: int,
+        chunk_bytes: int,
+        max_rows: int = 0,
+        timeout_s: float | None = None,
+    ) -> AsyncGenerator[ResultSet, None]:
+        """Rows of a read-only statement in chunks, read from a server-side cursor.
+
+        The connection is held while the iterator lives; the next chunk is read from the engine
+        only when the consumer asks for it, so a slow consumer slows the cursor. Close the
+        iterator (``contextlib.aclosing``) to give the connection back early. The first chunk
+        carries the columns (and may have no rows).
+        """
 
     @abc.abstractmethod
     def migration_session(self) -> AbstractAsyncContextManager[Session]:

@@ -7,7 +7,8 @@ the engine itself refuses a write.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import datetime as dt
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -15,8 +16,16 @@ import asyncpg
 from paca.db.v1 import db_types_pb2, values_pb2
 
 from db_service import values
-from db_service.backends.base import Backend, ResultSet
-from db_service.errors import BadStatement, ConstraintViolation, DbUnavailable, StatementTimeout
+from db_service.backends.base import Backend, ResultSet, limit_bytes, stream_chunks
+from db_service.errors import (
+    BadStatement,
+    ConstraintViolation,
+    DbError,
+    DbUnavailable,
+    StatementTimeout,
+    UniqueViolation,
+    engine_error,
+)
 from paca_runtime.redact import redact_url
 
 ColumnType = values_pb2.ColumnType
@@ -43,6 +52,13 @@ _TYPES = {
     "uuid": ColumnType.COLUMN_TYPE_UUID,
 }
 
+
+def _portable_type(kind: Any) -> values_pb2.ColumnType.ValueType:
+    if kind.kind == "array":
+        return ColumnType.COLUMN_TYPE_ARRAY
+    return _TYPES.get(kind.name, ColumnType.COLUMN_TYPE_UNSPECIFIED)
+
+
 _UNAVAILABLE = (
     OSError,
     asyncpg.ConnectionDoesNotExistError,
@@ -52,18 +68,69 @@ _UNAVAILABLE = (
 )
 
 
-def _translate(exc: Exception) -> Exception:
+def _translate(exc: Exception) -> DbError:
+    """The db_service error of a driver error, with the SQLSTATE attached."""
+    error: DbError
     if isinstance(exc, asyncpg.QueryCanceledError):
-        return StatementTimeout(str(exc))
-    if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
-        return ConstraintViolation(str(exc))
-    if isinstance(exc, asyncpg.ReadOnlySQLTransactionError):
-        return BadStatement("read_only", "a read-only statement tried to write")
-    if isinstance(exc, asyncpg.DataError):
-        return BadStatement("params", str(exc))
-    if isinstance(exc, _UNAVAILABLE):
-        return DbUnavailable(f"postgresql: {exc}", retry_after_s=0.1)
-    return BadStatement("sql", str(exc))
+        error = StatementTimeout(f"postgresql: {exc}")
+    elif isinstance(exc, asyncpg.UniqueViolationError):
+        error = UniqueViolation(str(exc))
+    elif isinstance(exc, asyncpg.IntegrityConstraintViolationError):
+        error = ConstraintViolation(str(exc))
+    elif isinstance(exc, asyncpg.ReadOnlySQLTransactionError):
+        error = BadStatement("read_only", "a read-only statement tried to write")
+    elif isinstance(exc, asyncpg.DataError):
+        error = BadStatement("params", str(exc))
+    elif isinstance(exc, _UNAVAILABLE):
+        error = DbUnavailable(f"postgresql: {exc}", retry_after_s=0.1)
+    else:
+        error = BadStatement("sql", str(exc))
+    return engine_error(error, "postgresql", getattr(exc, "sqlstate", None))
+
+
+def _bind(statement: Any, params: Sequence[Any]) -> list[Any]:
+    """Parameters as asyncpg takes them for the statement's parameter types.
+
+    The wire carries every timestamp in UTC; a ``timestamp`` (without time zone) parameter is
+    that UTC time without its zone, which asyncpg wants naive.
+    """
+    bound = list(params)
+    for i, kind in enumerate(statement.get_parameters()):
+        value = bound[i] if i < len(bound) else None
+        if kind.name == "timestamp" and isinstance(value, dt.datetime) and value.tzinfo:
+            bound[i] = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return bound
+
+
+async def _set_timeout(conn: asyncpg.Connection, timeout_s: float | None) -> None:
+    """Let the server cancel the transaction's statements after ``timeout_s``.
+
+    ``SET LOCAL`` ends with the transaction, and a statement the server cancels leaves the
+    connection healthy, so it goes back to the pool (unlike a client-side cancel).
+    """
+    if timeout_s is not None:
+        await conn.execute(f"SET LOCAL statement_timeout = {max(1, int(timeout_s * 1000))}")
+
+
+def _columns(attributes: Sequence[Any]) -> list[values_pb2.Column]:
+    return [
+        values_pb2.Column(name=a.name, type=_portable_type(a.type), db_type=a.type.name)
+        for a in attributes
+    ]
+
+
+def _row_encoder(attributes: Sequence[Any]) -> Callable[[Any], values_pb2.Row]:
+    json_columns = {i for i, a in enumerate(attributes) if a.type.name in {"json", "jsonb"}}
+
+    def encode(record: Any) -> values_pb2.Row:
+        return values_pb2.Row(
+            values=[
+                values.encode(values.JsonText(v) if i in json_columns and v is not None else v)
+                for i, v in enumerate(record)
+            ]
+        )
+
+    return encode
 
 
 def _rows_affected(status: str | None) -> int:
@@ -136,12 +203,21 @@ class PostgresBackend(Backend):
             await conn_cm.__aexit__(None, None, None)
 
     async def execute(
-        self, sql: str, params: Sequence[Any], *, read_only: bool, max_rows: int
+        self,
+        sql: str,
+        params: Sequence[Any],
+        *,
+        read_only: bool,
+        max_rows: int,
+        max_bytes: int = 0,
+        timeout_s: float | None = None,
     ) -> ResultSet:
         self.queries += 1
         try:
             async with self._connection() as conn, conn.transaction(readonly=read_only):
+                await _set_timeout(conn, timeout_s)
                 statement = await conn.prepare(sql)
+                params = _bind(statement, params)
                 attributes = statement.get_attributes()
                 if not attributes:
                     await statement.fetch(*params)
@@ -152,39 +228,64 @@ class PostgresBackend(Backend):
         except (asyncpg.PostgresError, *_UNAVAILABLE) as exc:
             self.errors += 1
             raise _translate(exc) from exc
-        columns = [
-            values_pb2.Column(
-                name=a.name,
-                type=_TYPES.get(a.type.name, ColumnType.COLUMN_TYPE_UNSPECIFIED),
-                db_type=a.type.name,
-            )
-            for a in attributes
-        ]
-        json_columns = {i for i, a in enumerate(attributes) if a.type.name in {"json", "jsonb"}}
-        rows = [
-            values_pb2.Row(
-                values=[
-                    values.encode(values.JsonText(v) if i in json_columns and v is not None else v)
-                    for i, v in enumerate(record)
-                ]
-            )
-            for record in fetched[:max_rows]
-        ]
+        encode = _row_encoder(attributes)
+        rows, cut = limit_bytes([encode(r) for r in fetched[:max_rows]], max_bytes)
         affected = _rows_affected(status) if status and not status.startswith("SELECT") else -1
         return ResultSet(
-            columns=columns, rows=rows, rows_affected=affected, truncated=len(fetched) > max_rows
+            columns=_columns(attributes),
+            rows=rows,
+            rows_affected=affected,
+            truncated=cut or len(fetched) > max_rows,
         )
 
-    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+    async def stream(
+        self,
+        sql: str,
+        params: Sequence[Any],
+        *,
+        chunk_rows: int,
+        chunk_bytes: int,
+        max_rows: int = 0,
+        timeout_s: float | None = None,
+    ) -> AsyncGenerator[ResultSet, None]:
+        self.queries += 1
+        try:
+            # A cursor lives in a transaction: a portal on the server, read chunk by chunk.
+            async with self._connection() as conn, conn.transaction(readonly=True):
+                await _set_timeout(conn, timeout_s)
+                statement = await conn.prepare(sql)
+                params = _bind(statement, params)
+                attributes = statement.get_attributes()
+                yield ResultSet(columns=_columns(attributes))
+                if not attributes:
+                    return
+                cursor = await statement.cursor(*params)
+                async for rows in stream_chunks(
+                    cursor.fetch,
+                    _row_encoder(attributes),
+                    chunk_rows=chunk_rows,
+                    chunk_bytes=chunk_bytes,
+                    max_rows=max_rows,
+                ):
+                    self.rows_streamed += len(rows)
+                    yield ResultSet(rows=rows)
+        except (asyncpg.PostgresError, *_UNAVAILABLE) as exc:
+            self.errors += 1
+            raise _translate(exc) from exc
+
+    async def executemany(
+        self, sql: str, rows: Sequence[Sequence[Any]], *, timeout_s: float | None = None
+    ) -> int:
         self.queries += 1
         try:
             async with self._connection() as conn, conn.transaction():
+                await _set_timeout(conn, timeout_s)
                 # asyncpg's executemany reports no counts: run the prepared statement per row
                 # inside one transaction and add up what each really wrote.
                 total = 0
                 statement = await conn.prepare(sql)
                 for row in rows:
-                    await statement.fetch(*row)
+                    await statement.fetch(*_bind(statement, row))
                     total += max(0, _rows_affected(statement.get_statusmsg()))
                 return total
         except (asyncpg.PostgresError, *_UNAVAILABLE) as exc:

@@ -3,6 +3,14 @@
 SQLite allows one writer at a time; funnelling writes through one connection under an asyncio
 lock avoids "database is locked" churn, while WAL lets the readers run concurrently with it.
 Connections run in autocommit mode and transactions are explicit.
+
+Types: SQLite stores five storage classes, so the other kinds go in as text (timestamps as UTC
+ISO 8601 with microseconds, which also sorts) and come back typed by the column's declared type,
+through converters registered with ``sqlite3.register_converter`` (process-wide, used only by
+connections opened with ``detect_types``): BOOLEAN / BOOL, DECIMAL, DATE, TIME, TIMESTAMP /
+TIMESTAMPTZ / DATETIME, JSON, UUID. Declare exact decimals as ``DECIMAL TEXT``: the first word
+picks the converter and TEXT affinity keeps every digit (a bare DECIMAL column has NUMERIC
+affinity, where SQLite itself keeps only 15 significant digits).
 """
 
 from __future__ import annotations
@@ -11,8 +19,9 @@ import asyncio
 import datetime as dt
 import decimal
 import sqlite3
+import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -22,8 +31,22 @@ import aiosqlite
 from paca.db.v1 import db_types_pb2, values_pb2
 
 from db_service import values
-from db_service.backends.base import Backend, ResultSet
-from db_service.errors import BadStatement, ConstraintViolation, DbUnavailable
+from db_service.backends.base import (
+    Backend,
+    ResultSet,
+    limit_bytes,
+    split_statements,
+    stream_chunks,
+)
+from db_service.errors import (
+    BadStatement,
+    ConstraintViolation,
+    DbError,
+    DbUnavailable,
+    StatementTimeout,
+    UniqueViolation,
+    engine_error,
+)
 from paca_runtime.errors import InvalidArgument
 
 
@@ -51,17 +74,106 @@ def _adapt(value: Any, field: str) -> Any:
     return value
 
 
-def _translate(exc: sqlite3.Error) -> Exception:
+def _timestamp(raw: bytes) -> dt.datetime:
+    parsed = dt.datetime.fromisoformat(raw.decode())
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def _uuid(raw: bytes) -> uuid.UUID:
+    return uuid.UUID(bytes=raw) if len(raw) == 16 else uuid.UUID(raw.decode())
+
+
+# Declared column type (first word, case-insensitive) -> how its stored value reads back.
+CONVERTERS: dict[str, Any] = {
+    "BOOLEAN": lambda raw: raw not in (b"0", b"0.0", b"", b"false", b"FALSE"),
+    "BOOL": lambda raw: raw not in (b"0", b"0.0", b"", b"false", b"FALSE"),
+    "DECIMAL": lambda raw: decimal.Decimal(raw.decode()),
+    "DATE": lambda raw: dt.date.fromisoformat(raw.decode()),
+    "TIME": lambda raw: dt.time.fromisoformat(raw.decode()),
+    "TIMESTAMP": _timestamp,
+    "TIMESTAMPTZ": _timestamp,
+    "DATETIME": _timestamp,
+    "JSON": lambda raw: values.JsonText(raw.decode()),
+    "UUID": _uuid,
+}
+for _name, _converter in CONVERTERS.items():
+    sqlite3.register_converter(_name, _converter)
+
+# The engine type reported in Column.db_type, by the Python type a value reads back as.
+_DB_TYPES: tuple[tuple[type, str], ...] = (
+    (bool, "BOOLEAN"),
+    (int, "INTEGER"),
+    (float, "REAL"),
+    (values.JsonText, "JSON"),
+    (str, "TEXT"),
+    (bytes, "BLOB"),
+    (decimal.Decimal, "DECIMAL"),
+    (dt.datetime, "TIMESTAMP"),
+    (dt.date, "DATE"),
+    (dt.time, "TIME"),
+    (uuid.UUID, "UUID"),
+)
+
+
+def _db_type(value: Any) -> str:
+    return next((name for kind, name in _DB_TYPES if isinstance(value, kind)), "")
+
+
+def _encode_row(row: Sequence[Any]) -> values_pb2.Row:
+    return values_pb2.Row(values=[values.encode(v) for v in row])
+
+
+def _columns(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[values_pb2.Column]:
+    columns = [values_pb2.Column(name=n) for n in names]
+    for i, column in enumerate(columns):
+        # SQLite types values, not columns: the first non-NULL value speaks for its column.
+        first = next((row[i] for row in rows if row[i] is not None), None)
+        if first is not None:
+            column.type = values.column_type_of(values.encode(first))
+            column.db_type = _db_type(first)
+    return columns
+
+
+@asynccontextmanager
+async def _statement_timeout(
+    conn: aiosqlite.Connection, timeout_s: float | None
+) -> AsyncIterator[None]:
+    """Interrupt the connection's statements after ``timeout_s``.
+
+    SQLite calls the progress handler every few thousand VM steps in the worker thread; the
+    statement it interrupts fails with "interrupted" and the connection stays usable.
+    """
+    if timeout_s is None:
+        yield
+        return
+    deadline = time.monotonic() + timeout_s
+    await conn.set_progress_handler(lambda: time.monotonic() > deadline, 1000)
+    try:
+        yield
+    finally:
+        await conn.set_progress_handler(None, 0)  # type: ignore[arg-type]
+
+
+def _translate(exc: sqlite3.Error) -> DbError:
+    """The db_service error of a driver error, with SQLite's extended result code name."""
     message = str(exc)
-    if isinstance(exc, sqlite3.IntegrityError):
-        return ConstraintViolation(message)
-    if "locked" in message or "busy" in message:
-        return DbUnavailable(f"sqlite: {message}", retry_after_s=0.1)
-    if "readonly" in message:
-        return BadStatement("read_only", "a read-only statement tried to write")
-    if isinstance(exc, sqlite3.ProgrammingError | sqlite3.InterfaceError):
-        return BadStatement("params", message)
-    return BadStatement("sql", message)
+    name = getattr(exc, "sqlite_errorname", None)
+    error: DbError
+    if name == "SQLITE_INTERRUPT":
+        error = StatementTimeout(f"sqlite: {message}")
+    elif name in {"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"}:
+        error = UniqueViolation(message)
+    elif isinstance(exc, sqlite3.IntegrityError):
+        error = ConstraintViolation(message)
+    elif "locked" in message or "busy" in message:
+        error = DbUnavailable(f"sqlite: {message}", retry_after_s=0.1)
+    elif "readonly" in message:
+        error = BadStatement("read_only", "a read-only statement tried to write")
+    elif isinstance(exc, sqlite3.ProgrammingError | sqlite3.InterfaceError):
+        error = BadStatement("params", message)
+    else:
+        error = BadStatement("sql", message)
+    return engine_error(error, "sqlite", name)
 
 
 class _SqliteSession:
@@ -98,20 +210,6 @@ class _SqliteSession:
             self._depth -= 1
 
 
-def split_statements(script: str) -> list[str]:
-    """Split a script into complete statements, respecting quotes and triggers."""
-    statements, buffer = [], ""
-    for line in script.splitlines(keepends=True):
-        buffer += line
-        if sqlite3.complete_statement(buffer):
-            if buffer.strip():
-                statements.append(buffer.strip())
-            buffer = ""
-    if buffer.strip() and not buffer.strip().startswith("--"):
-        statements.append(buffer.strip())
-    return statements
-
-
 class SqliteBackend(Backend):
     dialect = "sqlite"
 
@@ -132,13 +230,18 @@ class SqliteBackend(Backend):
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = await aiosqlite.connect(self.path, isolation_level=None)
+        self._writer = await aiosqlite.connect(
+            self.path, isolation_level=None, detect_types=sqlite3.PARSE_DECLTYPES
+        )
         for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000"):
             await self._writer.execute(f"PRAGMA {pragma}")
         await self._writer.execute("PRAGMA foreign_keys=ON")
         for _ in range(max(1, self.pool_size)):
             reader = await aiosqlite.connect(
-                f"file:{self.path.resolve()}?mode=ro", uri=True, isolation_level=None
+                f"file:{self.path.resolve()}?mode=ro",
+                uri=True,
+                isolation_level=None,
+                detect_types=sqlite3.PARSE_DECLTYPES,
             )
             await reader.execute("PRAGMA busy_timeout=5000")
             self._all_readers.append(reader)
@@ -185,13 +288,20 @@ class SqliteBackend(Backend):
             self._write_lock.release()
 
     async def execute(
-        self, sql: str, params: Sequence[Any], *, read_only: bool, max_rows: int
+        self,
+        sql: str,
+        params: Sequence[Any],
+        *,
+        read_only: bool,
+        max_rows: int,
+        max_bytes: int = 0,
+        timeout_s: float | None = None,
     ) -> ResultSet:
         bound = [_adapt(p, f"params[{i}]") for i, p in enumerate(params)]
         self.queries += 1
         connection = self._reader() if read_only else self._writer_conn()
         try:
-            async with connection as conn:
+            async with connection as conn, _statement_timeout(conn, timeout_s):
                 cursor = await conn.execute(sql, bound)
                 try:
                     if cursor.description is None:
@@ -204,23 +314,68 @@ class SqliteBackend(Backend):
             self.errors += 1
             raise _translate(exc) from exc
         truncated = len(fetched) > max_rows
-        rows = [
-            values_pb2.Row(values=[values.encode(v) for v in row]) for row in fetched[:max_rows]
-        ]
-        columns = [values_pb2.Column(name=n) for n in names]
-        for i, column in enumerate(columns):
-            for row in rows:
-                kind = values.column_type_of(row.values[i])
-                if kind:
-                    column.type = kind
-                    break
-        return ResultSet(columns=columns, rows=rows, rows_affected=-1, truncated=truncated)
+        fetched = fetched[:max_rows]
+        rows, cut = limit_bytes([_encode_row(row) for row in fetched], max_bytes)
+        return ResultSet(
+            columns=_columns(names, fetched),
+            rows=rows,
+            rows_affected=-1,
+            truncated=truncated or cut,
+        )
 
-    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+    async def stream(
+        self,
+        sql: str,
+        params: Sequence[Any],
+        *,
+        chunk_rows: int,
+        chunk_bytes: int,
+        max_rows: int = 0,
+        timeout_s: float | None = None,
+    ) -> AsyncGenerator[ResultSet, None]:
+        bound = [_adapt(p, f"params[{i}]") for i, p in enumerate(params)]
+        self.queries += 1
+        try:
+            async with self._reader() as conn, _statement_timeout(conn, timeout_s):
+                cursor = await conn.execute(sql, bound)
+                try:
+                    names = [d[0] for d in cursor.description or ()]
+                    # Column types come from values, so the first chunk is read before the
+                    # columns are announced.
+                    first = list(await cursor.fetchmany(min(chunk_rows, max_rows or chunk_rows)))
+                    yield ResultSet(columns=_columns(names, first))
+                    if first:
+                        pending: list[Any] = first
+
+                        async def fetch(n: int) -> Sequence[Any]:
+                            nonlocal pending
+                            if pending:
+                                head, pending = pending[:n], pending[n:]
+                                return head
+                            return list(await cursor.fetchmany(n))
+
+                        async for rows in stream_chunks(
+                            fetch,
+                            _encode_row,
+                            chunk_rows=chunk_rows,
+                            chunk_bytes=chunk_bytes,
+                            max_rows=max_rows,
+                        ):
+                            self.rows_streamed += len(rows)
+                            yield ResultSet(rows=rows)
+                finally:
+                    await cursor.close()
+        except sqlite3.Error as exc:
+            self.errors += 1
+            raise _translate(exc) from exc
+
+    async def executemany(
+        self, sql: str, rows: Sequence[Sequence[Any]], *, timeout_s: float | None = None
+    ) -> int:
         bound = [[_adapt(v, "params") for v in row] for row in rows]
         self.queries += 1
         try:
-            async with self._writer_conn() as conn:
+            async with self._writer_conn() as conn, _statement_timeout(conn, timeout_s):
                 await conn.execute("BEGIN IMMEDIATE")
                 try:
                     cursor = await conn.executemany(sql, bound)

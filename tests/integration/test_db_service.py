@@ -4,41 +4,65 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import aiomysql
 import asyncpg
 import grpc
 import pytest
 from google.protobuf import struct_pb2
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
 from paca.db.v1 import db_service_pb2, db_service_pb2_grpc, db_types_pb2, values_pb2
 
 from db_service import DatabaseSettings, DbApp, DbSettings
+from db_service.backends.mysql import connect_kwargs
 from tests.conftest import backing_url
 from tests.integration.conftest import runtime_settings
 from tests.integration.test_api_call import field_violations
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
-PLACEHOLDERS = {"sqlite": ["?", "?"], "postgresql": ["$1", "$2"]}
+PLACEHOLDERS = {"sqlite": ["?", "?"], "postgresql": ["$1", "$2"], "mysql": ["%s", "%s"]}
+DIALECTS = ["sqlite", "postgresql", "mysql"]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'main.db'}"
+@asynccontextmanager
+async def temporary_database(dialect: str, tmp_path: Path) -> AsyncIterator[str]:
+    """URL of a fresh, empty database on ``dialect``'s test engine, dropped afterwards."""
+    if dialect == "sqlite":
+        yield f"sqlite:///{tmp_path / f'db_{uuid.uuid4().hex[:8]}.db'}"
         return
-    admin_url = backing_url("PACA_TEST_POSTGRES_URL")
     name = f"paca_it_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(admin_url)
+    if dialect == "postgresql":
+        admin_url = backing_url("PACA_TEST_POSTGRES_URL")
+        admin = await asyncpg.connect(admin_url)
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+            yield urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin.close()
+        return
+    admin_url = backing_url("PACA_TEST_MYSQL_URL")
+    conn = await aiomysql.connect(**connect_kwargs(admin_url))
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        parts = urlsplit(admin_url)
-        yield urlunsplit(parts._replace(path=f"/{name}"))
+        async with conn.cursor() as cursor:
+            await cursor.execute(f"CREATE DATABASE `{name}`")
+        yield urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        async with conn.cursor() as cursor:
+            await cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        conn.close()
+
+
+@pytest.fixture(params=DIALECTS)
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    async with temporary_database(request.param, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture
@@ -180,3 +204,47 @@ async def test_health_reports_serving_for_the_service(
     for service in ("", "paca.db.v1.DbService"):
         reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def engine_code(error: grpc.aio.AioRpcError) -> tuple[str, str]:
+    """(domain, code) of the ErrorInfo a db_service error carries."""
+    status = rpc_status.from_call(error)
+    assert status is not None
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            assert info.reason == "ENGINE_ERROR"
+            return info.domain, info.metadata["code"]
+    raise AssertionError(f"no ErrorInfo in {error}")
+
+
+ENGINE_CODES = {
+    "sqlite": {"syntax": "SQLITE_ERROR", "unique": "SQLITE_CONSTRAINT_PRIMARYKEY"},
+    "postgresql": {"syntax": "42601", "unique": "23505", "not_null": "23502"},
+    "mysql": {"syntax": "1064", "unique": "1062", "not_null": "1048"},
+}
+
+
+async def test_engine_errors_map_to_status_codes_with_the_engine_code(
+    db: tuple[str, db_service_pb2_grpc.DbServiceStub, grpc.aio.Channel],
+) -> None:
+    dialect, stub, _ = db
+    codes = ENGINE_CODES[dialect]
+    await stub.Query(
+        db_service_pb2.QueryRequest(
+            sql="CREATE TABLE u (k INTEGER PRIMARY KEY, v INTEGER NOT NULL)"
+        )
+    )
+    await stub.Query(db_service_pb2.QueryRequest(sql="INSERT INTO u (k, v) VALUES (1, 1)"))
+    cases = [
+        ("SELEC 1", grpc.StatusCode.INVALID_ARGUMENT, "syntax"),
+        ("INSERT INTO u (k, v) VALUES (1, 2)", grpc.StatusCode.ALREADY_EXISTS, "unique"),
+        ("INSERT INTO u (k, v) VALUES (2, NULL)", grpc.StatusCode.FAILED_PRECONDITION, "not_null"),
+    ]
+    for sql, code, kind in cases:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Query(db_service_pb2.QueryRequest(sql=sql))
+        assert caught.value.code() == code, sql
+        domain, engine = engine_code(caught.value)
+        assert domain == dialect
+        assert engine == codes.get(kind, engine), sql

@@ -36,7 +36,7 @@ async def main(url: str) -> int:
         )
         for row in rows.rows:
             provider, success, elapsed = (v for v in row.values)
-            ok = success.int64_value
+            ok = success.bool_value or success.int64_value == 1  # BOOLEAN, or 0/1 on MySQL
             print(f"{provider.string_value:<20} ok={ok} {elapsed.double_value:.1f} ms")
     return 0
 

@@ -38,7 +38,10 @@ type QueryRequest struct {
 	// Statement time limit; the gRPC deadline caps it. Unset: the database's default.
 	Timeout *durationpb.Duration `protobuf:"bytes,7,opt,name=timeout,proto3" json:"timeout,omitempty"`
 	// Return at most this many rows (0: the server's limit); `truncated` says when rows were left.
-	MaxRows       int64 `protobuf:"varint,8,opt,name=max_rows,json=maxRows,proto3" json:"max_rows,omitempty"`
+	MaxRows int64 `protobuf:"varint,8,opt,name=max_rows,json=maxRows,proto3" json:"max_rows,omitempty"`
+	// Return at most about this many bytes of rows (0: the server's limit); `truncated` says when
+	// rows were left. At least one row is returned when there is one.
+	MaxBytes      int64 `protobuf:"varint,9,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -129,6 +132,13 @@ func (x *QueryRequest) GetMaxRows() int64 {
 	return 0
 }
 
+func (x *QueryRequest) GetMaxBytes() int64 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
+}
+
 // Response of DbService.Query.
 type QueryResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -209,6 +219,411 @@ func (x *QueryResponse) GetConsistencyToken() string {
 	return ""
 }
 
+// Request of DbService.Execute.
+type ExecuteRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Configured database name, e.g. "main".
+	Database string `protobuf:"bytes,1,opt,name=database,proto3" json:"database,omitempty"`
+	// Required. One statement, in the engine's placeholder style (see Query).
+	Sql    string   `protobuf:"bytes,2,opt,name=sql,proto3" json:"sql,omitempty"`
+	Params []*Value `protobuf:"bytes,3,rep,name=params,proto3" json:"params,omitempty"`
+	// Statement time limit; the gRPC deadline caps it. Unset: no limit but the deadline.
+	Timeout       *durationpb.Duration `protobuf:"bytes,4,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecuteRequest) Reset() {
+	*x = ExecuteRequest{}
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecuteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecuteRequest) ProtoMessage() {}
+
+func (x *ExecuteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecuteRequest.ProtoReflect.Descriptor instead.
+func (*ExecuteRequest) Descriptor() ([]byte, []int) {
+	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ExecuteRequest) GetDatabase() string {
+	if x != nil {
+		return x.Database
+	}
+	return ""
+}
+
+func (x *ExecuteRequest) GetSql() string {
+	if x != nil {
+		return x.Sql
+	}
+	return ""
+}
+
+func (x *ExecuteRequest) GetParams() []*Value {
+	if x != nil {
+		return x.Params
+	}
+	return nil
+}
+
+func (x *ExecuteRequest) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+// Response of DbService.Execute.
+type ExecuteResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Rows inserted, updated or deleted; -1 where the engine does not say.
+	RowsAffected int64 `protobuf:"varint,1,opt,name=rows_affected,json=rowsAffected,proto3" json:"rows_affected,omitempty"`
+	// Columns and rows of a RETURNING clause, if the statement has one.
+	Columns       []*Column `protobuf:"bytes,2,rep,name=columns,proto3" json:"columns,omitempty"`
+	Rows          []*Row    `protobuf:"bytes,3,rep,name=rows,proto3" json:"rows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecuteResponse) Reset() {
+	*x = ExecuteResponse{}
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecuteResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecuteResponse) ProtoMessage() {}
+
+func (x *ExecuteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecuteResponse.ProtoReflect.Descriptor instead.
+func (*ExecuteResponse) Descriptor() ([]byte, []int) {
+	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ExecuteResponse) GetRowsAffected() int64 {
+	if x != nil {
+		return x.RowsAffected
+	}
+	return 0
+}
+
+func (x *ExecuteResponse) GetColumns() []*Column {
+	if x != nil {
+		return x.Columns
+	}
+	return nil
+}
+
+func (x *ExecuteResponse) GetRows() []*Row {
+	if x != nil {
+		return x.Rows
+	}
+	return nil
+}
+
+// Request of DbService.ExecuteBatch.
+type ExecuteBatchRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Database string                 `protobuf:"bytes,1,opt,name=database,proto3" json:"database,omitempty"`
+	// Required. One statement, run once per entry of `param_sets`.
+	Sql string `protobuf:"bytes,2,opt,name=sql,proto3" json:"sql,omitempty"`
+	// Parameters of each run; the batch is one transaction.
+	ParamSets []*ValueList `protobuf:"bytes,3,rep,name=param_sets,json=paramSets,proto3" json:"param_sets,omitempty"`
+	// Time limit of the whole batch; the gRPC deadline caps it.
+	Timeout       *durationpb.Duration `protobuf:"bytes,4,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecuteBatchRequest) Reset() {
+	*x = ExecuteBatchRequest{}
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecuteBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecuteBatchRequest) ProtoMessage() {}
+
+func (x *ExecuteBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecuteBatchRequest.ProtoReflect.Descriptor instead.
+func (*ExecuteBatchRequest) Descriptor() ([]byte, []int) {
+	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ExecuteBatchRequest) GetDatabase() string {
+	if x != nil {
+		return x.Database
+	}
+	return ""
+}
+
+func (x *ExecuteBatchRequest) GetSql() string {
+	if x != nil {
+		return x.Sql
+	}
+	return ""
+}
+
+func (x *ExecuteBatchRequest) GetParamSets() []*ValueList {
+	if x != nil {
+		return x.ParamSets
+	}
+	return nil
+}
+
+func (x *ExecuteBatchRequest) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+// Response of DbService.ExecuteBatch.
+type ExecuteBatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Rows changed by all runs together; -1 where the engine does not say.
+	RowsAffected  int64 `protobuf:"varint,1,opt,name=rows_affected,json=rowsAffected,proto3" json:"rows_affected,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecuteBatchResponse) Reset() {
+	*x = ExecuteBatchResponse{}
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecuteBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecuteBatchResponse) ProtoMessage() {}
+
+func (x *ExecuteBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecuteBatchResponse.ProtoReflect.Descriptor instead.
+func (*ExecuteBatchResponse) Descriptor() ([]byte, []int) {
+	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ExecuteBatchResponse) GetRowsAffected() int64 {
+	if x != nil {
+		return x.RowsAffected
+	}
+	return 0
+}
+
+// Request of DbService.StreamQuery.
+type StreamQueryRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Database string                 `protobuf:"bytes,1,opt,name=database,proto3" json:"database,omitempty"`
+	// Required. One read-only statement (it runs in a read-only transaction).
+	Sql    string   `protobuf:"bytes,2,opt,name=sql,proto3" json:"sql,omitempty"`
+	Params []*Value `protobuf:"bytes,3,rep,name=params,proto3" json:"params,omitempty"`
+	// Statement time limit; the gRPC deadline caps it. Unset: no limit but the deadline.
+	Timeout *durationpb.Duration `protobuf:"bytes,4,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// Rows per response (0: the server's default); a response also ends at `chunk_bytes`.
+	ChunkRows int32 `protobuf:"varint,5,opt,name=chunk_rows,json=chunkRows,proto3" json:"chunk_rows,omitempty"`
+	// Approximate bytes of rows per response (0: the server's default).
+	ChunkBytes int64 `protobuf:"varint,6,opt,name=chunk_bytes,json=chunkBytes,proto3" json:"chunk_bytes,omitempty"`
+	// Stop after this many rows (0: no limit).
+	MaxRows       int64 `protobuf:"varint,7,opt,name=max_rows,json=maxRows,proto3" json:"max_rows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamQueryRequest) Reset() {
+	*x = StreamQueryRequest{}
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamQueryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamQueryRequest) ProtoMessage() {}
+
+func (x *StreamQueryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamQueryRequest.ProtoReflect.Descriptor instead.
+func (*StreamQueryRequest) Descriptor() ([]byte, []int) {
+	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *StreamQueryRequest) GetDatabase() string {
+	if x != nil {
+		return x.Database
+	}
+	return ""
+}
+
+func (x *StreamQueryRequest) GetSql() string {
+	if x != nil {
+		return x.Sql
+	}
+	return ""
+}
+
+func (x *StreamQueryRequest) GetParams() []*Value {
+	if x != nil {
+		return x.Params
+	}
+	return nil
+}
+
+func (x *StreamQueryRequest) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+func (x *StreamQueryRequest) GetChunkRows() int32 {
+	if x != nil {
+		return x.ChunkRows
+	}
+	return 0
+}
+
+func (x *StreamQueryRequest) GetChunkBytes() int64 {
+	if x != nil {
+		return x.ChunkBytes
+	}
+	return 0
+}
+
+func (x *StreamQueryRequest) GetMaxRows() int64 {
+	if x != nil {
+		return x.MaxRows
+	}
+	return 0
+}
+
+// One chunk of DbService.StreamQuery.
+type StreamQueryResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Set in the first response only.
+	Columns       []*Column `protobuf:"bytes,1,rep,name=columns,proto3" json:"columns,omitempty"`
+	Rows          []*Row    `protobuf:"bytes,2,rep,name=rows,proto3" json:"rows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamQueryResponse) Reset() {
+	*x = StreamQueryResponse{}
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamQueryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamQueryResponse) ProtoMessage() {}
+
+func (x *StreamQueryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamQueryResponse.ProtoReflect.Descriptor instead.
+func (*StreamQueryResponse) Descriptor() ([]byte, []int) {
+	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *StreamQueryResponse) GetColumns() []*Column {
+	if x != nil {
+		return x.Columns
+	}
+	return nil
+}
+
+func (x *StreamQueryResponse) GetRows() []*Row {
+	if x != nil {
+		return x.Rows
+	}
+	return nil
+}
+
 // Request of DbService.RecordApiCalls.
 type RecordApiCallsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -221,7 +636,7 @@ type RecordApiCallsRequest struct {
 
 func (x *RecordApiCallsRequest) Reset() {
 	*x = RecordApiCallsRequest{}
-	mi := &file_paca_db_v1_db_service_proto_msgTypes[2]
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -233,7 +648,7 @@ func (x *RecordApiCallsRequest) String() string {
 func (*RecordApiCallsRequest) ProtoMessage() {}
 
 func (x *RecordApiCallsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paca_db_v1_db_service_proto_msgTypes[2]
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -246,7 +661,7 @@ func (x *RecordApiCallsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordApiCallsRequest.ProtoReflect.Descriptor instead.
 func (*RecordApiCallsRequest) Descriptor() ([]byte, []int) {
-	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{2}
+	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RecordApiCallsRequest) GetDatabase() string {
@@ -276,7 +691,7 @@ type RecordApiCallsResponse struct {
 
 func (x *RecordApiCallsResponse) Reset() {
 	*x = RecordApiCallsResponse{}
-	mi := &file_paca_db_v1_db_service_proto_msgTypes[3]
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -288,7 +703,7 @@ func (x *RecordApiCallsResponse) String() string {
 func (*RecordApiCallsResponse) ProtoMessage() {}
 
 func (x *RecordApiCallsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paca_db_v1_db_service_proto_msgTypes[3]
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -301,7 +716,7 @@ func (x *RecordApiCallsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordApiCallsResponse.ProtoReflect.Descriptor instead.
 func (*RecordApiCallsResponse) Descriptor() ([]byte, []int) {
-	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{3}
+	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RecordApiCallsResponse) GetInserted() int32 {
@@ -327,7 +742,7 @@ type GetStatsRequest struct {
 
 func (x *GetStatsRequest) Reset() {
 	*x = GetStatsRequest{}
-	mi := &file_paca_db_v1_db_service_proto_msgTypes[4]
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -339,7 +754,7 @@ func (x *GetStatsRequest) String() string {
 func (*GetStatsRequest) ProtoMessage() {}
 
 func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paca_db_v1_db_service_proto_msgTypes[4]
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -352,7 +767,7 @@ func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsRequest.ProtoReflect.Descriptor instead.
 func (*GetStatsRequest) Descriptor() ([]byte, []int) {
-	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{4}
+	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{10}
 }
 
 // Response of DbService.GetStats.
@@ -365,7 +780,7 @@ type GetStatsResponse struct {
 
 func (x *GetStatsResponse) Reset() {
 	*x = GetStatsResponse{}
-	mi := &file_paca_db_v1_db_service_proto_msgTypes[5]
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -377,7 +792,7 @@ func (x *GetStatsResponse) String() string {
 func (*GetStatsResponse) ProtoMessage() {}
 
 func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paca_db_v1_db_service_proto_msgTypes[5]
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -390,7 +805,7 @@ func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsResponse.ProtoReflect.Descriptor instead.
 func (*GetStatsResponse) Descriptor() ([]byte, []int) {
-	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{5}
+	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetStatsResponse) GetPools() []*PoolStats {
@@ -405,7 +820,7 @@ var File_paca_db_v1_db_service_proto protoreflect.FileDescriptor
 const file_paca_db_v1_db_service_proto_rawDesc = "" +
 	"\n" +
 	"\x1bpaca/db/v1/db_service.proto\x12\n" +
-	"paca.db.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x19paca/db/v1/db_types.proto\x1a\x17paca/db/v1/values.proto\"\xc6\x02\n" +
+	"paca.db.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x19paca/db/v1/db_types.proto\x1a\x17paca/db/v1/values.proto\"\xe3\x02\n" +
 	"\fQueryRequest\x12\x1a\n" +
 	"\bdatabase\x18\x01 \x01(\tR\bdatabase\x12\x10\n" +
 	"\x03sql\x18\x02 \x01(\tR\x03sql\x12)\n" +
@@ -414,13 +829,44 @@ const file_paca_db_v1_db_service_proto_rawDesc = "" +
 	"\x0fread_preference\x18\x05 \x01(\x0e2\x1a.paca.db.v1.ReadPreferenceR\x0ereadPreference\x12+\n" +
 	"\x11consistency_token\x18\x06 \x01(\tR\x10consistencyToken\x123\n" +
 	"\atimeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12\x19\n" +
-	"\bmax_rows\x18\b \x01(\x03R\amaxRows\"\xd2\x01\n" +
+	"\bmax_rows\x18\b \x01(\x03R\amaxRows\x12\x1b\n" +
+	"\tmax_bytes\x18\t \x01(\x03R\bmaxBytes\"\xd2\x01\n" +
 	"\rQueryResponse\x12,\n" +
 	"\acolumns\x18\x01 \x03(\v2\x12.paca.db.v1.ColumnR\acolumns\x12#\n" +
 	"\x04rows\x18\x02 \x03(\v2\x0f.paca.db.v1.RowR\x04rows\x12#\n" +
 	"\rrows_affected\x18\x03 \x01(\x03R\frowsAffected\x12\x1c\n" +
 	"\ttruncated\x18\x04 \x01(\bR\ttruncated\x12+\n" +
-	"\x11consistency_token\x18\x05 \x01(\tR\x10consistencyToken\"h\n" +
+	"\x11consistency_token\x18\x05 \x01(\tR\x10consistencyToken\"\x9e\x01\n" +
+	"\x0eExecuteRequest\x12\x1a\n" +
+	"\bdatabase\x18\x01 \x01(\tR\bdatabase\x12\x10\n" +
+	"\x03sql\x18\x02 \x01(\tR\x03sql\x12)\n" +
+	"\x06params\x18\x03 \x03(\v2\x11.paca.db.v1.ValueR\x06params\x123\n" +
+	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\x89\x01\n" +
+	"\x0fExecuteResponse\x12#\n" +
+	"\rrows_affected\x18\x01 \x01(\x03R\frowsAffected\x12,\n" +
+	"\acolumns\x18\x02 \x03(\v2\x12.paca.db.v1.ColumnR\acolumns\x12#\n" +
+	"\x04rows\x18\x03 \x03(\v2\x0f.paca.db.v1.RowR\x04rows\"\xae\x01\n" +
+	"\x13ExecuteBatchRequest\x12\x1a\n" +
+	"\bdatabase\x18\x01 \x01(\tR\bdatabase\x12\x10\n" +
+	"\x03sql\x18\x02 \x01(\tR\x03sql\x124\n" +
+	"\n" +
+	"param_sets\x18\x03 \x03(\v2\x15.paca.db.v1.ValueListR\tparamSets\x123\n" +
+	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\";\n" +
+	"\x14ExecuteBatchResponse\x12#\n" +
+	"\rrows_affected\x18\x01 \x01(\x03R\frowsAffected\"\xfd\x01\n" +
+	"\x12StreamQueryRequest\x12\x1a\n" +
+	"\bdatabase\x18\x01 \x01(\tR\bdatabase\x12\x10\n" +
+	"\x03sql\x18\x02 \x01(\tR\x03sql\x12)\n" +
+	"\x06params\x18\x03 \x03(\v2\x11.paca.db.v1.ValueR\x06params\x123\n" +
+	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12\x1d\n" +
+	"\n" +
+	"chunk_rows\x18\x05 \x01(\x05R\tchunkRows\x12\x1f\n" +
+	"\vchunk_bytes\x18\x06 \x01(\x03R\n" +
+	"chunkBytes\x12\x19\n" +
+	"\bmax_rows\x18\a \x01(\x03R\amaxRows\"h\n" +
+	"\x13StreamQueryResponse\x12,\n" +
+	"\acolumns\x18\x01 \x03(\v2\x12.paca.db.v1.ColumnR\acolumns\x12#\n" +
+	"\x04rows\x18\x02 \x03(\v2\x0f.paca.db.v1.RowR\x04rows\"h\n" +
 	"\x15RecordApiCallsRequest\x12\x1a\n" +
 	"\bdatabase\x18\x01 \x01(\tR\bdatabase\x123\n" +
 	"\arecords\x18\x02 \x03(\v2\x19.paca.db.v1.ApiCallRecordR\arecords\"T\n" +
@@ -431,9 +877,12 @@ const file_paca_db_v1_db_service_proto_rawDesc = "" +
 	"duplicates\"\x11\n" +
 	"\x0fGetStatsRequest\"?\n" +
 	"\x10GetStatsResponse\x12+\n" +
-	"\x05pools\x18\x01 \x03(\v2\x15.paca.db.v1.PoolStatsR\x05pools2\xf3\x01\n" +
+	"\x05pools\x18\x01 \x03(\v2\x15.paca.db.v1.PoolStatsR\x05pools2\xe1\x03\n" +
 	"\tDbService\x12<\n" +
-	"\x05Query\x12\x18.paca.db.v1.QueryRequest\x1a\x19.paca.db.v1.QueryResponse\x12\\\n" +
+	"\x05Query\x12\x18.paca.db.v1.QueryRequest\x1a\x19.paca.db.v1.QueryResponse\x12B\n" +
+	"\aExecute\x12\x1a.paca.db.v1.ExecuteRequest\x1a\x1b.paca.db.v1.ExecuteResponse\x12Q\n" +
+	"\fExecuteBatch\x12\x1f.paca.db.v1.ExecuteBatchRequest\x1a .paca.db.v1.ExecuteBatchResponse\x12U\n" +
+	"\vStreamQuery\x12\x1e.paca.db.v1.StreamQueryRequest\x1a\x1f.paca.db.v1.StreamQueryResponse\"\x03\x90\x02\x010\x01\x12\\\n" +
 	"\x0eRecordApiCalls\x12!.paca.db.v1.RecordApiCallsRequest\x1a\".paca.db.v1.RecordApiCallsResponse\"\x03\x90\x02\x02\x12J\n" +
 	"\bGetStats\x12\x1b.paca.db.v1.GetStatsRequest\x1a\x1c.paca.db.v1.GetStatsResponse\"\x03\x90\x02\x01b\x06proto3"
 
@@ -449,41 +898,64 @@ func file_paca_db_v1_db_service_proto_rawDescGZIP() []byte {
 	return file_paca_db_v1_db_service_proto_rawDescData
 }
 
-var file_paca_db_v1_db_service_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_paca_db_v1_db_service_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_paca_db_v1_db_service_proto_goTypes = []any{
 	(*QueryRequest)(nil),           // 0: paca.db.v1.QueryRequest
 	(*QueryResponse)(nil),          // 1: paca.db.v1.QueryResponse
-	(*RecordApiCallsRequest)(nil),  // 2: paca.db.v1.RecordApiCallsRequest
-	(*RecordApiCallsResponse)(nil), // 3: paca.db.v1.RecordApiCallsResponse
-	(*GetStatsRequest)(nil),        // 4: paca.db.v1.GetStatsRequest
-	(*GetStatsResponse)(nil),       // 5: paca.db.v1.GetStatsResponse
-	(*Value)(nil),                  // 6: paca.db.v1.Value
-	(ReadPreference)(0),            // 7: paca.db.v1.ReadPreference
-	(*durationpb.Duration)(nil),    // 8: google.protobuf.Duration
-	(*Column)(nil),                 // 9: paca.db.v1.Column
-	(*Row)(nil),                    // 10: paca.db.v1.Row
-	(*ApiCallRecord)(nil),          // 11: paca.db.v1.ApiCallRecord
-	(*PoolStats)(nil),              // 12: paca.db.v1.PoolStats
+	(*ExecuteRequest)(nil),         // 2: paca.db.v1.ExecuteRequest
+	(*ExecuteResponse)(nil),        // 3: paca.db.v1.ExecuteResponse
+	(*ExecuteBatchRequest)(nil),    // 4: paca.db.v1.ExecuteBatchRequest
+	(*ExecuteBatchResponse)(nil),   // 5: paca.db.v1.ExecuteBatchResponse
+	(*StreamQueryRequest)(nil),     // 6: paca.db.v1.StreamQueryRequest
+	(*StreamQueryResponse)(nil),    // 7: paca.db.v1.StreamQueryResponse
+	(*RecordApiCallsRequest)(nil),  // 8: paca.db.v1.RecordApiCallsRequest
+	(*RecordApiCallsResponse)(nil), // 9: paca.db.v1.RecordApiCallsResponse
+	(*GetStatsRequest)(nil),        // 10: paca.db.v1.GetStatsRequest
+	(*GetStatsResponse)(nil),       // 11: paca.db.v1.GetStatsResponse
+	(*Value)(nil),                  // 12: paca.db.v1.Value
+	(ReadPreference)(0),            // 13: paca.db.v1.ReadPreference
+	(*durationpb.Duration)(nil),    // 14: google.protobuf.Duration
+	(*Column)(nil),                 // 15: paca.db.v1.Column
+	(*Row)(nil),                    // 16: paca.db.v1.Row
+	(*ValueList)(nil),              // 17: paca.db.v1.ValueList
+	(*ApiCallRecord)(nil),          // 18: paca.db.v1.ApiCallRecord
+	(*PoolStats)(nil),              // 19: paca.db.v1.PoolStats
 }
 var file_paca_db_v1_db_service_proto_depIdxs = []int32{
-	6,  // 0: paca.db.v1.QueryRequest.params:type_name -> paca.db.v1.Value
-	7,  // 1: paca.db.v1.QueryRequest.read_preference:type_name -> paca.db.v1.ReadPreference
-	8,  // 2: paca.db.v1.QueryRequest.timeout:type_name -> google.protobuf.Duration
-	9,  // 3: paca.db.v1.QueryResponse.columns:type_name -> paca.db.v1.Column
-	10, // 4: paca.db.v1.QueryResponse.rows:type_name -> paca.db.v1.Row
-	11, // 5: paca.db.v1.RecordApiCallsRequest.records:type_name -> paca.db.v1.ApiCallRecord
-	12, // 6: paca.db.v1.GetStatsResponse.pools:type_name -> paca.db.v1.PoolStats
-	0,  // 7: paca.db.v1.DbService.Query:input_type -> paca.db.v1.QueryRequest
-	2,  // 8: paca.db.v1.DbService.RecordApiCalls:input_type -> paca.db.v1.RecordApiCallsRequest
-	4,  // 9: paca.db.v1.DbService.GetStats:input_type -> paca.db.v1.GetStatsRequest
-	1,  // 10: paca.db.v1.DbService.Query:output_type -> paca.db.v1.QueryResponse
-	3,  // 11: paca.db.v1.DbService.RecordApiCalls:output_type -> paca.db.v1.RecordApiCallsResponse
-	5,  // 12: paca.db.v1.DbService.GetStats:output_type -> paca.db.v1.GetStatsResponse
-	10, // [10:13] is the sub-list for method output_type
-	7,  // [7:10] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	12, // 0: paca.db.v1.QueryRequest.params:type_name -> paca.db.v1.Value
+	13, // 1: paca.db.v1.QueryRequest.read_preference:type_name -> paca.db.v1.ReadPreference
+	14, // 2: paca.db.v1.QueryRequest.timeout:type_name -> google.protobuf.Duration
+	15, // 3: paca.db.v1.QueryResponse.columns:type_name -> paca.db.v1.Column
+	16, // 4: paca.db.v1.QueryResponse.rows:type_name -> paca.db.v1.Row
+	12, // 5: paca.db.v1.ExecuteRequest.params:type_name -> paca.db.v1.Value
+	14, // 6: paca.db.v1.ExecuteRequest.timeout:type_name -> google.protobuf.Duration
+	15, // 7: paca.db.v1.ExecuteResponse.columns:type_name -> paca.db.v1.Column
+	16, // 8: paca.db.v1.ExecuteResponse.rows:type_name -> paca.db.v1.Row
+	17, // 9: paca.db.v1.ExecuteBatchRequest.param_sets:type_name -> paca.db.v1.ValueList
+	14, // 10: paca.db.v1.ExecuteBatchRequest.timeout:type_name -> google.protobuf.Duration
+	12, // 11: paca.db.v1.StreamQueryRequest.params:type_name -> paca.db.v1.Value
+	14, // 12: paca.db.v1.StreamQueryRequest.timeout:type_name -> google.protobuf.Duration
+	15, // 13: paca.db.v1.StreamQueryResponse.columns:type_name -> paca.db.v1.Column
+	16, // 14: paca.db.v1.StreamQueryResponse.rows:type_name -> paca.db.v1.Row
+	18, // 15: paca.db.v1.RecordApiCallsRequest.records:type_name -> paca.db.v1.ApiCallRecord
+	19, // 16: paca.db.v1.GetStatsResponse.pools:type_name -> paca.db.v1.PoolStats
+	0,  // 17: paca.db.v1.DbService.Query:input_type -> paca.db.v1.QueryRequest
+	2,  // 18: paca.db.v1.DbService.Execute:input_type -> paca.db.v1.ExecuteRequest
+	4,  // 19: paca.db.v1.DbService.ExecuteBatch:input_type -> paca.db.v1.ExecuteBatchRequest
+	6,  // 20: paca.db.v1.DbService.StreamQuery:input_type -> paca.db.v1.StreamQueryRequest
+	8,  // 21: paca.db.v1.DbService.RecordApiCalls:input_type -> paca.db.v1.RecordApiCallsRequest
+	10, // 22: paca.db.v1.DbService.GetStats:input_type -> paca.db.v1.GetStatsRequest
+	1,  // 23: paca.db.v1.DbService.Query:output_type -> paca.db.v1.QueryResponse
+	3,  // 24: paca.db.v1.DbService.Execute:output_type -> paca.db.v1.ExecuteResponse
+	5,  // 25: paca.db.v1.DbService.ExecuteBatch:output_type -> paca.db.v1.ExecuteBatchResponse
+	7,  // 26: paca.db.v1.DbService.StreamQuery:output_type -> paca.db.v1.StreamQueryResponse
+	9,  // 27: paca.db.v1.DbService.RecordApiCalls:output_type -> paca.db.v1.RecordApiCallsResponse
+	11, // 28: paca.db.v1.DbService.GetStats:output_type -> paca.db.v1.GetStatsResponse
+	23, // [23:29] is the sub-list for method output_type
+	17, // [17:23] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_paca_db_v1_db_service_proto_init() }
@@ -499,7 +971,7 @@ func file_paca_db_v1_db_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_paca_db_v1_db_service_proto_rawDesc), len(file_paca_db_v1_db_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -20,6 +20,9 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	DbService_Query_FullMethodName          = "/paca.db.v1.DbService/Query"
+	DbService_Execute_FullMethodName        = "/paca.db.v1.DbService/Execute"
+	DbService_ExecuteBatch_FullMethodName   = "/paca.db.v1.DbService/ExecuteBatch"
+	DbService_StreamQuery_FullMethodName    = "/paca.db.v1.DbService/StreamQuery"
 	DbService_RecordApiCalls_FullMethodName = "/paca.db.v1.DbService/RecordApiCalls"
 	DbService_GetStats_FullMethodName       = "/paca.db.v1.DbService/GetStats"
 )
@@ -39,6 +42,16 @@ type DbServiceClient interface {
 	// engine's own placeholder style ("?" SQLite, "$1" PostgreSQL, "%s" MySQL); `params` bind to
 	// those placeholders in order. Use the builder RPCs for engine-portable statements.
 	Query(ctx context.Context, in *QueryRequest, opts ...grpc.CallOption) (*QueryResponse, error)
+	// Runs one statement that changes data (INSERT / UPDATE / DELETE / DDL) on the primary.
+	// Rows of a RETURNING clause come back in the response.
+	Execute(ctx context.Context, in *ExecuteRequest, opts ...grpc.CallOption) (*ExecuteResponse, error)
+	// Runs one statement once per parameter set, all in one transaction: every set is applied or
+	// none is.
+	ExecuteBatch(ctx context.Context, in *ExecuteBatchRequest, opts ...grpc.CallOption) (*ExecuteBatchResponse, error)
+	// Runs one read-only statement and streams its rows in chunks, from a server-side cursor:
+	// any result size in bounded memory. A slow reader slows the cursor (flow control), it does
+	// not fill db_service's memory. The first response carries the columns.
+	StreamQuery(ctx context.Context, in *StreamQueryRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamQueryResponse], error)
 	// Stores a batch of api_service call records in `external_api_logs`. Records are keyed by
 	// `record_id`, so a batch sent again after a lost reply is stored once.
 	RecordApiCalls(ctx context.Context, in *RecordApiCallsRequest, opts ...grpc.CallOption) (*RecordApiCallsResponse, error)
@@ -63,6 +76,45 @@ func (c *dbServiceClient) Query(ctx context.Context, in *QueryRequest, opts ...g
 	}
 	return out, nil
 }
+
+func (c *dbServiceClient) Execute(ctx context.Context, in *ExecuteRequest, opts ...grpc.CallOption) (*ExecuteResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExecuteResponse)
+	err := c.cc.Invoke(ctx, DbService_Execute_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *dbServiceClient) ExecuteBatch(ctx context.Context, in *ExecuteBatchRequest, opts ...grpc.CallOption) (*ExecuteBatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExecuteBatchResponse)
+	err := c.cc.Invoke(ctx, DbService_ExecuteBatch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *dbServiceClient) StreamQuery(ctx context.Context, in *StreamQueryRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamQueryResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &DbService_ServiceDesc.Streams[0], DbService_StreamQuery_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[StreamQueryRequest, StreamQueryResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type DbService_StreamQueryClient = grpc.ServerStreamingClient[StreamQueryResponse]
 
 func (c *dbServiceClient) RecordApiCalls(ctx context.Context, in *RecordApiCallsRequest, opts ...grpc.CallOption) (*RecordApiCallsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
@@ -99,6 +151,16 @@ type DbServiceServer interface {
 	// engine's own placeholder style ("?" SQLite, "$1" PostgreSQL, "%s" MySQL); `params` bind to
 	// those placeholders in order. Use the builder RPCs for engine-portable statements.
 	Query(context.Context, *QueryRequest) (*QueryResponse, error)
+	// Runs one statement that changes data (INSERT / UPDATE / DELETE / DDL) on the primary.
+	// Rows of a RETURNING clause come back in the response.
+	Execute(context.Context, *ExecuteRequest) (*ExecuteResponse, error)
+	// Runs one statement once per parameter set, all in one transaction: every set is applied or
+	// none is.
+	ExecuteBatch(context.Context, *ExecuteBatchRequest) (*ExecuteBatchResponse, error)
+	// Runs one read-only statement and streams its rows in chunks, from a server-side cursor:
+	// any result size in bounded memory. A slow reader slows the cursor (flow control), it does
+	// not fill db_service's memory. The first response carries the columns.
+	StreamQuery(*StreamQueryRequest, grpc.ServerStreamingServer[StreamQueryResponse]) error
 	// Stores a batch of api_service call records in `external_api_logs`. Records are keyed by
 	// `record_id`, so a batch sent again after a lost reply is stored once.
 	RecordApiCalls(context.Context, *RecordApiCallsRequest) (*RecordApiCallsResponse, error)
@@ -116,6 +178,15 @@ type UnimplementedDbServiceServer struct{}
 
 func (UnimplementedDbServiceServer) Query(context.Context, *QueryRequest) (*QueryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Query not implemented")
+}
+func (UnimplementedDbServiceServer) Execute(context.Context, *ExecuteRequest) (*ExecuteResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Execute not implemented")
+}
+func (UnimplementedDbServiceServer) ExecuteBatch(context.Context, *ExecuteBatchRequest) (*ExecuteBatchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ExecuteBatch not implemented")
+}
+func (UnimplementedDbServiceServer) StreamQuery(*StreamQueryRequest, grpc.ServerStreamingServer[StreamQueryResponse]) error {
+	return status.Error(codes.Unimplemented, "method StreamQuery not implemented")
 }
 func (UnimplementedDbServiceServer) RecordApiCalls(context.Context, *RecordApiCallsRequest) (*RecordApiCallsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RecordApiCalls not implemented")
@@ -161,6 +232,53 @@ func _DbService_Query_Handler(srv interface{}, ctx context.Context, dec func(int
 	}
 	return interceptor(ctx, in, info, handler)
 }
+
+func _DbService_Execute_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExecuteRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DbServiceServer).Execute(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DbService_Execute_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DbServiceServer).Execute(ctx, req.(*ExecuteRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DbService_ExecuteBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExecuteBatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DbServiceServer).ExecuteBatch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DbService_ExecuteBatch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DbServiceServer).ExecuteBatch(ctx, req.(*ExecuteBatchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DbService_StreamQuery_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(StreamQueryRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(DbServiceServer).StreamQuery(m, &grpc.GenericServerStream[StreamQueryRequest, StreamQueryResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type DbService_StreamQueryServer = grpc.ServerStreamingServer[StreamQueryResponse]
 
 func _DbService_RecordApiCalls_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(RecordApiCallsRequest)
@@ -210,6 +328,14 @@ var DbService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _DbService_Query_Handler,
 		},
 		{
+			MethodName: "Execute",
+			Handler:    _DbService_Execute_Handler,
+		},
+		{
+			MethodName: "ExecuteBatch",
+			Handler:    _DbService_ExecuteBatch_Handler,
+		},
+		{
 			MethodName: "RecordApiCalls",
 			Handler:    _DbService_RecordApiCalls_Handler,
 		},
@@ -218,6 +344,12 @@ var DbService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _DbService_GetStats_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "StreamQuery",
+			Handler:       _DbService_StreamQuery_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "paca/db/v1/db_service.proto",
 }

@@ -27,29 +27,43 @@ from paca.db.v1 import db_types_pb2 as paca_dot_db_dot_v1_dot_db__types__pb2
 from paca.db.v1 import values_pb2 as paca_dot_db_dot_v1_dot_values__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpaca/db/v1/db_service.proto\x12\npaca.db.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x19paca/db/v1/db_types.proto\x1a\x17paca/db/v1/values.proto\"\xf1\x01\n\x0cQueryRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12!\n\x06params\x18\x03 \x03(\x0b\x32\x11.paca.db.v1.Value\x12\x11\n\tread_only\x18\x04 \x01(\x08\x12\x33\n\x0fread_preference\x18\x05 \x01(\x0e\x32\x1a.paca.db.v1.ReadPreference\x12\x19\n\x11\x63onsistency_token\x18\x06 \x01(\t\x12*\n\x07timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08max_rows\x18\x08 \x01(\x03\"\x98\x01\n\rQueryResponse\x12#\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x12.paca.db.v1.Column\x12\x1d\n\x04rows\x18\x02 \x03(\x0b\x32\x0f.paca.db.v1.Row\x12\x15\n\rrows_affected\x18\x03 \x01(\x03\x12\x11\n\ttruncated\x18\x04 \x01(\x08\x12\x19\n\x11\x63onsistency_token\x18\x05 \x01(\t\"U\n\x15RecordApiCallsRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12*\n\x07records\x18\x02 \x03(\x0b\x32\x19.paca.db.v1.ApiCallRecord\">\n\x16RecordApiCallsResponse\x12\x10\n\x08inserted\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\"\x11\n\x0fGetStatsRequest\"8\n\x10GetStatsResponse\x12$\n\x05pools\x18\x01 \x03(\x0b\x32\x15.paca.db.v1.PoolStats2\xf3\x01\n\tDbService\x12<\n\x05Query\x12\x18.paca.db.v1.QueryRequest\x1a\x19.paca.db.v1.QueryResponse\x12\\\n\x0eRecordApiCalls\x12!.paca.db.v1.RecordApiCallsRequest\x1a\".paca.db.v1.RecordApiCallsResponse\"\x03\x90\x02\x02\x12J\n\x08GetStats\x12\x1b.paca.db.v1.GetStatsRequest\x1a\x1c.paca.db.v1.GetStatsResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpaca/db/v1/db_service.proto\x12\npaca.db.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x19paca/db/v1/db_types.proto\x1a\x17paca/db/v1/values.proto\"\x84\x02\n\x0cQueryRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12!\n\x06params\x18\x03 \x03(\x0b\x32\x11.paca.db.v1.Value\x12\x11\n\tread_only\x18\x04 \x01(\x08\x12\x33\n\x0fread_preference\x18\x05 \x01(\x0e\x32\x1a.paca.db.v1.ReadPreference\x12\x19\n\x11\x63onsistency_token\x18\x06 \x01(\t\x12*\n\x07timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08max_rows\x18\x08 \x01(\x03\x12\x11\n\tmax_bytes\x18\t \x01(\x03\"\x98\x01\n\rQueryResponse\x12#\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x12.paca.db.v1.Column\x12\x1d\n\x04rows\x18\x02 \x03(\x0b\x32\x0f.paca.db.v1.Row\x12\x15\n\rrows_affected\x18\x03 \x01(\x03\x12\x11\n\ttruncated\x18\x04 \x01(\x08\x12\x19\n\x11\x63onsistency_token\x18\x05 \x01(\t\"~\n\x0e\x45xecuteRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12!\n\x06params\x18\x03 \x03(\x0b\x32\x11.paca.db.v1.Value\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"l\n\x0f\x45xecuteResponse\x12\x15\n\rrows_affected\x18\x01 \x01(\x03\x12#\n\x07\x63olumns\x18\x02 \x03(\x0b\x32\x12.paca.db.v1.Column\x12\x1d\n\x04rows\x18\x03 \x03(\x0b\x32\x0f.paca.db.v1.Row\"\x8b\x01\n\x13\x45xecuteBatchRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12)\n\nparam_sets\x18\x03 \x03(\x0b\x32\x15.paca.db.v1.ValueList\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"-\n\x14\x45xecuteBatchResponse\x12\x15\n\rrows_affected\x18\x01 \x01(\x03\"\xbd\x01\n\x12StreamQueryRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12!\n\x06params\x18\x03 \x03(\x0b\x32\x11.paca.db.v1.Value\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nchunk_rows\x18\x05 \x01(\x05\x12\x13\n\x0b\x63hunk_bytes\x18\x06 \x01(\x03\x12\x10\n\x08max_rows\x18\x07 \x01(\x03\"Y\n\x13StreamQueryResponse\x12#\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x12.paca.db.v1.Column\x12\x1d\n\x04rows\x18\x02 \x03(\x0b\x32\x0f.paca.db.v1.Row\"U\n\x15RecordApiCallsRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12*\n\x07records\x18\x02 \x03(\x0b\x32\x19.paca.db.v1.ApiCallRecord\">\n\x16RecordApiCallsResponse\x12\x10\n\x08inserted\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\"\x11\n\x0fGetStatsRequest\"8\n\x10GetStatsResponse\x12$\n\x05pools\x18\x01 \x03(\x0b\x32\x15.paca.db.v1.PoolStats2\xe1\x03\n\tDbService\x12<\n\x05Query\x12\x18.paca.db.v1.QueryRequest\x1a\x19.paca.db.v1.QueryResponse\x12\x42\n\x07\x45xecute\x12\x1a.paca.db.v1.ExecuteRequest\x1a\x1b.paca.db.v1.ExecuteResponse\x12Q\n\x0c\x45xecuteBatch\x12\x1f.paca.db.v1.ExecuteBatchRequest\x1a .paca.db.v1.ExecuteBatchResponse\x12U\n\x0bStreamQuery\x12\x1e.paca.db.v1.StreamQueryRequest\x1a\x1f.paca.db.v1.StreamQueryResponse\"\x03\x90\x02\x01\x30\x01\x12\\\n\x0eRecordApiCalls\x12!.paca.db.v1.RecordApiCallsRequest\x1a\".paca.db.v1.RecordApiCallsResponse\"\x03\x90\x02\x02\x12J\n\x08GetStats\x12\x1b.paca.db.v1.GetStatsRequest\x1a\x1c.paca.db.v1.GetStatsResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'paca.db.v1.db_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_DBSERVICE'].methods_by_name['StreamQuery']._loaded_options = None
+  _globals['_DBSERVICE'].methods_by_name['StreamQuery']._serialized_options = b'\220\002\001'
   _globals['_DBSERVICE'].methods_by_name['RecordApiCalls']._loaded_options = None
   _globals['_DBSERVICE'].methods_by_name['RecordApiCalls']._serialized_options = b'\220\002\002'
   _globals['_DBSERVICE'].methods_by_name['GetStats']._loaded_options = None
   _globals['_DBSERVICE'].methods_by_name['GetStats']._serialized_options = b'\220\002\001'
   _globals['_QUERYREQUEST']._serialized_start=128
-  _globals['_QUERYREQUEST']._serialized_end=369
-  _globals['_QUERYRESPONSE']._serialized_start=372
-  _globals['_QUERYRESPONSE']._serialized_end=524
-  _globals['_RECORDAPICALLSREQUEST']._serialized_start=526
-  _globals['_RECORDAPICALLSREQUEST']._serialized_end=611
-  _globals['_RECORDAPICALLSRESPONSE']._serialized_start=613
-  _globals['_RECORDAPICALLSRESPONSE']._serialized_end=675
-  _globals['_GETSTATSREQUEST']._serialized_start=677
-  _globals['_GETSTATSREQUEST']._serialized_end=694
-  _globals['_GETSTATSRESPONSE']._serialized_start=696
-  _globals['_GETSTATSRESPONSE']._serialized_end=752
-  _globals['_DBSERVICE']._serialized_start=755
-  _globals['_DBSERVICE']._serialized_end=998
+  _globals['_QUERYREQUEST']._serialized_end=388
+  _globals['_QUERYRESPONSE']._serialized_start=391
+  _globals['_QUERYRESPONSE']._serialized_end=543
+  _globals['_EXECUTEREQUEST']._serialized_start=545
+  _globals['_EXECUTEREQUEST']._serialized_end=671
+  _globals['_EXECUTERESPONSE']._serialized_start=673
+  _globals['_EXECUTERESPONSE']._serialized_end=781
+  _globals['_EXECUTEBATCHREQUEST']._serialized_start=784
+  _globals['_EXECUTEBATCHREQUEST']._serialized_end=923
+  _globals['_EXECUTEBATCHRESPONSE']._serialized_start=925
+  _globals['_EXECUTEBATCHRESPONSE']._serialized_end=970
+  _globals['_STREAMQUERYREQUEST']._serialized_start=973
+  _globals['_STREAMQUERYREQUEST']._serialized_end=1162
+  _globals['_STREAMQUERYRESPONSE']._serialized_start=1164
+  _globals['_STREAMQUERYRESPONSE']._serialized_end=1253
+  _globals['_RECORDAPICALLSREQUEST']._serialized_start=1255
+  _globals['_RECORDAPICALLSREQUEST']._serialized_end=1340
+  _globals['_RECORDAPICALLSRESPONSE']._serialized_start=1342
+  _globals['_RECORDAPICALLSRESPONSE']._serialized_end=1404
+  _globals['_GETSTATSREQUEST']._serialized_start=1406
+  _globals['_GETSTATSREQUEST']._serialized_end=1423
+  _globals['_GETSTATSRESPONSE']._serialized_start=1425
+  _globals['_GETSTATSRESPONSE']._serialized_end=1481
+  _globals['_DBSERVICE']._serialized_start=1484
+  _globals['_DBSERVICE']._serialized_end=1965
 # @@protoc_insertion_point(module_scope)

@@ -35,6 +35,7 @@ class QueryRequest(_message.Message):
     CONSISTENCY_TOKEN_FIELD_NUMBER: _builtins.int
     TIMEOUT_FIELD_NUMBER: _builtins.int
     MAX_ROWS_FIELD_NUMBER: _builtins.int
+    MAX_BYTES_FIELD_NUMBER: _builtins.int
     database: _builtins.str
     """Configured database name, e.g. "main"."""
     sql: _builtins.str
@@ -46,6 +47,10 @@ class QueryRequest(_message.Message):
     """A token returned by an earlier write: serve the read from a host that has applied it."""
     max_rows: _builtins.int
     """Return at most this many rows (0: the server's limit); `truncated` says when rows were left."""
+    max_bytes: _builtins.int
+    """Return at most about this many bytes of rows (0: the server's limit); `truncated` says when
+    rows were left. At least one row is returned when there is one.
+    """
     @_builtins.property
     def params(self) -> _containers.RepeatedCompositeFieldContainer[_values_pb2.Value]: ...
     @_builtins.property
@@ -63,10 +68,11 @@ class QueryRequest(_message.Message):
         consistency_token: _builtins.str = ...,
         timeout: _duration_pb2.Duration | None = ...,
         max_rows: _builtins.int = ...,
+        max_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency_token", b"consistency_token", "database", b"database", "max_rows", b"max_rows", "params", b"params", "read_only", b"read_only", "read_preference", b"read_preference", "sql", b"sql", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency_token", b"consistency_token", "database", b"database", "max_bytes", b"max_bytes", "max_rows", b"max_rows", "params", b"params", "read_only", b"read_only", "read_preference", b"read_preference", "sql", b"sql", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -109,6 +115,208 @@ class QueryResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___QueryResponse: _TypeAlias = QueryResponse  # noqa: Y015
+
+@_typing.final
+class ExecuteRequest(_message.Message):
+    """Request of DbService.Execute."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    SQL_FIELD_NUMBER: _builtins.int
+    PARAMS_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    """Configured database name, e.g. "main"."""
+    sql: _builtins.str
+    """Required. One statement, in the engine's placeholder style (see Query)."""
+    @_builtins.property
+    def params(self) -> _containers.RepeatedCompositeFieldContainer[_values_pb2.Value]: ...
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """Statement time limit; the gRPC deadline caps it. Unset: no limit but the deadline."""
+
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+        sql: _builtins.str = ...,
+        params: _abc.Iterable[_values_pb2.Value] | None = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "params", b"params", "sql", b"sql", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecuteRequest: _TypeAlias = ExecuteRequest  # noqa: Y015
+
+@_typing.final
+class ExecuteResponse(_message.Message):
+    """Response of DbService.Execute."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROWS_AFFECTED_FIELD_NUMBER: _builtins.int
+    COLUMNS_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    rows_affected: _builtins.int
+    """Rows inserted, updated or deleted; -1 where the engine does not say."""
+    @_builtins.property
+    def columns(self) -> _containers.RepeatedCompositeFieldContainer[_values_pb2.Column]:
+        """Columns and rows of a RETURNING clause, if the statement has one."""
+
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedCompositeFieldContainer[_values_pb2.Row]: ...
+    def __init__(
+        self,
+        *,
+        rows_affected: _builtins.int = ...,
+        columns: _abc.Iterable[_values_pb2.Column] | None = ...,
+        rows: _abc.Iterable[_values_pb2.Row] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "rows", b"rows", "rows_affected", b"rows_affected"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecuteResponse: _TypeAlias = ExecuteResponse  # noqa: Y015
+
+@_typing.final
+class ExecuteBatchRequest(_message.Message):
+    """Request of DbService.ExecuteBatch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    SQL_FIELD_NUMBER: _builtins.int
+    PARAM_SETS_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    sql: _builtins.str
+    """Required. One statement, run once per entry of `param_sets`."""
+    @_builtins.property
+    def param_sets(self) -> _containers.RepeatedCompositeFieldContainer[_values_pb2.ValueList]:
+        """Parameters of each run; the batch is one transaction."""
+
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """Time limit of the whole batch; the gRPC deadline caps it."""
+
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+        sql: _builtins.str = ...,
+        param_sets: _abc.Iterable[_values_pb2.ValueList] | None = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "param_sets", b"param_sets", "sql", b"sql", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecuteBatchRequest: _TypeAlias = ExecuteBatchRequest  # noqa: Y015
+
+@_typing.final
+class ExecuteBatchResponse(_message.Message):
+    """Response of DbService.ExecuteBatch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROWS_AFFECTED_FIELD_NUMBER: _builtins.int
+    rows_affected: _builtins.int
+    """Rows changed by all runs together; -1 where the engine does not say."""
+    def __init__(
+        self,
+        *,
+        rows_affected: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rows_affected", b"rows_affected"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecuteBatchResponse: _TypeAlias = ExecuteBatchResponse  # noqa: Y015
+
+@_typing.final
+class StreamQueryRequest(_message.Message):
+    """Request of DbService.StreamQuery."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    SQL_FIELD_NUMBER: _builtins.int
+    PARAMS_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    CHUNK_ROWS_FIELD_NUMBER: _builtins.int
+    CHUNK_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_ROWS_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    sql: _builtins.str
+    """Required. One read-only statement (it runs in a read-only transaction)."""
+    chunk_rows: _builtins.int
+    """Rows per response (0: the server's default); a response also ends at `chunk_bytes`."""
+    chunk_bytes: _builtins.int
+    """Approximate bytes of rows per response (0: the server's default)."""
+    max_rows: _builtins.int
+    """Stop after this many rows (0: no limit)."""
+    @_builtins.property
+    def params(self) -> _containers.RepeatedCompositeFieldContainer[_values_pb2.Value]: ...
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """Statement time limit; the gRPC deadline caps it. Unset: no limit but the deadline."""
+
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+        sql: _builtins.str = ...,
+        params: _abc.Iterable[_values_pb2.Value] | None = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+        chunk_rows: _builtins.int = ...,
+        chunk_bytes: _builtins.int = ...,
+        max_rows: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_bytes", b"chunk_bytes", "chunk_rows", b"chunk_rows", "database", b"database", "max_rows", b"max_rows", "params", b"params", "sql", b"sql", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamQueryRequest: _TypeAlias = StreamQueryRequest  # noqa: Y015
+
+@_typing.final
+class StreamQueryResponse(_message.Message):
+    """One chunk of DbService.StreamQuery."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COLUMNS_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def columns(self) -> _containers.RepeatedCompositeFieldContainer[_values_pb2.Column]:
+        """Set in the first response only."""
+
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedCompositeFieldContainer[_values_pb2.Row]: ...
+    def __init__(
+        self,
+        *,
+        columns: _abc.Iterable[_values_pb2.Column] | None = ...,
+        rows: _abc.Iterable[_values_pb2.Row] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "rows", b"rows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamQueryResponse: _TypeAlias = StreamQueryResponse  # noqa: Y015
 
 @_typing.final
 class RecordApiCallsRequest(_message.Message):

@@ -45,6 +45,21 @@ class DbServiceStub:
                 request_serializer=paca_dot_db_dot_v1_dot_db__service__pb2.QueryRequest.SerializeToString,
                 response_deserializer=paca_dot_db_dot_v1_dot_db__service__pb2.QueryResponse.FromString,
                 _registered_method=True)
+        self.Execute = channel.unary_unary(
+                '/paca.db.v1.DbService/Execute',
+                request_serializer=paca_dot_db_dot_v1_dot_db__service__pb2.ExecuteRequest.SerializeToString,
+                response_deserializer=paca_dot_db_dot_v1_dot_db__service__pb2.ExecuteResponse.FromString,
+                _registered_method=True)
+        self.ExecuteBatch = channel.unary_unary(
+                '/paca.db.v1.DbService/ExecuteBatch',
+                request_serializer=paca_dot_db_dot_v1_dot_db__service__pb2.ExecuteBatchRequest.SerializeToString,
+                response_deserializer=paca_dot_db_dot_v1_dot_db__service__pb2.ExecuteBatchResponse.FromString,
+                _registered_method=True)
+        self.StreamQuery = channel.unary_stream(
+                '/paca.db.v1.DbService/StreamQuery',
+                request_serializer=paca_dot_db_dot_v1_dot_db__service__pb2.StreamQueryRequest.SerializeToString,
+                response_deserializer=paca_dot_db_dot_v1_dot_db__service__pb2.StreamQueryResponse.FromString,
+                _registered_method=True)
         self.RecordApiCalls = channel.unary_unary(
                 '/paca.db.v1.DbService/RecordApiCalls',
                 request_serializer=paca_dot_db_dot_v1_dot_db__service__pb2.RecordApiCallsRequest.SerializeToString,
@@ -75,6 +90,31 @@ class DbServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Execute(self, request, context):
+        """Runs one statement that changes data (INSERT / UPDATE / DELETE / DDL) on the primary.
+        Rows of a RETURNING clause come back in the response.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExecuteBatch(self, request, context):
+        """Runs one statement once per parameter set, all in one transaction: every set is applied or
+        none is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamQuery(self, request, context):
+        """Runs one read-only statement and streams its rows in chunks, from a server-side cursor:
+        any result size in bounded memory. A slow reader slows the cursor (flow control), it does
+        not fill db_service's memory. The first response carries the columns.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RecordApiCalls(self, request, context):
         """Stores a batch of api_service call records in `external_api_logs`. Records are keyed by
         `record_id`, so a batch sent again after a lost reply is stored once.
@@ -97,6 +137,21 @@ def add_DbServiceServicer_to_server(servicer, server):
                     servicer.Query,
                     request_deserializer=paca_dot_db_dot_v1_dot_db__service__pb2.QueryRequest.FromString,
                     response_serializer=paca_dot_db_dot_v1_dot_db__service__pb2.QueryResponse.SerializeToString,
+            ),
+            'Execute': grpc.unary_unary_rpc_method_handler(
+                    servicer.Execute,
+                    request_deserializer=paca_dot_db_dot_v1_dot_db__service__pb2.ExecuteRequest.FromString,
+                    response_serializer=paca_dot_db_dot_v1_dot_db__service__pb2.ExecuteResponse.SerializeToString,
+            ),
+            'ExecuteBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExecuteBatch,
+                    request_deserializer=paca_dot_db_dot_v1_dot_db__service__pb2.ExecuteBatchRequest.FromString,
+                    response_serializer=paca_dot_db_dot_v1_dot_db__service__pb2.ExecuteBatchResponse.SerializeToString,
+            ),
+            'StreamQuery': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamQuery,
+                    request_deserializer=paca_dot_db_dot_v1_dot_db__service__pb2.StreamQueryRequest.FromString,
+                    response_serializer=paca_dot_db_dot_v1_dot_db__service__pb2.StreamQueryResponse.SerializeToString,
             ),
             'RecordApiCalls': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordApiCalls,
@@ -142,6 +197,87 @@ class DbService:
             '/paca.db.v1.DbService/Query',
             paca_dot_db_dot_v1_dot_db__service__pb2.QueryRequest.SerializeToString,
             paca_dot_db_dot_v1_dot_db__service__pb2.QueryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Execute(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paca.db.v1.DbService/Execute',
+            paca_dot_db_dot_v1_dot_db__service__pb2.ExecuteRequest.SerializeToString,
+            paca_dot_db_dot_v1_dot_db__service__pb2.ExecuteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecuteBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paca.db.v1.DbService/ExecuteBatch',
+            paca_dot_db_dot_v1_dot_db__service__pb2.ExecuteBatchRequest.SerializeToString,
+            paca_dot_db_dot_v1_dot_db__service__pb2.ExecuteBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamQuery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/paca.db.v1.DbService/StreamQuery',
+            paca_dot_db_dot_v1_dot_db__service__pb2.StreamQueryRequest.SerializeToString,
+            paca_dot_db_dot_v1_dot_db__service__pb2.StreamQueryResponse.FromString,
             options,
             channel_credentials,
             insecure,

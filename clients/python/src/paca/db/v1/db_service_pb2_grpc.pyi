@@ -44,6 +44,19 @@ class DbServiceStub:
     engine's own placeholder style ("?" SQLite, "$1" PostgreSQL, "%s" MySQL); `params` bind to
     those placeholders in order. Use the builder RPCs for engine-portable statements.
     """
+    Execute: _grpc.UnaryUnaryMultiCallable[_db_service_pb2.ExecuteRequest, _db_service_pb2.ExecuteResponse]
+    """Runs one statement that changes data (INSERT / UPDATE / DELETE / DDL) on the primary.
+    Rows of a RETURNING clause come back in the response.
+    """
+    ExecuteBatch: _grpc.UnaryUnaryMultiCallable[_db_service_pb2.ExecuteBatchRequest, _db_service_pb2.ExecuteBatchResponse]
+    """Runs one statement once per parameter set, all in one transaction: every set is applied or
+    none is.
+    """
+    StreamQuery: _grpc.UnaryStreamMultiCallable[_db_service_pb2.StreamQueryRequest, _db_service_pb2.StreamQueryResponse]
+    """Runs one read-only statement and streams its rows in chunks, from a server-side cursor:
+    any result size in bounded memory. A slow reader slows the cursor (flow control), it does
+    not fill db_service's memory. The first response carries the columns.
+    """
     RecordApiCalls: _grpc.UnaryUnaryMultiCallable[_db_service_pb2.RecordApiCallsRequest, _db_service_pb2.RecordApiCallsResponse]
     """Stores a batch of api_service call records in `external_api_logs`. Records are keyed by
     `record_id`, so a batch sent again after a lost reply is stored once.
@@ -66,6 +79,19 @@ class DbServiceAsyncStub(DbServiceStub):
     """Runs one SQL statement and returns its rows. SQL is passed to the engine as written, in the
     engine's own placeholder style ("?" SQLite, "$1" PostgreSQL, "%s" MySQL); `params` bind to
     those placeholders in order. Use the builder RPCs for engine-portable statements.
+    """
+    Execute: _aio.UnaryUnaryMultiCallable[_db_service_pb2.ExecuteRequest, _db_service_pb2.ExecuteResponse]  # type: ignore[assignment]
+    """Runs one statement that changes data (INSERT / UPDATE / DELETE / DDL) on the primary.
+    Rows of a RETURNING clause come back in the response.
+    """
+    ExecuteBatch: _aio.UnaryUnaryMultiCallable[_db_service_pb2.ExecuteBatchRequest, _db_service_pb2.ExecuteBatchResponse]  # type: ignore[assignment]
+    """Runs one statement once per parameter set, all in one transaction: every set is applied or
+    none is.
+    """
+    StreamQuery: _aio.UnaryStreamMultiCallable[_db_service_pb2.StreamQueryRequest, _db_service_pb2.StreamQueryResponse]  # type: ignore[assignment]
+    """Runs one read-only statement and streams its rows in chunks, from a server-side cursor:
+    any result size in bounded memory. A slow reader slows the cursor (flow control), it does
+    not fill db_service's memory. The first response carries the columns.
     """
     RecordApiCalls: _aio.UnaryUnaryMultiCallable[_db_service_pb2.RecordApiCallsRequest, _db_service_pb2.RecordApiCallsResponse]  # type: ignore[assignment]
     """Stores a batch of api_service call records in `external_api_logs`. Records are keyed by
@@ -92,6 +118,37 @@ class DbServiceServicer(metaclass=_abc_1.ABCMeta):
         """Runs one SQL statement and returns its rows. SQL is passed to the engine as written, in the
         engine's own placeholder style ("?" SQLite, "$1" PostgreSQL, "%s" MySQL); `params` bind to
         those placeholders in order. Use the builder RPCs for engine-portable statements.
+        """
+
+    @_abc_1.abstractmethod
+    def Execute(
+        self,
+        request: _db_service_pb2.ExecuteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_db_service_pb2.ExecuteResponse, _abc.Awaitable[_db_service_pb2.ExecuteResponse]]:
+        """Runs one statement that changes data (INSERT / UPDATE / DELETE / DDL) on the primary.
+        Rows of a RETURNING clause come back in the response.
+        """
+
+    @_abc_1.abstractmethod
+    def ExecuteBatch(
+        self,
+        request: _db_service_pb2.ExecuteBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_db_service_pb2.ExecuteBatchResponse, _abc.Awaitable[_db_service_pb2.ExecuteBatchResponse]]:
+        """Runs one statement once per parameter set, all in one transaction: every set is applied or
+        none is.
+        """
+
+    @_abc_1.abstractmethod
+    def StreamQuery(
+        self,
+        request: _db_service_pb2.StreamQueryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_db_service_pb2.StreamQueryResponse], _abc.AsyncIterator[_db_service_pb2.StreamQueryResponse]]:
+        """Runs one read-only statement and streams its rows in chunks, from a server-side cursor:
+        any result size in bounded memory. A slow reader slows the cursor (flow control), it does
+        not fill db_service's memory. The first response carries the columns.
         """
 
     @_abc_1.abstractmethod

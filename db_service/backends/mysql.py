@@ -1,0 +1,556 @@
+"""MySQL and MariaDB through an aiomysql pool.
+
+Connections run in autocommit mode with the session time zone at UTC (so TIMESTAMP columns store
+and return UTC, and DATETIME values are read as UTC like the other engines); a statement marked
+read-only runs in ``START TRANSACTION READ ONLY`` so the engine itself refuses a write. Rows come
+through an unbuffered (server-side) cursor, so ``max_rows`` bounds what is held in memory.
+
+MySQL's wire protocol does not say that a column is BOOLEAN, JSON (MariaDB) or UUID (MariaDB);
+:class:`ColumnCatalog` answers that from ``information_schema`` once per table, so those values
+come back with the kind they were written with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import aiomysql
+import pymysql
+from paca.db.v1 import db_types_pb2, values_pb2
+from pymysql.constants import ER, FIELD_TYPE
+
+from db_service import values
+from db_service.backends.base import (
+    Backend,
+    ResultSet,
+    limit_bytes,
+    split_statements,
+    stream_chunks,
+)
+from db_service.errors import (
+    BadStatement,
+    ConstraintViolation,
+    DbError,
+    DbUnavailable,
+    StatementTimeout,
+    UniqueViolation,
+    engine_error,
+)
+from paca_runtime.errors import InvalidArgument
+from paca_runtime.redact import redact_url
+
+logger = logging.getLogger(__name__)
+
+ColumnType = values_pb2.ColumnType
+
+# Client-side error numbers (pymysql.constants.CR) that mean the server cannot be reached.
+_CONNECTION_LOST = {2003, 2006, 2013, 2055}
+# MariaDB's max_statement_time (1969) and MySQL's max_execution_time (3024); 1317: interrupted.
+_TIMEOUT_CODES = {1969, 3024, ER.QUERY_INTERRUPTED}
+_DUPLICATE_CODES = {ER.DUP_ENTRY, ER.DUP_UNIQUE, ER.DUP_KEY}
+# Writing in a READ ONLY transaction.
+_READ_ONLY_CODES = {1792}
+
+_FIELD_TYPE_NAMES = {
+    value: name.lower() for name, value in vars(FIELD_TYPE).items() if name.isupper()
+}
+_PORTABLE = {
+    FIELD_TYPE.TINY: ColumnType.COLUMN_TYPE_INT64,
+    FIELD_TYPE.SHORT: ColumnType.COLUMN_TYPE_INT64,
+    FIELD_TYPE.INT24: ColumnType.COLUMN_TYPE_INT64,
+    FIELD_TYPE.LONG: ColumnType.COLUMN_TYPE_INT64,
+    FIELD_TYPE.LONGLONG: ColumnType.COLUMN_TYPE_INT64,
+    FIELD_TYPE.YEAR: ColumnType.COLUMN_TYPE_INT64,
+    FIELD_TYPE.FLOAT: ColumnType.COLUMN_TYPE_DOUBLE,
+    FIELD_TYPE.DOUBLE: ColumnType.COLUMN_TYPE_DOUBLE,
+    FIELD_TYPE.DECIMAL: ColumnType.COLUMN_TYPE_DECIMAL,
+    FIELD_TYPE.NEWDECIMAL: ColumnType.COLUMN_TYPE_DECIMAL,
+    FIELD_TYPE.DATE: ColumnType.COLUMN_TYPE_DATE,
+    FIELD_TYPE.NEWDATE: ColumnType.COLUMN_TYPE_DATE,
+    FIELD_TYPE.TIME: ColumnType.COLUMN_TYPE_TIME,
+    FIELD_TYPE.DATETIME: ColumnType.COLUMN_TYPE_TIMESTAMP,
+    FIELD_TYPE.TIMESTAMP: ColumnType.COLUMN_TYPE_TIMESTAMP,
+    FIELD_TYPE.JSON: ColumnType.COLUMN_TYPE_JSON,
+    FIELD_TYPE.BIT: ColumnType.COLUMN_TYPE_BYTES,
+}
+_STRINGS = {
+    FIELD_TYPE.VARCHAR,
+    FIELD_TYPE.VAR_STRING,
+    FIELD_TYPE.STRING,
+    FIELD_TYPE.TINY_BLOB,
+    FIELD_TYPE.MEDIUM_BLOB,
+    FIELD_TYPE.LONG_BLOB,
+    FIELD_TYPE.BLOB,
+    FIELD_TYPE.ENUM,
+    FIELD_TYPE.SET,
+}
+_BINARY_CHARSET = 63
+
+
+def connect_kwargs(url: str) -> dict[str, Any]:
+    """aiomysql.connect arguments of a ``mysql://user:pass@host:port/db`` URL."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"mysql", "mariadb"} or not parts.hostname:
+        raise InvalidArgument("url", f"not a mysql://user:pass@host:port/db URL: {redact_url(url)}")
+    return {
+        "host": parts.hostname,
+        "port": parts.port or 3306,
+        "user": unquote(parts.username or ""),
+        "password": unquote(parts.password or ""),
+        "db": unquote(parts.path.lstrip("/")) or None,
+        "charset": "utf8mb4",
+        "autocommit": True,
+        "init_command": "SET time_zone = '+00:00'",
+    }
+
+
+def _adapt(value: Any, field: str) -> Any:
+    """What PyMySQL can quote: aware times as naive UTC, UUIDs as text, no arrays."""
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+    if isinstance(value, uuid.UUID | values.JsonText):
+        # PyMySQL picks its quoting by exact type: hand it plain text.
+        return str.__str__(str(value))
+    if isinstance(value, list):
+        raise InvalidArgument(field, "MySQL has no array type")
+    return value
+
+
+def translate(exc: Exception) -> DbError:
+    """The db_service error of a driver error, with the MySQL error number attached."""
+    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+    message = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
+    error: DbError
+    if code in _TIMEOUT_CODES:
+        error = StatementTimeout(f"mysql: {message}")
+    elif code in _DUPLICATE_CODES:
+        error = UniqueViolation(message)
+    elif isinstance(exc, pymysql.IntegrityError):
+        error = ConstraintViolation(message)
+    elif code in _READ_ONLY_CODES:
+        error = BadStatement("read_only", "a read-only statement tried to write")
+    elif code in _CONNECTION_LOST or isinstance(exc, OSError | pymysql.InterfaceError):
+        error = DbUnavailable(f"mysql: {message}", retry_after_s=0.1)
+    elif isinstance(exc, pymysql.DataError):
+        error = BadStatement("params", message)
+    else:
+        error = BadStatement("sql", message)
+    return engine_error(error, "mysql", code)
+
+
+def _server_error(exc: BaseException) -> bool:
+    """An error the server sent (1000-1999, 3000+), as opposed to a client or transport one."""
+    code = exc.args[0] if isinstance(exc, pymysql.MySQLError) and exc.args else None
+    return isinstance(code, int) and not 2000 <= code < 3000
+
+
+class _Cursor(aiomysql.SSCursor):  # type: ignore[misc]
+    """Unbuffered cursor that keeps engine warnings out of Python's warnings machinery.
+
+    aiomysql turns every server note ("Unknown table" on DROP IF EXISTS, ...) into a Python
+    warning, which callers of a server cannot act on; strict SQL mode already makes real data
+    problems errors.
+    """
+
+    async def _show_warnings(self, conn: Any) -> None:
+        return None
+
+
+class _BufferedCursor(_Cursor, aiomysql.Cursor):  # type: ignore[misc]
+    """Buffered twin of :class:`_Cursor`, for small bookkeeping queries."""
+
+
+class ColumnCatalog:
+    """What ``information_schema`` says of a table's columns, read once per table and cached.
+
+    Keys are ``(schema, table)``; values map column name to ``(data_type, column_type, is_json)``.
+    A column not in the cached entry (the table changed) triggers one refresh.
+    """
+
+    def __init__(self, mariadb: bool) -> None:
+        self.mariadb = mariadb
+        self._tables: dict[tuple[str, str], dict[str, tuple[str, str, bool]]] = {}
+
+    def known(self, schema: str, table: str, column: str) -> tuple[str, str, bool] | None:
+        return self._tables.get((schema, table), {}).get(column)
+
+    def needs(self, fields: Sequence[Any]) -> set[tuple[str, str]]:
+        """Tables of ``fields`` whose columns are not cached yet."""
+        return {
+            (_text(f.db), f.org_table)
+            for f in fields
+            if f.org_table
+            and f.org_name
+            and self.known(_text(f.db), f.org_table, f.org_name) is None
+        }
+
+    async def load(self, conn: aiomysql.Connection, schema: str, table: str) -> None:
+        json_check = (
+            "EXISTS (SELECT 1 FROM information_schema.CHECK_CONSTRAINTS k"
+            " WHERE k.CONSTRAINT_SCHEMA = c.TABLE_SCHEMA AND k.TABLE_NAME = c.TABLE_NAME"
+            " AND k.CHECK_CLAUSE = CONCAT('json_valid(`', c.COLUMN_NAME, '`)'))"
+            if self.mariadb
+            else "c.DATA_TYPE = 'json'"
+        )
+        async with conn.cursor(_BufferedCursor) as cursor:
+            await cursor.execute(
+                f"SELECT c.COLUMN_NAME, c.DATA_TYPE, c.COLUMN_TYPE, {json_check}"
+                " FROM information_schema.COLUMNS c"
+                " WHERE c.TABLE_SCHEMA = %s AND c.TABLE_NAME = %s",
+                (schema, table),
+            )
+            rows = await cursor.fetchall()
+        self._tables[(schema, table)] = {
+            str(name): (str(data_type).lower(), str(column_type).lower(), bool(is_json))
+            for name, data_type, column_type, is_json in rows
+        }
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class _Decoder:
+    """Turns one result's driver values into wire values, per column."""
+
+    def __init__(self, fields: Sequence[Any], catalog: ColumnCatalog) -> None:
+        self.columns: list[values_pb2.Column] = []
+        self._kinds: list[str] = []
+        for field in fields:
+            origin = (
+                catalog.known(_text(field.db), field.org_table, field.org_name)
+                if field.org_table
+                else None
+            )
+            kind, portable, db_type = _describe(field, origin)
+            self._kinds.append(kind)
+            self.columns.append(values_pb2.Column(name=field.name, type=portable, db_type=db_type))
+
+    def row(self, record: Sequence[Any]) -> values_pb2.Row:
+        encoded = [_encode(v, k) for v, k in zip(record, self._kinds, strict=True)]
+        return values_pb2.Row(values=encoded)
+
+
+def _describe(
+    field: Any, origin: tuple[str, str, bool] | None
+) -> tuple[str, values_pb2.ColumnType.ValueType, str]:
+    """(decoding kind, portable type, engine type name) of one result field."""
+    type_code = field.type_code
+    db_type = origin[1] if origin else _FIELD_TYPE_NAMES.get(type_code, str(type_code))
+    if origin and origin[2]:
+        return "json", ColumnType.COLUMN_TYPE_JSON, "json"
+    if origin and origin[0] == "uuid":
+        return "uuid", ColumnType.COLUMN_TYPE_UUID, db_type
+    if type_code == FIELD_TYPE.TINY and (
+        (origin and origin[1].startswith("tinyint(1)")) or (not origin and field.length == 1)
+    ):
+        return "bool", ColumnType.COLUMN_TYPE_BOOL, db_type
+    if type_code == FIELD_TYPE.JSON:
+        return "json", ColumnType.COLUMN_TYPE_JSON, db_type
+    if type_code in _STRINGS:
+        binary = field.charsetnr == _BINARY_CHARSET
+        portable = ColumnType.COLUMN_TYPE_BYTES if binary else ColumnType.COLUMN_TYPE_STRING
+        return "", portable, db_type
+    return "", _PORTABLE.get(type_code, ColumnType.COLUMN_TYPE_UNSPECIFIED), db_type
+
+
+def _encode(value: Any, kind: str) -> values_pb2.Value:
+    if value is None:
+        return values.encode(None)
+    if kind == "bool":
+        return values.encode(bool(value))
+    if kind == "json":
+        return values.encode(values.JsonText(value if isinstance(value, str) else value.decode()))
+    if kind == "uuid":
+        return values.encode(uuid.UUID(str(value)))
+    if isinstance(value, dt.timedelta):
+        # TIME comes back as a duration; a time of day when it is one, else MySQL's own text.
+        if dt.timedelta(0) <= value < dt.timedelta(days=1):
+            return values.encode((dt.datetime.min + value).time())
+        return values.encode(str(value))
+    return values.encode(value)
+
+
+class MysqlBackend(Backend):
+    dialect = "mysql"
+    # Name of the GET_LOCK lock that serialises migration runners; the server frees it when
+    # the holding connection ends, so a crashed runner cannot leave it stuck.
+    MIGRATION_LOCK = "paca_schema_migrations"
+    MIGRATION_LOCK_WAIT_S = 600
+
+    def __init__(self, name: str, url: str, *, pool_size: int, acquire_timeout_s: float) -> None:
+        super().__init__(name, url, pool_size=pool_size, acquire_timeout_s=acquire_timeout_s)
+        self._kwargs = connect_kwargs(url)
+        self._pool: aiomysql.Pool | None = None
+        self._waiting = 0
+        self.mariadb = True
+        self.catalog = ColumnCatalog(mariadb=True)
+
+    def __repr__(self) -> str:
+        pool = self._pool
+        size, idle = (pool.size, pool.freesize) if pool else (0, 0)
+        return (
+            f"<MysqlBackend db={self.name} url={redact_url(self.url)} size={size} idle={idle}"
+            f" waiting={self._waiting}>"
+        )
+
+    async def open(self) -> None:
+        try:
+            self._pool = await aiomysql.create_pool(
+                minsize=1, maxsize=self.pool_size, pool_recycle=3600, **self._kwargs
+            )
+            async with self._connection() as conn:
+                version = conn.get_server_info()
+        except (pymysql.Error, OSError) as exc:
+            await self.aclose()
+            raise DbUnavailable(f"{self.name}: cannot connect to {redact_url(self.url)}") from exc
+        self.mariadb = "mariadb" in version.lower()
+        self.catalog = ColumnCatalog(mariadb=self.mariadb)
+
+    async def aclose(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.close()
+            await pool.wait_closed()
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[aiomysql.Connection]:
+        if self._pool is None:
+            raise DbUnavailable(f"{self.name}: not open")
+        pool = self._pool
+        self._waiting += 1
+        try:
+            async with asyncio.timeout(self.acquire_timeout_s):
+                conn = await pool.acquire()
+        except TimeoutError:
+            raise DbUnavailable(f"{self.name}: no connection free", retry_after_s=0.05) from None
+        except (pymysql.Error, OSError) as exc:
+            raise DbUnavailable(f"{self.name}: cannot connect: {exc}", retry_after_s=0.1) from exc
+        finally:
+            self._waiting -= 1
+        try:
+            yield conn
+        except BaseException as exc:
+            # A connection left mid-result, mid-transaction or broken is not handed out again;
+            # after an error the server reported, it is as good as before.
+            if not _server_error(exc):
+                conn.close()
+            raise
+        finally:
+            pool.release(conn)
+
+    def _bind(self, params: Sequence[Any]) -> list[Any] | None:
+        # Without parameters PyMySQL leaves the SQL alone, so a literal "%" needs no doubling.
+        return [_adapt(p, f"params[{i}]") for i, p in enumerate(params)] or None
+
+    @asynccontextmanager
+    async def _statement_timeout(
+        self, conn: aiomysql.Connection, sql: str, timeout_s: float | None
+    ) -> AsyncIterator[str]:
+        """``sql`` made to be cancelled by the server after ``timeout_s``.
+
+        The server stops the statement and the connection stays usable. MariaDB scopes the limit
+        to the one statement (``SET STATEMENT ... FOR``); MySQL takes it as a session variable,
+        set for the statement and reset after.
+        """
+        if timeout_s is None:
+            yield sql
+        elif self.mariadb:
+            yield f"SET STATEMENT max_statement_time={max(0.001, timeout_s):.3f} FOR {sql}"
+        else:
+            await conn.query(f"SET SESSION max_execution_time = {max(1, int(timeout_s * 1000))}")
+            try:
+                yield sql
+            finally:
+                await conn.query("SET SESSION max_execution_time = 0")
+
+    async def execute(
+        self,
+        sql: str,
+        params: Sequence[Any],
+        *,
+        read_only: bool,
+        max_rows: int,
+        max_bytes: int = 0,
+        timeout_s: float | None = None,
+    ) -> ResultSet:
+        bound = self._bind(params)
+        self.queries += 1
+        try:
+            async with self._connection() as conn:
+                if read_only:
+                    await conn.query("START TRANSACTION READ ONLY")
+                try:
+                    async with (
+                        self._statement_timeout(conn, sql, timeout_s) as timed,
+                        conn.cursor(_Cursor) as cursor,
+                    ):
+                        await cursor.execute(timed, bound)
+                        if cursor.description is None:
+                            affected = cursor.rowcount
+                            fetched: list[Any] = []
+                            fields: list[Any] = []
+                        else:
+                            fetched = list(await cursor.fetchmany(max_rows + 1))
+                            fields = list(cursor._result.fields)
+                    for schema, table in self.catalog.needs(fields):
+                        await self.catalog.load(conn, schema, table)
+                finally:
+                    if read_only:
+                        await conn.query("COMMIT")
+        except (pymysql.Error, OSError) as exc:
+            self.errors += 1
+            raise translate(exc) from exc
+        if not fields:
+            return ResultSet(rows_affected=affected)
+        decoder = _Decoder(fields, self.catalog)
+        rows, cut = limit_bytes([decoder.row(r) for r in fetched[:max_rows]], max_bytes)
+        return ResultSet(
+            columns=decoder.columns,
+            rows=rows,
+            rows_affected=-1,
+            truncated=cut or len(fetched) > max_rows,
+        )
+
+    async def stream(
+        self,
+        sql: str,
+        params: Sequence[Any],
+        *,
+        chunk_rows: int,
+        chunk_bytes: int,
+        max_rows: int = 0,
+        timeout_s: float | None = None,
+    ) -> AsyncGenerator[ResultSet, None]:
+        bound = self._bind(params)
+        self.queries += 1
+        try:
+            async with self._connection() as conn:
+                await conn.query("START TRANSACTION READ ONLY")
+                async with (
+                    self._statement_timeout(conn, sql, timeout_s) as timed,
+                    conn.cursor(_Cursor) as cursor,
+                ):
+                    await cursor.execute(timed, bound)
+                    fields = list(cursor._result.fields) if cursor.description else []
+                    missing = self.catalog.needs(fields)
+                    if missing:
+                        # This connection is busy with the unbuffered result: look the tables up
+                        # on a connection of their own (once per table, then cached).
+                        await self._load_catalog(missing)
+                    decoder = _Decoder(fields, self.catalog)
+                    yield ResultSet(columns=decoder.columns)
+                    if fields:
+                        async for rows in stream_chunks(
+                            cursor.fetchmany,
+                            decoder.row,
+                            chunk_rows=chunk_rows,
+                            chunk_bytes=chunk_bytes,
+                            max_rows=max_rows,
+                        ):
+                            self.rows_streamed += len(rows)
+                            yield ResultSet(rows=rows)
+                await conn.query("COMMIT")
+        except (pymysql.Error, OSError) as exc:
+            self.errors += 1
+            raise translate(exc) from exc
+
+    async def _load_catalog(self, tables: set[tuple[str, str]]) -> None:
+        conn = await aiomysql.connect(**self._kwargs)
+        try:
+            for schema, table in tables:
+                await self.catalog.load(conn, schema, table)
+        finally:
+            conn.close()
+
+    async def executemany(
+        self, sql: str, rows: Sequence[Sequence[Any]], *, timeout_s: float | None = None
+    ) -> int:
+        bound = [[_adapt(v, "params") for v in row] for row in rows]
+        self.queries += 1
+        try:
+            async with self._connection() as conn:
+                await conn.begin()
+                try:
+                    async with (
+                        self._statement_timeout(conn, sql, timeout_s) as timed,
+                        conn.cursor(_BufferedCursor) as cursor,
+                    ):
+                        # PyMySQL sends an INSERT ... VALUES as one multi-row statement.
+                        affected = await cursor.executemany(timed, bound)
+                    await conn.commit()
+                except BaseException:
+                    await conn.rollback()
+                    raise
+        except (pymysql.Error, OSError) as exc:
+            self.errors += 1
+            raise translate(exc) from exc
+        return int(affected or 0)
+
+    @asynccontextmanager
+    async def migration_session(self) -> AsyncIterator[_MysqlSession]:
+        async with self._connection() as conn:
+            session = _MysqlSession(conn)
+            got = await session.fetch(
+                "SELECT GET_LOCK(%s, %s)", (self.MIGRATION_LOCK, self.MIGRATION_LOCK_WAIT_S)
+            )
+            if not got or got[0][0] != 1:
+                raise DbUnavailable(f"{self.name}: migration lock not granted", retry_after_s=1)
+            try:
+                yield session
+            finally:
+                await session.execute("SELECT RELEASE_LOCK(%s)", (self.MIGRATION_LOCK,))
+
+    def pool_stats(self) -> db_types_pb2.PoolStats:
+        pool = self._pool
+        size, idle = (pool.size, pool.freesize) if pool else (0, 0)
+        return db_types_pb2.PoolStats(
+            database=self.name,
+            host=redact_url(self.url),
+            role="primary",
+            state=db_types_pb2.HOST_STATE_HEALTHY,
+            size=size,
+            in_use=size - idle,
+            idle=idle,
+            waiting=self._waiting,
+            queries=self.queries,
+            errors=self.errors,
+        )
+
+
+class _MysqlSession:
+    """A held connection for migrations. DDL commits implicitly in MySQL, so a migration's
+    transaction only protects its data statements and the bookkeeping row."""
+
+    def __init__(self, conn: aiomysql.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        async with self._conn.cursor(_BufferedCursor) as cursor:
+            await cursor.execute(sql, [_adapt(p, "params") for p in params] or None)
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        async with self._conn.cursor(_BufferedCursor) as cursor:
+            await cursor.execute(sql, [_adapt(p, "params") for p in params] or None)
+            return [tuple(row) for row in await cursor.fetchall()]
+
+    async def execute_script(self, sql: str) -> None:
+        for statement in split_statements(sql):
+            await self.execute(statement)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        await self._conn.begin()
+        try:
+            yield
+        except BaseException:
+            await self._conn.rollback()
+            raise
+        await self._conn.commit()
