@@ -18,7 +18,7 @@ export GOFLAGS := -buildvcs=false
 
 .DEFAULT_GOAL := help
 .PHONY: help run test venv protos protos-check lint check unit clean backing-up backing-down \
-	clients go-plugins certs
+	clients go-plugins certs breaking
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -62,7 +62,10 @@ lint: $(STAMP) ## ruff, ruff format --check, mypy, buf lint
 	$(BIN)/mypy
 	cd $(PROTO_DIR) && npx --yes @bufbuild/buf@1.75.0 lint
 
-check: lint protos-check ## Everything CI checks besides the tests
+breaking: ## buf breaking: the wire stays compatible with the newest release tag
+	bash scripts/check_breaking.sh
+
+check: lint protos-check breaking ## Everything CI checks besides the tests
 
 unit: $(STAMP) ## The unit tests alone (no servers, seconds)
 	$(BIN)/pytest -m unit $(PYTEST_ARGS)
