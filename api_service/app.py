@@ -11,13 +11,16 @@ from paca.monitor.v1 import monitor_types_pb2
 from api_service.caller import OutboundCaller
 from api_service.calllog import CallRecorder, DbServiceSink
 from api_service.registry import APIRegistry
+from api_service.resilience import BreakerState, Guards
 from api_service.servicer import ApiServicer
 from api_service.settings import ApiSettings
 from api_service.transport import HttpTransport
 from paca_runtime import GrpcServer, MonitorReporter, RuntimeSettings, SettingsSource
+from paca_runtime.channels import open_channel
 from paca_runtime.reporting import counter, gauge
 from paca_runtime.telemetry import grpc_client_interceptors
 
+_CIRCUIT_LEVEL = {BreakerState.CLOSED: 0.0, BreakerState.HALF_OPEN: 1.0, BreakerState.OPEN: 2.0}
 SERVICE_NAME = api_service_pb2.DESCRIPTOR.services_by_name["ApiService"].full_name
 
 
@@ -31,8 +34,8 @@ class ApiApp:
         self.runtime = runtime
         self.db_channel: grpc.aio.Channel | None = None
         if settings.db_address:
-            self.db_channel = grpc.aio.insecure_channel(
-                settings.db_address, interceptors=grpc_client_interceptors()
+            self.db_channel = open_channel(
+                settings.db_address, runtime.security, interceptors=grpc_client_interceptors()
             )
         sink = DbServiceSink(self.db_channel) if self.db_channel is not None else None
         self.recorder = CallRecorder(settings.calllog, sink)
@@ -44,8 +47,14 @@ class ApiApp:
             self.recorder,
             default_timeout_s=settings.api_timeout_s,
             max_data_bytes=settings.calllog.max_data_bytes,
+            guards=Guards(settings.resilience),
         )
-        self.server = GrpcServer(self.name, settings.listen, reuse_port=settings.reuse_port)
+        self.server = GrpcServer(
+            self.name,
+            settings.listen,
+            reuse_port=settings.reuse_port,
+            security=runtime.security,
+        )
         servicer = ApiServicer(self.caller, self.registry)
         self.server.add_service(
             SERVICE_NAME,
@@ -70,9 +79,31 @@ class ApiApp:
         yield gauge("calllog_pending", self.recorder.pending)
         yield gauge("calllog_spool_batches", self.recorder.spool_files)
         yield gauge("endpoints_registered", len(self.registry))
+        for t in self.caller.stats.targets():
+            labels = {"endpoint": t.endpoint} if t.endpoint else {"host": t.host}
+            yield counter("api_target_calls_total", t.calls, **labels)
+            yield counter("api_target_successes_total", t.successes, **labels)
+            yield counter("api_target_attempts_total", t.attempts, **labels)
+            yield counter("api_target_retries_denied_total", t.retries_denied, **labels)
+            yield counter("api_target_circuit_rejections_total", t.breaker_rejections, **labels)
+            yield counter("api_target_limiter_waits_total", t.limiter_waits, **labels)
+            yield counter("api_target_limiter_rejections_total", t.limiter_rejections, **labels)
+            yield counter("api_target_limiter_degraded_total", t.limiter_degraded, **labels)
+            p50, p95, p99 = t.percentiles_ms(0.50, 0.95, 0.99)
+            yield gauge("api_target_latency_p50_ms", p50, **labels)
+            yield gauge("api_target_latency_p95_ms", p95, **labels)
+            yield gauge("api_target_latency_p99_ms", p99, **labels)
+        breakers = self.caller.guards.breakers_by_name()
+        for name, breaker in breakers.items():
+            # 0 closed, 1 half-open, 2 open: alert rules can compare against a threshold.
+            yield gauge("api_circuit_state", _CIRCUIT_LEVEL[breaker.current_state()], circuit=name)
+        limiter = self.caller.guards.global_limiter
+        if limiter is not None:
+            yield gauge("api_global_limits_degraded", float(limiter.degraded))
 
     async def start(self) -> dict[str, str]:
         await self.transport.open()
+        await self.caller.guards.open()
         await self.recorder.start()
         await self.server.start()
         self.reporter = MonitorReporter(
@@ -81,15 +112,17 @@ class ApiApp:
             monitor_address=self.runtime.monitor_address,
             interval_s=self.runtime.report_interval_s,
             figures=self.figures,
+            security=self.runtime.security,
         )
         self.reporter.start()
         return {"grpc": self.server.bound_address}
 
     async def stop(self) -> None:
         # In-flight calls finish first; then their records are sent or spooled.
-        await self.server.stop(self.runtime.shutdown_grace_s)
+        await self.server.stop(self.runtime.shutdown_grace_s, self.runtime.shutdown_drain_s)
         await self.recorder.aclose()
         await self.transport.aclose()
+        await self.caller.guards.aclose()
         if self.reporter is not None:
             await self.reporter.aclose()
         if self.db_channel is not None:

@@ -1,16 +1,33 @@
 """The outbound call engine: resolve the target, build the request, send it, record it.
 
-Every call that reaches the upstream (or fails trying) leaves one ``ApiCallRecord`` in the call
-log; a request refused as bad input never reaches the upstream and is not recorded.
+One call runs this loop until it has an answer worth returning::
+
+    rate limit (token bucket: wait or RESOURCE_EXHAUSTED) → bulkhead slot for the host →
+    breakers (endpoint, host: UNAVAILABLE + RetryInfo when open) → HTTP attempt →
+    outcome to the breakers → retry strategy and budget decide → jittered wait → again
+
+The caller's gRPC deadline caps everything: each attempt's timeout is cut to the time left, and
+a wait that would not leave time for another attempt is not started; the call then ends at once
+with its last outcome (an upstream reply of any status is returned as such; no reply is the
+last error). A guard that refuses a retry also ends the call with the last outcome; only when
+the first attempt is refused does the caller see the guard's error.
+
+Every call that reaches the upstream, or is refused by a guard, leaves one ``ApiCallRecord``
+(with its attempt count) in the call log; a request refused as bad input never reaches the
+upstream and is not recorded. Each HTTP attempt is a client span under ``api.call`` carrying
+``http.request.resend_count``; each wait is a ``retry`` event on ``api.call``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import urlsplit
 
 from google.protobuf import duration_pb2, timestamp_pb2
 from opentelemetry import trace
@@ -18,34 +35,28 @@ from paca.api.v1 import api_service_pb2, api_types_pb2
 from paca.db.v1 import db_types_pb2
 
 from api_service.calllog import CallRecorder
-from api_service.errors import InvalidCall, UpstreamError, UpstreamTimeout
-from api_service.registry import (
-    MAX_PROVIDER_CHARS,
-    APIRegistry,
-    check_header,
-    check_http_url,
-    path_placeholders,
-)
-from api_service.transport import HttpRequest, HttpResponse, HttpTransport
+from api_service.errors import CircuitOpen, RateLimited, UpstreamError, UpstreamTimeout
+from api_service.registry import APIRegistry
+from api_service.request import Target, build, resolve
+from api_service.resilience import Guards, is_safe_to_repeat, parse_retry_after
+from api_service.resilience.breaker import CircuitBreaker, Ticket
+from api_service.settings import ResilienceSettings
+from api_service.stats import CallStats, TargetStats
+from api_service.transport import ATTEMPT, HttpRequest, HttpResponse, HttpTransport
 from paca_runtime.redact import redact_url
 
 tracer = trace.get_tracer(__name__)
-
-_METHODS = {
-    value: name.removeprefix("HTTP_METHOD_")
-    for name, value in api_types_pb2.HttpMethod.items()
-    if value != api_types_pb2.HTTP_METHOD_UNSPECIFIED
-}
+# Time an attempt needs at least; guards do not wait into it.
+MIN_ATTEMPT_S = 0.01
 
 
-@dataclass(frozen=True, slots=True)
-class _Target:
-    url: str
-    method: str
-    provider: str
-    endpoint: str
-    headers: list[tuple[str, str]]
-    timeout_s: float | None
+@dataclass(slots=True)
+class _Outcome:
+    """Where a call ended: a reply or an error, after ``attempts`` HTTP attempts."""
+
+    response: HttpResponse | None = None
+    error: UpstreamError | RateLimited | None = None
+    attempts: int = 0
 
 
 class OutboundCaller:
@@ -57,6 +68,9 @@ class OutboundCaller:
         recorder: Where call records go.
         default_timeout_s: Per-attempt limit when neither call nor endpoint sets one.
         max_data_bytes: Larger JSON responses are not copied into the record.
+        guards: Breakers, limiters and retry budgets (default: built from default settings).
+        clock: Monotonic seconds, for deadlines.
+        sleep: Waits between attempts and for rate-limit reservations.
     """
 
     def __init__(
@@ -67,14 +81,24 @@ class OutboundCaller:
         *,
         default_timeout_s: float,
         max_data_bytes: int,
+        guards: Guards | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.registry = registry
         self.transport = transport
         self.recorder = recorder
         self.default_timeout_s = default_timeout_s
         self.max_data_bytes = max_data_bytes
+        self.guards = guards or Guards(ResilienceSettings())
+        self.stats = CallStats()
+        self._clock = clock
+        self._sleep = sleep
         self.calls = 0
         self.failures = 0
+
+    def __repr__(self) -> str:
+        return f"<OutboundCaller calls={self.calls} failures={self.failures} {self.guards!r}>"
 
     async def call(
         self, request: api_service_pb2.CallRequest, *, time_remaining_s: float | None = None
@@ -83,10 +107,15 @@ class OutboundCaller:
 
         Raises:
             InvalidCall / UnknownEndpoint: Bad input; nothing was sent or recorded.
+            RateLimited: Over the endpoint's rate or the host's concurrency limit (recorded).
+            CircuitOpen: A breaker refused the call (recorded).
             UpstreamError: No usable response (recorded as a failure).
         """
-        target = self._resolve(request)
-        http_request = self._build(request, target, time_remaining_s)
+        target = resolve(self.registry, request)
+        http_request = build(request, target, self.default_timeout_s, time_remaining_s)
+        deadline = None if time_remaining_s is None else self._clock() + time_remaining_s
+        host = urlsplit(http_request.url).netloc
+        stats = self.stats.target(target.endpoint, host)
         with tracer.start_as_current_span(
             "api.call",
             attributes={
@@ -94,20 +123,22 @@ class OutboundCaller:
                 "paca.endpoint": target.endpoint,
                 "http.request.method": target.method,
             },
-        ):
+        ) as span:
             started_wall = timestamp_pb2.Timestamp()
             started_wall.GetCurrentTime()
             started = time.perf_counter()
             self.calls += 1
-            try:
-                response = await self.transport.send(http_request)
-            except UpstreamError as exc:
-                self.failures += 1
-                elapsed_ms = (time.perf_counter() - started) * 1000
-                self._record(target, http_request, started_wall, elapsed_ms, None, str(exc))
-                raise
+            safe = is_safe_to_repeat(target.method, request.idempotency_key)
+            outcome = await self._attempts(target, http_request, host, deadline, safe, stats, span)
             elapsed_ms = (time.perf_counter() - started) * 1000
-            self._record(target, http_request, started_wall, elapsed_ms, response, None)
+            span.set_attribute("paca.attempts", outcome.attempts)
+            success = self._record(target, http_request, started_wall, elapsed_ms, outcome)
+            stats.record_call(success=success, attempts=outcome.attempts, latency_ms=elapsed_ms)
+            if outcome.response is None:
+                self.failures += 1
+                assert outcome.error is not None
+                raise outcome.error
+        response = outcome.response
         latency = duration_pb2.Duration()
         latency.FromMicroseconds(int(elapsed_ms * 1000))
         return api_service_pb2.CallResponse(
@@ -115,91 +146,191 @@ class OutboundCaller:
             headers=[api_types_pb2.Header(name=k, value=v) for k, v in response.headers],
             body=response.body,
             latency=latency,
-            attempts=1,
+            attempts=outcome.attempts,
             from_cache=False,
             url=redact_url(response.url),
         )
 
-    def _resolve(self, request: api_service_pb2.CallRequest) -> _Target:
-        kind = request.WhichOneof("target")
-        if kind is None:
-            raise InvalidCall("target", "set endpoint or url")
-        method = _METHODS.get(request.method) if request.method else None
-        if request.method and method is None:
-            raise InvalidCall("method", f"unknown method {request.method}")
-        if kind == "url":
-            check_http_url(request.url, "url")
-            provider = request.provider or urlsplit(request.url).hostname or "unknown"
-            if len(provider) > MAX_PROVIDER_CHARS:
-                raise InvalidCall("provider", f"at most {MAX_PROVIDER_CHARS} characters")
-            return _Target(request.url, method or "GET", provider, "", [], None)
-        endpoint = self.registry.get(request.endpoint, field="endpoint")
-        path = endpoint.path
-        for name in path_placeholders(path):
-            if name not in request.path_params:
-                raise InvalidCall(f"path_params.{name}", "required by the endpoint's path")
-            path = path.replace("{" + name + "}", quote(request.path_params[name], safe=""))
-        return _Target(
-            url=endpoint.base_url.rstrip("/") + path,
-            method=method or _METHODS.get(endpoint.method, "GET"),
-            provider=endpoint.provider,
-            endpoint=endpoint.name,
-            headers=[(h.name, h.value) for h in endpoint.default_headers],
-            timeout_s=(
-                endpoint.timeout.ToTimedelta().total_seconds()
-                if endpoint.HasField("timeout")
-                else None
-            ),
-        )
-
-    def _build(
+    async def _attempts(
         self,
-        request: api_service_pb2.CallRequest,
-        target: _Target,
-        time_remaining_s: float | None,
-    ) -> HttpRequest:
-        for i, header in enumerate(request.headers):
-            check_header(header, f"headers[{i}]")
-        overridden = {h.name.lower() for h in request.headers}
-        headers = [(k, v) for k, v in target.headers if k.lower() not in overridden]
-        headers += [(h.name, h.value) for h in request.headers]
-        body: bytes | None = None
-        if request.WhichOneof("body") == "json_body":
+        target: Target,
+        request: HttpRequest,
+        host: str,
+        deadline: float | None,
+        safe: bool,
+        stats: TargetStats,
+        span: trace.Span,
+    ) -> _Outcome:
+        strategy = self.guards.retry_strategy(target.spec)
+        budget = self.guards.budget(host)
+        outcome = _Outcome()
+        budget.start()
+        try:
+            while True:
+                retrying = outcome.attempts > 0
+                try:
+                    attempt = await self._attempt(
+                        target, request, host, deadline, stats, outcome.attempts + 1
+                    )
+                finally:
+                    if retrying:
+                        budget.retry_done()
+                if isinstance(attempt, RateLimited | CircuitOpen):
+                    # A guard refused: the first attempt reports it, a retry keeps what it had.
+                    if not retrying:
+                        outcome.error = attempt
+                    return outcome
+                outcome.attempts += 1
+                if isinstance(attempt, UpstreamError):
+                    outcome.response, outcome.error = None, attempt
+                    retryable, retry_after = True, None
+                else:
+                    outcome.response, outcome.error = attempt, None
+                    retryable = strategy.retryable_status(attempt.status)
+                    retry_after = parse_retry_after(attempt.header("retry-after"))
+                decision = strategy.decide(
+                    attempt=outcome.attempts,
+                    retryable=retryable,
+                    safe=safe,
+                    retry_after_s=retry_after,
+                    time_left_s=None if deadline is None else deadline - self._clock(),
+                )
+                if not decision.retry:
+                    if retryable:
+                        span.add_event("retry.stop", {"paca.reason": decision.reason})
+                    return outcome
+                if not budget.try_retry():
+                    stats.retries_denied += 1
+                    span.add_event("retry.stop", {"paca.reason": "retry budget exhausted"})
+                    return outcome
+                span.add_event(
+                    "retry",
+                    {"paca.attempt": outcome.attempts + 1, "paca.delay_s": decision.delay_s},
+                )
+                try:
+                    await self._sleep(decision.delay_s)
+                except BaseException:
+                    budget.retry_done()
+                    raise
+        finally:
+            budget.finish()
+
+    async def _attempt(
+        self,
+        target: Target,
+        request: HttpRequest,
+        host: str,
+        deadline: float | None,
+        stats: TargetStats,
+        number: int,
+    ) -> HttpResponse | UpstreamError | RateLimited:
+        """One pass through the guards and, if they admit it, one HTTP exchange."""
+        waits = target.spec is not None and target.spec.rate_limit.wait
+        refused = await self._take_token(target, request, deadline, stats, waits)
+        if refused is not None:
+            return refused
+        bulkhead = self.guards.bulkhead(target.spec, host)
+        if bulkhead is not None:
             try:
-                json.loads(request.json_body)
-            except ValueError as exc:
-                raise InvalidCall("json_body", f"not valid JSON: {exc}") from None
-            body = request.json_body.encode()
-            if "content-type" not in overridden:
-                headers.append(("Content-Type", "application/json"))
-        elif request.WhichOneof("body") == "raw_body":
-            body = request.raw_body
-        if request.idempotency_key:
-            headers.append(("Idempotency-Key", request.idempotency_key))
-        url = target.url
-        if request.query:
-            separator = "&" if urlsplit(url).query else "?"
-            url += separator + urlencode([(q.name, q.value) for q in request.query])
-        timeout_s = target.timeout_s or self.default_timeout_s
-        if request.HasField("timeout"):
-            timeout_s = request.timeout.ToTimedelta().total_seconds()
+                await bulkhead.acquire(self._time_left(request, deadline) if waits else 0.0)
+            except RateLimited as exc:
+                stats.limiter_rejections += 1
+                return exc
+        try:
+            admitted: list[tuple[CircuitBreaker, Ticket]] = []
+            try:
+                for breaker in self.guards.breakers(target.spec, host):
+                    admitted.append((breaker, breaker.acquire()))
+            except CircuitOpen as exc:
+                for breaker, ticket in admitted:
+                    breaker.cancel(ticket)
+                stats.breaker_rejections += 1
+                return exc
+            timeout_s = request.timeout_s
+            if deadline is not None:
+                timeout_s = min(timeout_s, deadline - self._clock())
+            result: HttpResponse | UpstreamError
             if timeout_s <= 0:
-                raise InvalidCall("timeout", "must be > 0")
-        if time_remaining_s is not None:
-            if time_remaining_s <= 0:
-                raise UpstreamTimeout("the caller's deadline had passed before the call")
-            timeout_s = min(timeout_s, time_remaining_s)
-        return HttpRequest(target.method, url, headers, body, timeout_s)
+                result = UpstreamTimeout("the caller's deadline passed before the attempt")
+            else:
+                token = ATTEMPT.set(number)
+                try:
+                    result = await self.transport.send(
+                        dataclasses.replace(request, timeout_s=timeout_s)
+                    )
+                except UpstreamError as exc:
+                    result = exc
+                except BaseException:
+                    for breaker, ticket in admitted:
+                        breaker.cancel(ticket)
+                    raise
+                finally:
+                    ATTEMPT.reset(token)
+            failed = isinstance(result, UpstreamError) or result.status >= 500
+            for breaker, ticket in admitted:
+                breaker.record(ticket, failed=failed)
+            return result
+        finally:
+            if bulkhead is not None:
+                bulkhead.release()
+
+    def _time_left(self, request: HttpRequest, deadline: float | None) -> float:
+        """Longest a guard may keep an attempt waiting: what leaves time for the attempt."""
+        left = request.timeout_s if deadline is None else deadline - self._clock()
+        return max(0.0, left - MIN_ATTEMPT_S)
+
+    async def _take_token(
+        self,
+        target: Target,
+        request: HttpRequest,
+        deadline: float | None,
+        stats: TargetStats,
+        waits: bool,
+    ) -> RateLimited | None:
+        """Pass the endpoint's rate limit (waiting for a slot if it says so); None: admitted."""
+        spec = target.spec
+        bucket = self.guards.bucket(spec)
+        if spec is None or bucket is None:
+            return None
+        max_wait_s = self._time_left(request, deadline) if waits else 0.0
+        reservation = None
+        shared = self.guards.global_bucket(spec)
+        if shared is not None:
+            policy = spec.rate_limit
+            reservation = await shared.reserve(
+                spec.name, policy.requests_per_second, policy.burst, max_wait_s
+            )
+        if reservation is None:
+            if spec.rate_limit.scope == api_types_pb2.RATE_LIMIT_SCOPE_GLOBAL:
+                stats.limiter_degraded += 1
+            reservation = bucket.reserve(max_wait_s)
+            local = True
+        else:
+            local = False
+        if not reservation.granted:
+            stats.limiter_rejections += 1
+            return RateLimited(f"over the rate limit of {target.endpoint}", reservation.wait_s)
+        if reservation.wait_s > 0:
+            stats.limiter_waits += 1
+            stats.limiter_wait_s += reservation.wait_s
+            try:
+                await self._sleep(reservation.wait_s)
+            except BaseException:
+                if local:  # a shared reservation simply lapses
+                    bucket.refund()
+                raise
+        return None
 
     def _record(
         self,
-        target: _Target,
+        target: Target,
         request: HttpRequest,
         started: timestamp_pb2.Timestamp,
         elapsed_ms: float,
-        response: HttpResponse | None,
-        error: str | None,
-    ) -> None:
+        outcome: _Outcome,
+    ) -> bool:
+        """Queue the call's record; returns whether the call counts as a success."""
+        response = outcome.response
         status = response.status if response is not None else 0
         success = response is not None and 200 <= status < 400
         record = db_types_pb2.ApiCallRecord(
@@ -214,17 +345,18 @@ class OutboundCaller:
             method=request.method,
             url=redact_url(request.url),
             trace_id=format(trace.get_current_span().get_span_context().trace_id, "032x"),
-            attempts=1,
+            attempts=outcome.attempts,
         )
         if response is not None and success:
             data = _json_data(response, self.max_data_bytes)
             if data is not None:
                 record.data_json = data
-        if error is not None:
-            record.error_message = error
+        if response is None:
+            record.error_message = str(outcome.error)
         elif not success:
             record.error_message = f"HTTP {status}"
         self.recorder.record(record)
+        return success
 
 
 def _json_data(response: HttpResponse, max_bytes: int) -> str | None:

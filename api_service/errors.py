@@ -3,16 +3,23 @@
     ApiError (StatusError)
     ├── UnknownEndpoint       NOT_FOUND          (paca_runtime.NotFound)
     ├── InvalidCall           INVALID_ARGUMENT   names the field (paca_runtime.InvalidArgument)
+    ├── RateLimited           RESOURCE_EXHAUSTED + RetryInfo   over a rate or concurrency limit
     └── UpstreamError         no usable upstream response
         ├── UpstreamTimeout       DEADLINE_EXCEEDED  (also a TimeoutError)
         └── UpstreamUnavailable   UNAVAILABLE        connection refused, reset, DNS, TLS
+            └── CircuitOpen           + RetryInfo    the breaker of the endpoint or host is open
 
 An upstream HTTP response of any status is not an error: the caller gets the status.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import grpc
+from google.protobuf import duration_pb2
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2
 
 from paca_runtime.errors import InvalidArgument, NotFound, StatusError, Unavailable
 
@@ -42,3 +49,26 @@ class UpstreamTimeout(UpstreamError, TimeoutError):
 class UpstreamUnavailable(UpstreamError, Unavailable):
     def __init__(self, message: str, retry_after_s: float | None = None) -> None:
         Unavailable.__init__(self, message, retry_after_s)
+
+
+class CircuitOpen(UpstreamUnavailable):
+    """A breaker refused the call; ``retry_after_s`` is the time until it admits probes."""
+
+    def __init__(self, breaker: str, retry_after_s: float) -> None:
+        super().__init__(f"circuit {breaker} is open", retry_after_s)
+        self.breaker = breaker
+
+
+class RateLimited(ApiError):
+    """Over a rate or concurrency limit; ``retry_after_s`` is when a call would be admitted."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def details(self) -> Sequence[Message]:
+        delay = duration_pb2.Duration()
+        delay.FromMilliseconds(max(1, round(self.retry_after_s * 1000)))
+        return (error_details_pb2.RetryInfo(retry_delay=delay),)

@@ -56,11 +56,41 @@ def validate_endpoint(endpoint: api_types_pb2.Endpoint, field: str = "endpoint")
         raise InvalidCall(f"{field}.timeout", "must be > 0")
     for i, header in enumerate(endpoint.default_headers):
         check_header(header, f"{field}.default_headers[{i}]")
+    _validate_policies(endpoint, field)
     if endpoint.response_schema_json:
         try:
             json.loads(endpoint.response_schema_json)
         except ValueError:
             raise InvalidCall(f"{field}.response_schema_json", "not valid JSON") from None
+
+
+def _validate_policies(endpoint: api_types_pb2.Endpoint, field: str) -> None:
+    retry = endpoint.retry
+    if retry.max_attempts < 0:
+        raise InvalidCall(f"{field}.retry.max_attempts", "must be >= 0")
+    for name in ("initial_backoff", "max_backoff"):
+        if getattr(retry, name).ToTimedelta().total_seconds() < 0:
+            raise InvalidCall(f"{field}.retry.{name}", "must be >= 0")
+    if retry.backoff_multiplier and retry.backoff_multiplier < 1:
+        raise InvalidCall(f"{field}.retry.backoff_multiplier", "must be >= 1 (0: default)")
+    for i, code in enumerate(retry.retryable_status_codes):
+        if not 100 <= code <= 599:
+            raise InvalidCall(f"{field}.retry.retryable_status_codes[{i}]", "not an HTTP status")
+    breaker = endpoint.circuit_breaker
+    if not 0 <= breaker.failure_rate_threshold <= 1:
+        raise InvalidCall(f"{field}.circuit_breaker.failure_rate_threshold", "must be in [0, 1]")
+    for name in ("consecutive_failures", "minimum_calls", "half_open_probes"):
+        if getattr(breaker, name) < 0:
+            raise InvalidCall(f"{field}.circuit_breaker.{name}", "must be >= 0")
+    for name in ("window", "open_duration"):
+        if getattr(breaker, name).ToTimedelta().total_seconds() < 0:
+            raise InvalidCall(f"{field}.circuit_breaker.{name}", "must be >= 0")
+    limit = endpoint.rate_limit
+    if limit.requests_per_second < 0:
+        raise InvalidCall(f"{field}.rate_limit.requests_per_second", "must be >= 0")
+    for name in ("burst", "max_concurrency"):
+        if getattr(limit, name) < 0:
+            raise InvalidCall(f"{field}.rate_limit.{name}", "must be >= 0")
 
 
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")

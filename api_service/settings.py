@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -16,6 +16,18 @@ CALLLOG_FLUSH_INTERVAL: Final = "PACA_CALLLOG_FLUSH_INTERVAL_S"
 CALLLOG_SPOOL_DIR: Final = "PACA_CALLLOG_SPOOL_DIR"
 CALLLOG_MAX_DATA_BYTES: Final = "PACA_CALLLOG_MAX_DATA_BYTES"
 REUSE_PORT: Final = "PACA_API_REUSE_PORT"
+RETRY_MAX_ATTEMPTS: Final = "PACA_API_RETRY_MAX_ATTEMPTS"
+RETRY_INITIAL_BACKOFF: Final = "PACA_API_RETRY_INITIAL_BACKOFF_S"
+RETRY_MAX_BACKOFF: Final = "PACA_API_RETRY_MAX_BACKOFF_S"
+RETRY_MAX_RETRY_AFTER: Final = "PACA_API_RETRY_MAX_RETRY_AFTER_S"
+RETRY_BUDGET: Final = "PACA_API_RETRY_BUDGET"
+RETRY_MIN_CONCURRENCY: Final = "PACA_API_RETRY_MIN_CONCURRENCY"
+HOST_BREAKER_FAILURE_RATE: Final = "PACA_API_HOST_BREAKER_FAILURE_RATE"
+HOST_BREAKER_MIN_CALLS: Final = "PACA_API_HOST_BREAKER_MIN_CALLS"
+HOST_BREAKER_WINDOW: Final = "PACA_API_HOST_BREAKER_WINDOW_S"
+HOST_BREAKER_OPEN: Final = "PACA_API_HOST_BREAKER_OPEN_S"
+REDIS_URL: Final = "PACA_API_REDIS_URL"
+REDIS_TIMEOUT: Final = "PACA_API_REDIS_TIMEOUT_S"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +50,80 @@ class CallLogSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ResilienceSettings:
+    """Defaults of the call engine's policies; an endpoint's own policy fields override them."""
+
+    # Attempts in all per call (1 disables retries).
+    retry_max_attempts: int = 3
+    retry_initial_backoff_s: float = 0.1
+    retry_max_backoff_s: float = 5.0
+    # A Retry-After longer than this ends the call with the upstream's reply instead of waiting.
+    retry_max_retry_after_s: float = 30.0
+    # Share of in-flight calls to a host that may be retries (Envoy's retry budget).
+    retry_budget: float = 0.2
+    retry_min_concurrency: int = 3
+    # Every upstream host has a breaker that trips on this failure rate (0 disables it).
+    host_breaker_failure_rate: float = 0.5
+    host_breaker_min_calls: int = 20
+    host_breaker_window_s: float = 10.0
+    host_breaker_open_s: float = 5.0
+    # Redis holding the global rate limits (endpoints with scope GLOBAL); empty: local limits.
+    redis_url: str = field(default="", repr=False)
+    # Longest a global limit decision may take before the local bucket decides instead.
+    redis_timeout_s: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.retry_max_attempts < 1:
+            raise SettingsError(
+                f'"{RETRY_MAX_ATTEMPTS}" must be >= 1, got {self.retry_max_attempts}'
+            )
+        if self.retry_max_backoff_s < self.retry_initial_backoff_s:
+            raise SettingsError(
+                f'"{RETRY_MAX_BACKOFF}" must be >= {RETRY_INITIAL_BACKOFF}, '
+                f"got {self.retry_max_backoff_s}"
+            )
+        if not 0 <= self.retry_budget <= 1:
+            raise SettingsError(f'"{RETRY_BUDGET}" must be in [0, 1], got {self.retry_budget}')
+        if not 0 <= self.host_breaker_failure_rate <= 1:
+            raise SettingsError(
+                f'"{HOST_BREAKER_FAILURE_RATE}" must be in [0, 1], '
+                f"got {self.host_breaker_failure_rate}"
+            )
+        if self.host_breaker_min_calls < 1:
+            raise SettingsError(
+                f'"{HOST_BREAKER_MIN_CALLS}" must be >= 1, got {self.host_breaker_min_calls}'
+            )
+        for name, value in (
+            (HOST_BREAKER_WINDOW, self.host_breaker_window_s),
+            (HOST_BREAKER_OPEN, self.host_breaker_open_s),
+        ):
+            if value <= 0:
+                raise SettingsError(f'"{name}" must be > 0, got {value}')
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            # The value is not echoed: it may hold a password.
+            raise SettingsError(f'"{REDIS_URL}" must be a redis://, rediss:// or unix:// URL')
+        if self.redis_timeout_s <= 0:
+            raise SettingsError(f'"{REDIS_TIMEOUT}" must be > 0, got {self.redis_timeout_s}')
+
+    @classmethod
+    def from_source(cls, source: SettingsSource) -> ResilienceSettings:
+        return cls(
+            retry_max_attempts=source.integer(RETRY_MAX_ATTEMPTS, 3, minimum=1),
+            retry_initial_backoff_s=source.number(RETRY_INITIAL_BACKOFF, 0.1),
+            retry_max_backoff_s=source.number(RETRY_MAX_BACKOFF, 5.0),
+            retry_max_retry_after_s=source.number(RETRY_MAX_RETRY_AFTER, 30.0),
+            retry_budget=source.number(RETRY_BUDGET, 0.2),
+            retry_min_concurrency=source.integer(RETRY_MIN_CONCURRENCY, 3),
+            host_breaker_failure_rate=source.number(HOST_BREAKER_FAILURE_RATE, 0.5),
+            host_breaker_min_calls=source.integer(HOST_BREAKER_MIN_CALLS, 20, minimum=1),
+            host_breaker_window_s=source.number(HOST_BREAKER_WINDOW, 10.0),
+            host_breaker_open_s=source.number(HOST_BREAKER_OPEN, 5.0),
+            redis_url=source.text(REDIS_URL, ""),
+            redis_timeout_s=source.number(REDIS_TIMEOUT, 0.1),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class ApiSettings:
     listen: str = "127.0.0.1:50051"
     # db_service, where the call log goes; empty keeps records in the spool only.
@@ -46,6 +132,7 @@ class ApiSettings:
     api_timeout_s: float = 30.0
     calllog: CallLogSettings = CallLogSettings()
     reuse_port: bool = False
+    resilience: ResilienceSettings = ResilienceSettings()
 
     def __post_init__(self) -> None:
         if self.api_timeout_s <= 0:
@@ -65,4 +152,5 @@ class ApiSettings:
                 max_data_bytes=source.integer(CALLLOG_MAX_DATA_BYTES, 64 * 1024),
             ),
             reuse_port=source.flag(REUSE_PORT, False),
+            resilience=ResilienceSettings.from_source(source),
         )

@@ -6,9 +6,11 @@ time, so the transport opens it once and every call shares it.
 
 from __future__ import annotations
 
+import contextvars
 from dataclasses import dataclass
 
 import aiohttp
+from opentelemetry import trace
 from opentelemetry.instrumentation.aiohttp_client import create_trace_config
 from yarl import URL
 
@@ -16,6 +18,9 @@ from api_service.errors import InvalidCall, UpstreamTimeout, UpstreamUnavailable
 from paca_runtime.redact import redact_url
 
 USER_AGENT = "paca-api-service/0.1"
+# The attempt number of the request being sent (1 = first), set by the call engine so the HTTP
+# client span of each attempt says which one it is.
+ATTEMPT: contextvars.ContextVar[int] = contextvars.ContextVar("paca_attempt", default=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +38,17 @@ class HttpResponse:
     headers: list[tuple[str, str]]
     body: bytes
     url: str
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (case-insensitive), or None."""
+        lowered = name.lower()
+        return next((v for k, v in self.headers if k.lower() == lowered), None)
+
+
+def _request_hook(span: trace.Span, params: aiohttp.TraceRequestStartParams) -> None:
+    attempt = ATTEMPT.get()
+    if span.is_recording() and attempt > 1:
+        span.set_attribute("http.request.resend_count", attempt - 1)
 
 
 def _url_filter(url: URL) -> str:
@@ -63,7 +79,7 @@ class HttpTransport:
         self._session = aiohttp.ClientSession(
             connector=connector,
             headers={"User-Agent": USER_AGENT},
-            trace_configs=[create_trace_config(url_filter=_url_filter)],
+            trace_configs=[create_trace_config(url_filter=_url_filter, request_hook=_request_hook)],
             auto_decompress=True,
         )
 

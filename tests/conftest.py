@@ -36,6 +36,8 @@ class Upstream:
     seen_headers: list[dict[str, str]] = field(default_factory=list)
     # Set when a request reaches /slow, so a test can act while that call is in flight.
     slow_started: asyncio.Event = field(default_factory=asyncio.Event)
+    # Requests seen by each /flaky/{key}.
+    flaky_hits: dict[str, int] = field(default_factory=dict)
 
 
 UPSTREAM = web.AppKey("upstream", Upstream)
@@ -79,6 +81,21 @@ async def _slow(request: web.Request) -> web.Response:
     return web.Response(text="late")
 
 
+async def _flaky(request: web.Request) -> web.Response:
+    """Fails the first ``fail`` requests of each key with ``status`` (and ``retry_after``)."""
+    upstream = request.app[UPSTREAM]
+    upstream.seen_headers.append(dict(request.headers))
+    key = request.match_info["key"]
+    hit = upstream.flaky_hits[key] = upstream.flaky_hits.get(key, 0) + 1
+    if hit <= int(request.query.get("fail", "0")):
+        headers = {}
+        if "retry_after" in request.query:
+            headers["Retry-After"] = request.query["retry_after"]
+        status = int(request.query.get("status", "503"))
+        return web.Response(status=status, text=f"failure {hit}", headers=headers)
+    return web.json_response({"hit": hit})
+
+
 @pytest.fixture
 async def upstream() -> AsyncIterator[Upstream]:
     state = Upstream(url="")
@@ -89,6 +106,7 @@ async def upstream() -> AsyncIterator[Upstream]:
     app.router.add_get("/status/{code:\\d+}", _status)
     app.router.add_get("/binary", _binary)
     app.router.add_get("/slow", _slow)
+    app.router.add_route("*", "/flaky/{key}", _flaky)
     # Held /slow responses must not hold up teardown.
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
     await runner.setup()

@@ -83,3 +83,39 @@ def test_unknown_endpoint_is_not_found() -> None:
         registry.get("nope")
     with pytest.raises(UnknownEndpoint):
         registry.remove("nope")
+
+
+@pytest.mark.parametrize(
+    ("policy", "field"),
+    [
+        ({"retry": api_types_pb2.RetryPolicy(max_attempts=-1)}, "endpoint.retry.max_attempts"),
+        (
+            {"retry": api_types_pb2.RetryPolicy(backoff_multiplier=0.5)},
+            "endpoint.retry.backoff_multiplier",
+        ),
+        (
+            {"retry": api_types_pb2.RetryPolicy(retryable_status_codes=[999])},
+            "endpoint.retry.retryable_status_codes[0]",
+        ),
+        (
+            {"circuit_breaker": api_types_pb2.CircuitBreakerPolicy(failure_rate_threshold=1.5)},
+            "endpoint.circuit_breaker.failure_rate_threshold",
+        ),
+        (
+            {"rate_limit": api_types_pb2.RateLimitPolicy(requests_per_second=-1)},
+            "endpoint.rate_limit.requests_per_second",
+        ),
+        (
+            {"rate_limit": api_types_pb2.RateLimitPolicy(max_concurrency=-2)},
+            "endpoint.rate_limit.max_concurrency",
+        ),
+    ],
+)
+def test_bad_policy_values_are_refused_naming_the_field(
+    policy: dict[str, object], field: str
+) -> None:
+    registry = APIRegistry()
+    with pytest.raises(InvalidCall) as caught:
+        registry.register(endpoint(**policy))
+    assert caught.value.field == field
+    assert len(registry) == 0

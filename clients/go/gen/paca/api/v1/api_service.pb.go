@@ -316,6 +316,108 @@ func (x *CallResponse) GetUrl() string {
 	return ""
 }
 
+// Request of ApiService.GetStats.
+type GetStatsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only this endpoint; empty returns every target.
+	Endpoint      string `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStatsRequest) Reset() {
+	*x = GetStatsRequest{}
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStatsRequest) ProtoMessage() {}
+
+func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStatsRequest.ProtoReflect.Descriptor instead.
+func (*GetStatsRequest) Descriptor() ([]byte, []int) {
+	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *GetStatsRequest) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+// Response of ApiService.GetStats.
+type GetStatsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Sorted by endpoint name, then host; URL calls (no endpoint) first.
+	Stats []*CallStats `protobuf:"bytes,1,rep,name=stats,proto3" json:"stats,omitempty"`
+	// Global (Redis) rate limits are being decided by each replica's local bucket because Redis
+	// is slow or unreachable.
+	GlobalLimitsDegraded bool `protobuf:"varint,2,opt,name=global_limits_degraded,json=globalLimitsDegraded,proto3" json:"global_limits_degraded,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *GetStatsResponse) Reset() {
+	*x = GetStatsResponse{}
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStatsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStatsResponse) ProtoMessage() {}
+
+func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStatsResponse.ProtoReflect.Descriptor instead.
+func (*GetStatsResponse) Descriptor() ([]byte, []int) {
+	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *GetStatsResponse) GetStats() []*CallStats {
+	if x != nil {
+		return x.Stats
+	}
+	return nil
+}
+
+func (x *GetStatsResponse) GetGlobalLimitsDegraded() bool {
+	if x != nil {
+		return x.GlobalLimitsDegraded
+	}
+	return false
+}
+
 // Request of ApiService.RegisterEndpoint.
 type RegisterEndpointRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -326,7 +428,7 @@ type RegisterEndpointRequest struct {
 
 func (x *RegisterEndpointRequest) Reset() {
 	*x = RegisterEndpointRequest{}
-	mi := &file_paca_api_v1_api_service_proto_msgTypes[2]
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -338,7 +440,7 @@ func (x *RegisterEndpointRequest) String() string {
 func (*RegisterEndpointRequest) ProtoMessage() {}
 
 func (x *RegisterEndpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paca_api_v1_api_service_proto_msgTypes[2]
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -351,7 +453,7 @@ func (x *RegisterEndpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterEndpointRequest.ProtoReflect.Descriptor instead.
 func (*RegisterEndpointRequest) Descriptor() ([]byte, []int) {
-	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{2}
+	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RegisterEndpointRequest) GetEndpoint() *Endpoint {
@@ -374,7 +476,7 @@ type RegisterEndpointResponse struct {
 
 func (x *RegisterEndpointResponse) Reset() {
 	*x = RegisterEndpointResponse{}
-	mi := &file_paca_api_v1_api_service_proto_msgTypes[3]
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -386,7 +488,7 @@ func (x *RegisterEndpointResponse) String() string {
 func (*RegisterEndpointResponse) ProtoMessage() {}
 
 func (x *RegisterEndpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paca_api_v1_api_service_proto_msgTypes[3]
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -399,7 +501,7 @@ func (x *RegisterEndpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterEndpointResponse.ProtoReflect.Descriptor instead.
 func (*RegisterEndpointResponse) Descriptor() ([]byte, []int) {
-	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{3}
+	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RegisterEndpointResponse) GetEndpoint() *Endpoint {
@@ -426,7 +528,7 @@ type GetEndpointRequest struct {
 
 func (x *GetEndpointRequest) Reset() {
 	*x = GetEndpointRequest{}
-	mi := &file_paca_api_v1_api_service_proto_msgTypes[4]
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -438,7 +540,7 @@ func (x *GetEndpointRequest) String() string {
 func (*GetEndpointRequest) ProtoMessage() {}
 
 func (x *GetEndpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paca_api_v1_api_service_proto_msgTypes[4]
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -451,7 +553,7 @@ func (x *GetEndpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEndpointRequest.ProtoReflect.Descriptor instead.
 func (*GetEndpointRequest) Descriptor() ([]byte, []int) {
-	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{4}
+	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetEndpointRequest) GetName() string {
@@ -471,7 +573,7 @@ type GetEndpointResponse struct {
 
 func (x *GetEndpointResponse) Reset() {
 	*x = GetEndpointResponse{}
-	mi := &file_paca_api_v1_api_service_proto_msgTypes[5]
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -483,7 +585,7 @@ func (x *GetEndpointResponse) String() string {
 func (*GetEndpointResponse) ProtoMessage() {}
 
 func (x *GetEndpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paca_api_v1_api_service_proto_msgTypes[5]
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -496,7 +598,7 @@ func (x *GetEndpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEndpointResponse.ProtoReflect.Descriptor instead.
 func (*GetEndpointResponse) Descriptor() ([]byte, []int) {
-	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{5}
+	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetEndpointResponse) GetEndpoint() *Endpoint {
@@ -517,7 +619,7 @@ type ListEndpointsRequest struct {
 
 func (x *ListEndpointsRequest) Reset() {
 	*x = ListEndpointsRequest{}
-	mi := &file_paca_api_v1_api_service_proto_msgTypes[6]
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -529,7 +631,7 @@ func (x *ListEndpointsRequest) String() string {
 func (*ListEndpointsRequest) ProtoMessage() {}
 
 func (x *ListEndpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paca_api_v1_api_service_proto_msgTypes[6]
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -542,7 +644,7 @@ func (x *ListEndpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEndpointsRequest.ProtoReflect.Descriptor instead.
 func (*ListEndpointsRequest) Descriptor() ([]byte, []int) {
-	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{6}
+	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListEndpointsRequest) GetProvider() string {
@@ -563,7 +665,7 @@ type ListEndpointsResponse struct {
 
 func (x *ListEndpointsResponse) Reset() {
 	*x = ListEndpointsResponse{}
-	mi := &file_paca_api_v1_api_service_proto_msgTypes[7]
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -575,7 +677,7 @@ func (x *ListEndpointsResponse) String() string {
 func (*ListEndpointsResponse) ProtoMessage() {}
 
 func (x *ListEndpointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paca_api_v1_api_service_proto_msgTypes[7]
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -588,7 +690,7 @@ func (x *ListEndpointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEndpointsResponse.ProtoReflect.Descriptor instead.
 func (*ListEndpointsResponse) Descriptor() ([]byte, []int) {
-	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{7}
+	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListEndpointsResponse) GetEndpoints() []*Endpoint {
@@ -608,7 +710,7 @@ type RemoveEndpointRequest struct {
 
 func (x *RemoveEndpointRequest) Reset() {
 	*x = RemoveEndpointRequest{}
-	mi := &file_paca_api_v1_api_service_proto_msgTypes[8]
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -620,7 +722,7 @@ func (x *RemoveEndpointRequest) String() string {
 func (*RemoveEndpointRequest) ProtoMessage() {}
 
 func (x *RemoveEndpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paca_api_v1_api_service_proto_msgTypes[8]
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -633,7 +735,7 @@ func (x *RemoveEndpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveEndpointRequest.ProtoReflect.Descriptor instead.
 func (*RemoveEndpointRequest) Descriptor() ([]byte, []int) {
-	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{8}
+	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RemoveEndpointRequest) GetName() string {
@@ -652,7 +754,7 @@ type RemoveEndpointResponse struct {
 
 func (x *RemoveEndpointResponse) Reset() {
 	*x = RemoveEndpointResponse{}
-	mi := &file_paca_api_v1_api_service_proto_msgTypes[9]
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -664,7 +766,7 @@ func (x *RemoveEndpointResponse) String() string {
 func (*RemoveEndpointResponse) ProtoMessage() {}
 
 func (x *RemoveEndpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paca_api_v1_api_service_proto_msgTypes[9]
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -677,7 +779,7 @@ func (x *RemoveEndpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveEndpointResponse.ProtoReflect.Descriptor instead.
 func (*RemoveEndpointResponse) Descriptor() ([]byte, []int) {
-	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{9}
+	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{11}
 }
 
 var File_paca_api_v1_api_service_proto protoreflect.FileDescriptor
@@ -713,7 +815,12 @@ const file_paca_api_v1_api_service_proto_rawDesc = "" +
 	"\battempts\x18\x05 \x01(\x05R\battempts\x12\x1d\n" +
 	"\n" +
 	"from_cache\x18\x06 \x01(\bR\tfromCache\x12\x10\n" +
-	"\x03url\x18\a \x01(\tR\x03url\"L\n" +
+	"\x03url\x18\a \x01(\tR\x03url\"-\n" +
+	"\x0fGetStatsRequest\x12\x1a\n" +
+	"\bendpoint\x18\x01 \x01(\tR\bendpoint\"v\n" +
+	"\x10GetStatsResponse\x12,\n" +
+	"\x05stats\x18\x01 \x03(\v2\x16.paca.api.v1.CallStatsR\x05stats\x124\n" +
+	"\x16global_limits_degraded\x18\x02 \x01(\bR\x14globalLimitsDegraded\"L\n" +
 	"\x17RegisterEndpointRequest\x121\n" +
 	"\bendpoint\x18\x01 \x01(\v2\x15.paca.api.v1.EndpointR\bendpoint\"g\n" +
 	"\x18RegisterEndpointResponse\x121\n" +
@@ -729,14 +836,15 @@ const file_paca_api_v1_api_service_proto_rawDesc = "" +
 	"\tendpoints\x18\x01 \x03(\v2\x15.paca.api.v1.EndpointR\tendpoints\"+\n" +
 	"\x15RemoveEndpointRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x18\n" +
-	"\x16RemoveEndpointResponse2\xc3\x03\n" +
+	"\x16RemoveEndpointResponse2\x91\x04\n" +
 	"\n" +
 	"ApiService\x12;\n" +
 	"\x04Call\x12\x18.paca.api.v1.CallRequest\x1a\x19.paca.api.v1.CallResponse\x12d\n" +
 	"\x10RegisterEndpoint\x12$.paca.api.v1.RegisterEndpointRequest\x1a%.paca.api.v1.RegisterEndpointResponse\"\x03\x90\x02\x02\x12U\n" +
 	"\vGetEndpoint\x12\x1f.paca.api.v1.GetEndpointRequest\x1a .paca.api.v1.GetEndpointResponse\"\x03\x90\x02\x01\x12[\n" +
 	"\rListEndpoints\x12!.paca.api.v1.ListEndpointsRequest\x1a\".paca.api.v1.ListEndpointsResponse\"\x03\x90\x02\x01\x12^\n" +
-	"\x0eRemoveEndpoint\x12\".paca.api.v1.RemoveEndpointRequest\x1a#.paca.api.v1.RemoveEndpointResponse\"\x03\x90\x02\x02b\x06proto3"
+	"\x0eRemoveEndpoint\x12\".paca.api.v1.RemoveEndpointRequest\x1a#.paca.api.v1.RemoveEndpointResponse\"\x03\x90\x02\x02\x12L\n" +
+	"\bGetStats\x12\x1c.paca.api.v1.GetStatsRequest\x1a\x1d.paca.api.v1.GetStatsResponse\"\x03\x90\x02\x01b\x06proto3"
 
 var (
 	file_paca_api_v1_api_service_proto_rawDescOnce sync.Once
@@ -750,52 +858,58 @@ func file_paca_api_v1_api_service_proto_rawDescGZIP() []byte {
 	return file_paca_api_v1_api_service_proto_rawDescData
 }
 
-var file_paca_api_v1_api_service_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_paca_api_v1_api_service_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_paca_api_v1_api_service_proto_goTypes = []any{
 	(*CallRequest)(nil),              // 0: paca.api.v1.CallRequest
 	(*CallResponse)(nil),             // 1: paca.api.v1.CallResponse
-	(*RegisterEndpointRequest)(nil),  // 2: paca.api.v1.RegisterEndpointRequest
-	(*RegisterEndpointResponse)(nil), // 3: paca.api.v1.RegisterEndpointResponse
-	(*GetEndpointRequest)(nil),       // 4: paca.api.v1.GetEndpointRequest
-	(*GetEndpointResponse)(nil),      // 5: paca.api.v1.GetEndpointResponse
-	(*ListEndpointsRequest)(nil),     // 6: paca.api.v1.ListEndpointsRequest
-	(*ListEndpointsResponse)(nil),    // 7: paca.api.v1.ListEndpointsResponse
-	(*RemoveEndpointRequest)(nil),    // 8: paca.api.v1.RemoveEndpointRequest
-	(*RemoveEndpointResponse)(nil),   // 9: paca.api.v1.RemoveEndpointResponse
-	nil,                              // 10: paca.api.v1.CallRequest.PathParamsEntry
-	(HttpMethod)(0),                  // 11: paca.api.v1.HttpMethod
-	(*QueryParam)(nil),               // 12: paca.api.v1.QueryParam
-	(*Header)(nil),                   // 13: paca.api.v1.Header
-	(*durationpb.Duration)(nil),      // 14: google.protobuf.Duration
-	(*Endpoint)(nil),                 // 15: paca.api.v1.Endpoint
+	(*GetStatsRequest)(nil),          // 2: paca.api.v1.GetStatsRequest
+	(*GetStatsResponse)(nil),         // 3: paca.api.v1.GetStatsResponse
+	(*RegisterEndpointRequest)(nil),  // 4: paca.api.v1.RegisterEndpointRequest
+	(*RegisterEndpointResponse)(nil), // 5: paca.api.v1.RegisterEndpointResponse
+	(*GetEndpointRequest)(nil),       // 6: paca.api.v1.GetEndpointRequest
+	(*GetEndpointResponse)(nil),      // 7: paca.api.v1.GetEndpointResponse
+	(*ListEndpointsRequest)(nil),     // 8: paca.api.v1.ListEndpointsRequest
+	(*ListEndpointsResponse)(nil),    // 9: paca.api.v1.ListEndpointsResponse
+	(*RemoveEndpointRequest)(nil),    // 10: paca.api.v1.RemoveEndpointRequest
+	(*RemoveEndpointResponse)(nil),   // 11: paca.api.v1.RemoveEndpointResponse
+	nil,                              // 12: paca.api.v1.CallRequest.PathParamsEntry
+	(HttpMethod)(0),                  // 13: paca.api.v1.HttpMethod
+	(*QueryParam)(nil),               // 14: paca.api.v1.QueryParam
+	(*Header)(nil),                   // 15: paca.api.v1.Header
+	(*durationpb.Duration)(nil),      // 16: google.protobuf.Duration
+	(*CallStats)(nil),                // 17: paca.api.v1.CallStats
+	(*Endpoint)(nil),                 // 18: paca.api.v1.Endpoint
 }
 var file_paca_api_v1_api_service_proto_depIdxs = []int32{
-	11, // 0: paca.api.v1.CallRequest.method:type_name -> paca.api.v1.HttpMethod
-	10, // 1: paca.api.v1.CallRequest.path_params:type_name -> paca.api.v1.CallRequest.PathParamsEntry
-	12, // 2: paca.api.v1.CallRequest.query:type_name -> paca.api.v1.QueryParam
-	13, // 3: paca.api.v1.CallRequest.headers:type_name -> paca.api.v1.Header
-	14, // 4: paca.api.v1.CallRequest.timeout:type_name -> google.protobuf.Duration
-	13, // 5: paca.api.v1.CallResponse.headers:type_name -> paca.api.v1.Header
-	14, // 6: paca.api.v1.CallResponse.latency:type_name -> google.protobuf.Duration
-	15, // 7: paca.api.v1.RegisterEndpointRequest.endpoint:type_name -> paca.api.v1.Endpoint
-	15, // 8: paca.api.v1.RegisterEndpointResponse.endpoint:type_name -> paca.api.v1.Endpoint
-	15, // 9: paca.api.v1.GetEndpointResponse.endpoint:type_name -> paca.api.v1.Endpoint
-	15, // 10: paca.api.v1.ListEndpointsResponse.endpoints:type_name -> paca.api.v1.Endpoint
-	0,  // 11: paca.api.v1.ApiService.Call:input_type -> paca.api.v1.CallRequest
-	2,  // 12: paca.api.v1.ApiService.RegisterEndpoint:input_type -> paca.api.v1.RegisterEndpointRequest
-	4,  // 13: paca.api.v1.ApiService.GetEndpoint:input_type -> paca.api.v1.GetEndpointRequest
-	6,  // 14: paca.api.v1.ApiService.ListEndpoints:input_type -> paca.api.v1.ListEndpointsRequest
-	8,  // 15: paca.api.v1.ApiService.RemoveEndpoint:input_type -> paca.api.v1.RemoveEndpointRequest
-	1,  // 16: paca.api.v1.ApiService.Call:output_type -> paca.api.v1.CallResponse
-	3,  // 17: paca.api.v1.ApiService.RegisterEndpoint:output_type -> paca.api.v1.RegisterEndpointResponse
-	5,  // 18: paca.api.v1.ApiService.GetEndpoint:output_type -> paca.api.v1.GetEndpointResponse
-	7,  // 19: paca.api.v1.ApiService.ListEndpoints:output_type -> paca.api.v1.ListEndpointsResponse
-	9,  // 20: paca.api.v1.ApiService.RemoveEndpoint:output_type -> paca.api.v1.RemoveEndpointResponse
-	16, // [16:21] is the sub-list for method output_type
-	11, // [11:16] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	13, // 0: paca.api.v1.CallRequest.method:type_name -> paca.api.v1.HttpMethod
+	12, // 1: paca.api.v1.CallRequest.path_params:type_name -> paca.api.v1.CallRequest.PathParamsEntry
+	14, // 2: paca.api.v1.CallRequest.query:type_name -> paca.api.v1.QueryParam
+	15, // 3: paca.api.v1.CallRequest.headers:type_name -> paca.api.v1.Header
+	16, // 4: paca.api.v1.CallRequest.timeout:type_name -> google.protobuf.Duration
+	15, // 5: paca.api.v1.CallResponse.headers:type_name -> paca.api.v1.Header
+	16, // 6: paca.api.v1.CallResponse.latency:type_name -> google.protobuf.Duration
+	17, // 7: paca.api.v1.GetStatsResponse.stats:type_name -> paca.api.v1.CallStats
+	18, // 8: paca.api.v1.RegisterEndpointRequest.endpoint:type_name -> paca.api.v1.Endpoint
+	18, // 9: paca.api.v1.RegisterEndpointResponse.endpoint:type_name -> paca.api.v1.Endpoint
+	18, // 10: paca.api.v1.GetEndpointResponse.endpoint:type_name -> paca.api.v1.Endpoint
+	18, // 11: paca.api.v1.ListEndpointsResponse.endpoints:type_name -> paca.api.v1.Endpoint
+	0,  // 12: paca.api.v1.ApiService.Call:input_type -> paca.api.v1.CallRequest
+	4,  // 13: paca.api.v1.ApiService.RegisterEndpoint:input_type -> paca.api.v1.RegisterEndpointRequest
+	6,  // 14: paca.api.v1.ApiService.GetEndpoint:input_type -> paca.api.v1.GetEndpointRequest
+	8,  // 15: paca.api.v1.ApiService.ListEndpoints:input_type -> paca.api.v1.ListEndpointsRequest
+	10, // 16: paca.api.v1.ApiService.RemoveEndpoint:input_type -> paca.api.v1.RemoveEndpointRequest
+	2,  // 17: paca.api.v1.ApiService.GetStats:input_type -> paca.api.v1.GetStatsRequest
+	1,  // 18: paca.api.v1.ApiService.Call:output_type -> paca.api.v1.CallResponse
+	5,  // 19: paca.api.v1.ApiService.RegisterEndpoint:output_type -> paca.api.v1.RegisterEndpointResponse
+	7,  // 20: paca.api.v1.ApiService.GetEndpoint:output_type -> paca.api.v1.GetEndpointResponse
+	9,  // 21: paca.api.v1.ApiService.ListEndpoints:output_type -> paca.api.v1.ListEndpointsResponse
+	11, // 22: paca.api.v1.ApiService.RemoveEndpoint:output_type -> paca.api.v1.RemoveEndpointResponse
+	3,  // 23: paca.api.v1.ApiService.GetStats:output_type -> paca.api.v1.GetStatsResponse
+	18, // [18:24] is the sub-list for method output_type
+	12, // [12:18] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_paca_api_v1_api_service_proto_init() }
@@ -816,7 +930,7 @@ func file_paca_api_v1_api_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_paca_api_v1_api_service_proto_rawDesc), len(file_paca_api_v1_api_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,6 +24,7 @@ const (
 	ApiService_GetEndpoint_FullMethodName      = "/paca.api.v1.ApiService/GetEndpoint"
 	ApiService_ListEndpoints_FullMethodName    = "/paca.api.v1.ApiService/ListEndpoints"
 	ApiService_RemoveEndpoint_FullMethodName   = "/paca.api.v1.ApiService/RemoveEndpoint"
+	ApiService_GetStats_FullMethodName         = "/paca.api.v1.ApiService/GetStats"
 )
 
 // ApiServiceClient is the client API for ApiService service.
@@ -48,6 +49,9 @@ type ApiServiceClient interface {
 	ListEndpoints(ctx context.Context, in *ListEndpointsRequest, opts ...grpc.CallOption) (*ListEndpointsResponse, error)
 	// Removes a registered endpoint; removing an unknown one is NOT_FOUND.
 	RemoveEndpoint(ctx context.Context, in *RemoveEndpointRequest, opts ...grpc.CallOption) (*RemoveEndpointResponse, error)
+	// Call statistics of this replica: per registered endpoint, and per upstream host for calls
+	// to absolute URLs. Counts run from the start of the process.
+	GetStats(ctx context.Context, in *GetStatsRequest, opts ...grpc.CallOption) (*GetStatsResponse, error)
 }
 
 type apiServiceClient struct {
@@ -108,6 +112,16 @@ func (c *apiServiceClient) RemoveEndpoint(ctx context.Context, in *RemoveEndpoin
 	return out, nil
 }
 
+func (c *apiServiceClient) GetStats(ctx context.Context, in *GetStatsRequest, opts ...grpc.CallOption) (*GetStatsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetStatsResponse)
+	err := c.cc.Invoke(ctx, ApiService_GetStats_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ApiServiceServer is the server API for ApiService service.
 // All implementations must embed UnimplementedApiServiceServer
 // for forward compatibility.
@@ -130,6 +144,9 @@ type ApiServiceServer interface {
 	ListEndpoints(context.Context, *ListEndpointsRequest) (*ListEndpointsResponse, error)
 	// Removes a registered endpoint; removing an unknown one is NOT_FOUND.
 	RemoveEndpoint(context.Context, *RemoveEndpointRequest) (*RemoveEndpointResponse, error)
+	// Call statistics of this replica: per registered endpoint, and per upstream host for calls
+	// to absolute URLs. Counts run from the start of the process.
+	GetStats(context.Context, *GetStatsRequest) (*GetStatsResponse, error)
 	mustEmbedUnimplementedApiServiceServer()
 }
 
@@ -154,6 +171,9 @@ func (UnimplementedApiServiceServer) ListEndpoints(context.Context, *ListEndpoin
 }
 func (UnimplementedApiServiceServer) RemoveEndpoint(context.Context, *RemoveEndpointRequest) (*RemoveEndpointResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveEndpoint not implemented")
+}
+func (UnimplementedApiServiceServer) GetStats(context.Context, *GetStatsRequest) (*GetStatsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetStats not implemented")
 }
 func (UnimplementedApiServiceServer) mustEmbedUnimplementedApiServiceServer() {}
 func (UnimplementedApiServiceServer) testEmbeddedByValue()                    {}
@@ -266,6 +286,24 @@ func _ApiService_RemoveEndpoint_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ApiService_GetStats_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetStatsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ApiServiceServer).GetStats(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ApiService_GetStats_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ApiServiceServer).GetStats(ctx, req.(*GetStatsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ApiService_ServiceDesc is the grpc.ServiceDesc for ApiService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -292,6 +330,10 @@ var ApiService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemoveEndpoint",
 			Handler:    _ApiService_RemoveEndpoint_Handler,
+		},
+		{
+			MethodName: "GetStats",
+			Handler:    _ApiService_GetStats_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

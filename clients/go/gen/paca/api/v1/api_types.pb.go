@@ -301,6 +301,63 @@ func (KeyStrategy) EnumDescriptor() ([]byte, []int) {
 	return file_paca_api_v1_api_types_proto_rawDescGZIP(), []int{4}
 }
 
+// State of a circuit breaker.
+type CircuitState int32
+
+const (
+	// No breaker guards this target.
+	CircuitState_CIRCUIT_STATE_UNSPECIFIED CircuitState = 0
+	// Calls pass.
+	CircuitState_CIRCUIT_STATE_CLOSED CircuitState = 1
+	// Calls are refused (UNAVAILABLE with RetryInfo) until the open duration has passed.
+	CircuitState_CIRCUIT_STATE_OPEN CircuitState = 2
+	// A limited number of probe calls pass; their outcome closes or re-opens the breaker.
+	CircuitState_CIRCUIT_STATE_HALF_OPEN CircuitState = 3
+)
+
+// Enum value maps for CircuitState.
+var (
+	CircuitState_name = map[int32]string{
+		0: "CIRCUIT_STATE_UNSPECIFIED",
+		1: "CIRCUIT_STATE_CLOSED",
+		2: "CIRCUIT_STATE_OPEN",
+		3: "CIRCUIT_STATE_HALF_OPEN",
+	}
+	CircuitState_value = map[string]int32{
+		"CIRCUIT_STATE_UNSPECIFIED": 0,
+		"CIRCUIT_STATE_CLOSED":      1,
+		"CIRCUIT_STATE_OPEN":        2,
+		"CIRCUIT_STATE_HALF_OPEN":   3,
+	}
+)
+
+func (x CircuitState) Enum() *CircuitState {
+	p := new(CircuitState)
+	*p = x
+	return p
+}
+
+func (x CircuitState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CircuitState) Descriptor() protoreflect.EnumDescriptor {
+	return file_paca_api_v1_api_types_proto_enumTypes[5].Descriptor()
+}
+
+func (CircuitState) Type() protoreflect.EnumType {
+	return &file_paca_api_v1_api_types_proto_enumTypes[5]
+}
+
+func (x CircuitState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CircuitState.Descriptor instead.
+func (CircuitState) EnumDescriptor() ([]byte, []int) {
+	return file_paca_api_v1_api_types_proto_rawDescGZIP(), []int{5}
+}
+
 // One HTTP header. Repeated names are kept in order (Set-Cookie, Link).
 type Header struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -962,6 +1019,182 @@ func (x *Endpoint) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// Statistics of one call target of one replica.
+type CallStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Registered endpoint name; empty for calls to absolute URLs.
+	Endpoint string `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	// Upstream host (host:port) the target was last called on.
+	Host string `protobuf:"bytes,2,opt,name=host,proto3" json:"host,omitempty"`
+	// Calls made, each counted once however many attempts it took.
+	Calls int64 `protobuf:"varint,3,opt,name=calls,proto3" json:"calls,omitempty"`
+	// Share (0..1) of calls answered with a 2xx or 3xx status.
+	SuccessRate float64 `protobuf:"fixed64,4,opt,name=success_rate,json=successRate,proto3" json:"success_rate,omitempty"`
+	// Latency percentiles over the most recent calls (up to 1024).
+	LatencyP50 *durationpb.Duration `protobuf:"bytes,5,opt,name=latency_p50,json=latencyP50,proto3" json:"latency_p50,omitempty"`
+	LatencyP95 *durationpb.Duration `protobuf:"bytes,6,opt,name=latency_p95,json=latencyP95,proto3" json:"latency_p95,omitempty"`
+	LatencyP99 *durationpb.Duration `protobuf:"bytes,7,opt,name=latency_p99,json=latencyP99,proto3" json:"latency_p99,omitempty"`
+	// HTTP attempts in all (retries included).
+	Attempts int64 `protobuf:"varint,8,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	// Retries not made because the host's retry budget was spent.
+	RetriesDenied   int64        `protobuf:"varint,9,opt,name=retries_denied,json=retriesDenied,proto3" json:"retries_denied,omitempty"`
+	EndpointCircuit CircuitState `protobuf:"varint,10,opt,name=endpoint_circuit,json=endpointCircuit,proto3,enum=paca.api.v1.CircuitState" json:"endpoint_circuit,omitempty"`
+	HostCircuit     CircuitState `protobuf:"varint,11,opt,name=host_circuit,json=hostCircuit,proto3,enum=paca.api.v1.CircuitState" json:"host_circuit,omitempty"`
+	// Calls refused by an open breaker.
+	CircuitRejections int64 `protobuf:"varint,12,opt,name=circuit_rejections,json=circuitRejections,proto3" json:"circuit_rejections,omitempty"`
+	// Calls that waited for a rate-limit slot, and the total wait.
+	LimiterWaits int64                `protobuf:"varint,13,opt,name=limiter_waits,json=limiterWaits,proto3" json:"limiter_waits,omitempty"`
+	LimiterWait  *durationpb.Duration `protobuf:"bytes,14,opt,name=limiter_wait,json=limiterWait,proto3" json:"limiter_wait,omitempty"`
+	// Calls refused by the rate limit or the host's concurrency limit.
+	LimiterRejections int64 `protobuf:"varint,15,opt,name=limiter_rejections,json=limiterRejections,proto3" json:"limiter_rejections,omitempty"`
+	// Global rate-limit decisions taken by the local bucket because Redis could not answer.
+	LimiterDegraded int64 `protobuf:"varint,16,opt,name=limiter_degraded,json=limiterDegraded,proto3" json:"limiter_degraded,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *CallStats) Reset() {
+	*x = CallStats{}
+	mi := &file_paca_api_v1_api_types_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallStats) ProtoMessage() {}
+
+func (x *CallStats) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_api_v1_api_types_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallStats.ProtoReflect.Descriptor instead.
+func (*CallStats) Descriptor() ([]byte, []int) {
+	return file_paca_api_v1_api_types_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *CallStats) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *CallStats) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *CallStats) GetCalls() int64 {
+	if x != nil {
+		return x.Calls
+	}
+	return 0
+}
+
+func (x *CallStats) GetSuccessRate() float64 {
+	if x != nil {
+		return x.SuccessRate
+	}
+	return 0
+}
+
+func (x *CallStats) GetLatencyP50() *durationpb.Duration {
+	if x != nil {
+		return x.LatencyP50
+	}
+	return nil
+}
+
+func (x *CallStats) GetLatencyP95() *durationpb.Duration {
+	if x != nil {
+		return x.LatencyP95
+	}
+	return nil
+}
+
+func (x *CallStats) GetLatencyP99() *durationpb.Duration {
+	if x != nil {
+		return x.LatencyP99
+	}
+	return nil
+}
+
+func (x *CallStats) GetAttempts() int64 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *CallStats) GetRetriesDenied() int64 {
+	if x != nil {
+		return x.RetriesDenied
+	}
+	return 0
+}
+
+func (x *CallStats) GetEndpointCircuit() CircuitState {
+	if x != nil {
+		return x.EndpointCircuit
+	}
+	return CircuitState_CIRCUIT_STATE_UNSPECIFIED
+}
+
+func (x *CallStats) GetHostCircuit() CircuitState {
+	if x != nil {
+		return x.HostCircuit
+	}
+	return CircuitState_CIRCUIT_STATE_UNSPECIFIED
+}
+
+func (x *CallStats) GetCircuitRejections() int64 {
+	if x != nil {
+		return x.CircuitRejections
+	}
+	return 0
+}
+
+func (x *CallStats) GetLimiterWaits() int64 {
+	if x != nil {
+		return x.LimiterWaits
+	}
+	return 0
+}
+
+func (x *CallStats) GetLimiterWait() *durationpb.Duration {
+	if x != nil {
+		return x.LimiterWait
+	}
+	return nil
+}
+
+func (x *CallStats) GetLimiterRejections() int64 {
+	if x != nil {
+		return x.LimiterRejections
+	}
+	return 0
+}
+
+func (x *CallStats) GetLimiterDegraded() int64 {
+	if x != nil {
+		return x.LimiterDegraded
+	}
+	return 0
+}
+
 // A webhook received by api_service, as delivered to subscribers.
 type WebhookEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -980,7 +1213,7 @@ type WebhookEvent struct {
 
 func (x *WebhookEvent) Reset() {
 	*x = WebhookEvent{}
-	mi := &file_paca_api_v1_api_types_proto_msgTypes[8]
+	mi := &file_paca_api_v1_api_types_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -992,7 +1225,7 @@ func (x *WebhookEvent) String() string {
 func (*WebhookEvent) ProtoMessage() {}
 
 func (x *WebhookEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_paca_api_v1_api_types_proto_msgTypes[8]
+	mi := &file_paca_api_v1_api_types_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1005,7 +1238,7 @@ func (x *WebhookEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WebhookEvent.ProtoReflect.Descriptor instead.
 func (*WebhookEvent) Descriptor() ([]byte, []int) {
-	return file_paca_api_v1_api_types_proto_rawDescGZIP(), []int{8}
+	return file_paca_api_v1_api_types_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *WebhookEvent) GetId() string {
@@ -1119,7 +1352,28 @@ const file_paca_api_v1_api_types_proto_rawDesc = "" +
 	"\vcreate_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\xeb\x01\n" +
+	"updateTime\"\xdb\x05\n" +
+	"\tCallStats\x12\x1a\n" +
+	"\bendpoint\x18\x01 \x01(\tR\bendpoint\x12\x12\n" +
+	"\x04host\x18\x02 \x01(\tR\x04host\x12\x14\n" +
+	"\x05calls\x18\x03 \x01(\x03R\x05calls\x12!\n" +
+	"\fsuccess_rate\x18\x04 \x01(\x01R\vsuccessRate\x12:\n" +
+	"\vlatency_p50\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"latencyP50\x12:\n" +
+	"\vlatency_p95\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"latencyP95\x12:\n" +
+	"\vlatency_p99\x18\a \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"latencyP99\x12\x1a\n" +
+	"\battempts\x18\b \x01(\x03R\battempts\x12%\n" +
+	"\x0eretries_denied\x18\t \x01(\x03R\rretriesDenied\x12D\n" +
+	"\x10endpoint_circuit\x18\n" +
+	" \x01(\x0e2\x19.paca.api.v1.CircuitStateR\x0fendpointCircuit\x12<\n" +
+	"\fhost_circuit\x18\v \x01(\x0e2\x19.paca.api.v1.CircuitStateR\vhostCircuit\x12-\n" +
+	"\x12circuit_rejections\x18\f \x01(\x03R\x11circuitRejections\x12#\n" +
+	"\rlimiter_waits\x18\r \x01(\x03R\flimiterWaits\x12<\n" +
+	"\flimiter_wait\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\vlimiterWait\x12-\n" +
+	"\x12limiter_rejections\x18\x0f \x01(\x03R\x11limiterRejections\x12)\n" +
+	"\x10limiter_degraded\x18\x10 \x01(\x03R\x0flimiterDegraded\"\xeb\x01\n" +
 	"\fWebhookEvent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12\x1d\n" +
@@ -1156,7 +1410,12 @@ const file_paca_api_v1_api_types_proto_rawDesc = "" +
 	"\vKeyStrategy\x12\x1c\n" +
 	"\x18KEY_STRATEGY_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18KEY_STRATEGY_ROUND_ROBIN\x10\x01\x12\x1b\n" +
-	"\x17KEY_STRATEGY_LEAST_USED\x10\x02b\x06proto3"
+	"\x17KEY_STRATEGY_LEAST_USED\x10\x02*|\n" +
+	"\fCircuitState\x12\x1d\n" +
+	"\x19CIRCUIT_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14CIRCUIT_STATE_CLOSED\x10\x01\x12\x16\n" +
+	"\x12CIRCUIT_STATE_OPEN\x10\x02\x12\x1b\n" +
+	"\x17CIRCUIT_STATE_HALF_OPEN\x10\x03b\x06proto3"
 
 var (
 	file_paca_api_v1_api_types_proto_rawDescOnce sync.Once
@@ -1170,52 +1429,60 @@ func file_paca_api_v1_api_types_proto_rawDescGZIP() []byte {
 	return file_paca_api_v1_api_types_proto_rawDescData
 }
 
-var file_paca_api_v1_api_types_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_paca_api_v1_api_types_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_paca_api_v1_api_types_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_paca_api_v1_api_types_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_paca_api_v1_api_types_proto_goTypes = []any{
 	(HttpMethod)(0),               // 0: paca.api.v1.HttpMethod
 	(EndpointKind)(0),             // 1: paca.api.v1.EndpointKind
 	(RateLimitScope)(0),           // 2: paca.api.v1.RateLimitScope
 	(KeyPlacement)(0),             // 3: paca.api.v1.KeyPlacement
 	(KeyStrategy)(0),              // 4: paca.api.v1.KeyStrategy
-	(*Header)(nil),                // 5: paca.api.v1.Header
-	(*QueryParam)(nil),            // 6: paca.api.v1.QueryParam
-	(*RetryPolicy)(nil),           // 7: paca.api.v1.RetryPolicy
-	(*CircuitBreakerPolicy)(nil),  // 8: paca.api.v1.CircuitBreakerPolicy
-	(*RateLimitPolicy)(nil),       // 9: paca.api.v1.RateLimitPolicy
-	(*CachePolicy)(nil),           // 10: paca.api.v1.CachePolicy
-	(*AuthPolicy)(nil),            // 11: paca.api.v1.AuthPolicy
-	(*Endpoint)(nil),              // 12: paca.api.v1.Endpoint
-	(*WebhookEvent)(nil),          // 13: paca.api.v1.WebhookEvent
-	(*durationpb.Duration)(nil),   // 14: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(CircuitState)(0),             // 5: paca.api.v1.CircuitState
+	(*Header)(nil),                // 6: paca.api.v1.Header
+	(*QueryParam)(nil),            // 7: paca.api.v1.QueryParam
+	(*RetryPolicy)(nil),           // 8: paca.api.v1.RetryPolicy
+	(*CircuitBreakerPolicy)(nil),  // 9: paca.api.v1.CircuitBreakerPolicy
+	(*RateLimitPolicy)(nil),       // 10: paca.api.v1.RateLimitPolicy
+	(*CachePolicy)(nil),           // 11: paca.api.v1.CachePolicy
+	(*AuthPolicy)(nil),            // 12: paca.api.v1.AuthPolicy
+	(*Endpoint)(nil),              // 13: paca.api.v1.Endpoint
+	(*CallStats)(nil),             // 14: paca.api.v1.CallStats
+	(*WebhookEvent)(nil),          // 15: paca.api.v1.WebhookEvent
+	(*durationpb.Duration)(nil),   // 16: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
 }
 var file_paca_api_v1_api_types_proto_depIdxs = []int32{
-	14, // 0: paca.api.v1.RetryPolicy.initial_backoff:type_name -> google.protobuf.Duration
-	14, // 1: paca.api.v1.RetryPolicy.max_backoff:type_name -> google.protobuf.Duration
-	14, // 2: paca.api.v1.CircuitBreakerPolicy.window:type_name -> google.protobuf.Duration
-	14, // 3: paca.api.v1.CircuitBreakerPolicy.open_duration:type_name -> google.protobuf.Duration
+	16, // 0: paca.api.v1.RetryPolicy.initial_backoff:type_name -> google.protobuf.Duration
+	16, // 1: paca.api.v1.RetryPolicy.max_backoff:type_name -> google.protobuf.Duration
+	16, // 2: paca.api.v1.CircuitBreakerPolicy.window:type_name -> google.protobuf.Duration
+	16, // 3: paca.api.v1.CircuitBreakerPolicy.open_duration:type_name -> google.protobuf.Duration
 	2,  // 4: paca.api.v1.RateLimitPolicy.scope:type_name -> paca.api.v1.RateLimitScope
-	14, // 5: paca.api.v1.CachePolicy.ttl:type_name -> google.protobuf.Duration
+	16, // 5: paca.api.v1.CachePolicy.ttl:type_name -> google.protobuf.Duration
 	3,  // 6: paca.api.v1.AuthPolicy.placement:type_name -> paca.api.v1.KeyPlacement
 	4,  // 7: paca.api.v1.AuthPolicy.strategy:type_name -> paca.api.v1.KeyStrategy
 	0,  // 8: paca.api.v1.Endpoint.method:type_name -> paca.api.v1.HttpMethod
-	5,  // 9: paca.api.v1.Endpoint.default_headers:type_name -> paca.api.v1.Header
-	14, // 10: paca.api.v1.Endpoint.timeout:type_name -> google.protobuf.Duration
+	6,  // 9: paca.api.v1.Endpoint.default_headers:type_name -> paca.api.v1.Header
+	16, // 10: paca.api.v1.Endpoint.timeout:type_name -> google.protobuf.Duration
 	1,  // 11: paca.api.v1.Endpoint.kind:type_name -> paca.api.v1.EndpointKind
-	7,  // 12: paca.api.v1.Endpoint.retry:type_name -> paca.api.v1.RetryPolicy
-	8,  // 13: paca.api.v1.Endpoint.circuit_breaker:type_name -> paca.api.v1.CircuitBreakerPolicy
-	9,  // 14: paca.api.v1.Endpoint.rate_limit:type_name -> paca.api.v1.RateLimitPolicy
-	10, // 15: paca.api.v1.Endpoint.cache:type_name -> paca.api.v1.CachePolicy
-	11, // 16: paca.api.v1.Endpoint.auth:type_name -> paca.api.v1.AuthPolicy
-	15, // 17: paca.api.v1.Endpoint.create_time:type_name -> google.protobuf.Timestamp
-	15, // 18: paca.api.v1.Endpoint.update_time:type_name -> google.protobuf.Timestamp
-	15, // 19: paca.api.v1.WebhookEvent.receive_time:type_name -> google.protobuf.Timestamp
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	8,  // 12: paca.api.v1.Endpoint.retry:type_name -> paca.api.v1.RetryPolicy
+	9,  // 13: paca.api.v1.Endpoint.circuit_breaker:type_name -> paca.api.v1.CircuitBreakerPolicy
+	10, // 14: paca.api.v1.Endpoint.rate_limit:type_name -> paca.api.v1.RateLimitPolicy
+	11, // 15: paca.api.v1.Endpoint.cache:type_name -> paca.api.v1.CachePolicy
+	12, // 16: paca.api.v1.Endpoint.auth:type_name -> paca.api.v1.AuthPolicy
+	17, // 17: paca.api.v1.Endpoint.create_time:type_name -> google.protobuf.Timestamp
+	17, // 18: paca.api.v1.Endpoint.update_time:type_name -> google.protobuf.Timestamp
+	16, // 19: paca.api.v1.CallStats.latency_p50:type_name -> google.protobuf.Duration
+	16, // 20: paca.api.v1.CallStats.latency_p95:type_name -> google.protobuf.Duration
+	16, // 21: paca.api.v1.CallStats.latency_p99:type_name -> google.protobuf.Duration
+	5,  // 22: paca.api.v1.CallStats.endpoint_circuit:type_name -> paca.api.v1.CircuitState
+	5,  // 23: paca.api.v1.CallStats.host_circuit:type_name -> paca.api.v1.CircuitState
+	16, // 24: paca.api.v1.CallStats.limiter_wait:type_name -> google.protobuf.Duration
+	17, // 25: paca.api.v1.WebhookEvent.receive_time:type_name -> google.protobuf.Timestamp
+	26, // [26:26] is the sub-list for method output_type
+	26, // [26:26] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_paca_api_v1_api_types_proto_init() }
@@ -1228,8 +1495,8 @@ func file_paca_api_v1_api_types_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_paca_api_v1_api_types_proto_rawDesc), len(file_paca_api_v1_api_types_proto_rawDesc)),
-			NumEnums:      5,
-			NumMessages:   9,
+			NumEnums:      6,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from paca.api.v1 import api_types_pb2 as paca_dot_api_dot_v1_dot_api__types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dpaca/api/v1/api_service.proto\x12\x0bpaca.api.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bpaca/api/v1/api_types.proto\"\xab\x03\n\x0b\x43\x61llRequest\x12\x12\n\x08\x65ndpoint\x18\x01 \x01(\tH\x00\x12\r\n\x03url\x18\x02 \x01(\tH\x00\x12\'\n\x06method\x18\x03 \x01(\x0e\x32\x17.paca.api.v1.HttpMethod\x12=\n\x0bpath_params\x18\x04 \x03(\x0b\x32(.paca.api.v1.CallRequest.PathParamsEntry\x12&\n\x05query\x18\x05 \x03(\x0b\x32\x17.paca.api.v1.QueryParam\x12$\n\x07headers\x18\x06 \x03(\x0b\x32\x13.paca.api.v1.Header\x12\x12\n\x08raw_body\x18\x07 \x01(\x0cH\x01\x12\x13\n\tjson_body\x18\x08 \x01(\tH\x01\x12*\n\x07timeout\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0fidempotency_key\x18\n \x01(\t\x12\x10\n\x08provider\x18\x0b \x01(\t\x1a\x31\n\x0fPathParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x08\n\x06targetB\x06\n\x04\x62ody\"\xb6\x01\n\x0c\x43\x61llResponse\x12\x13\n\x0bstatus_code\x18\x01 \x01(\x05\x12$\n\x07headers\x18\x02 \x03(\x0b\x32\x13.paca.api.v1.Header\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12*\n\x07latency\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\x05\x12\x12\n\nfrom_cache\x18\x06 \x01(\x08\x12\x0b\n\x03url\x18\x07 \x01(\t\"B\n\x17RegisterEndpointRequest\x12\'\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x15.paca.api.v1.Endpoint\"T\n\x18RegisterEndpointResponse\x12\'\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x15.paca.api.v1.Endpoint\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\"\n\x12GetEndpointRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\">\n\x13GetEndpointResponse\x12\'\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x15.paca.api.v1.Endpoint\"(\n\x14ListEndpointsRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\"A\n\x15ListEndpointsResponse\x12(\n\tendpoints\x18\x01 \x03(\x0b\x32\x15.paca.api.v1.Endpoint\"%\n\x15RemoveEndpointRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16RemoveEndpointResponse2\xc3\x03\n\nApiService\x12;\n\x04\x43\x61ll\x12\x18.paca.api.v1.CallRequest\x1a\x19.paca.api.v1.CallResponse\x12\x64\n\x10RegisterEndpoint\x12$.paca.api.v1.RegisterEndpointRequest\x1a%.paca.api.v1.RegisterEndpointResponse\"\x03\x90\x02\x02\x12U\n\x0bGetEndpoint\x12\x1f.paca.api.v1.GetEndpointRequest\x1a .paca.api.v1.GetEndpointResponse\"\x03\x90\x02\x01\x12[\n\rListEndpoints\x12!.paca.api.v1.ListEndpointsRequest\x1a\".paca.api.v1.ListEndpointsResponse\"\x03\x90\x02\x01\x12^\n\x0eRemoveEndpoint\x12\".paca.api.v1.RemoveEndpointRequest\x1a#.paca.api.v1.RemoveEndpointResponse\"\x03\x90\x02\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dpaca/api/v1/api_service.proto\x12\x0bpaca.api.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bpaca/api/v1/api_types.proto\"\xab\x03\n\x0b\x43\x61llRequest\x12\x12\n\x08\x65ndpoint\x18\x01 \x01(\tH\x00\x12\r\n\x03url\x18\x02 \x01(\tH\x00\x12\'\n\x06method\x18\x03 \x01(\x0e\x32\x17.paca.api.v1.HttpMethod\x12=\n\x0bpath_params\x18\x04 \x03(\x0b\x32(.paca.api.v1.CallRequest.PathParamsEntry\x12&\n\x05query\x18\x05 \x03(\x0b\x32\x17.paca.api.v1.QueryParam\x12$\n\x07headers\x18\x06 \x03(\x0b\x32\x13.paca.api.v1.Header\x12\x12\n\x08raw_body\x18\x07 \x01(\x0cH\x01\x12\x13\n\tjson_body\x18\x08 \x01(\tH\x01\x12*\n\x07timeout\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0fidempotency_key\x18\n \x01(\t\x12\x10\n\x08provider\x18\x0b \x01(\t\x1a\x31\n\x0fPathParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x08\n\x06targetB\x06\n\x04\x62ody\"\xb6\x01\n\x0c\x43\x61llResponse\x12\x13\n\x0bstatus_code\x18\x01 \x01(\x05\x12$\n\x07headers\x18\x02 \x03(\x0b\x32\x13.paca.api.v1.Header\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12*\n\x07latency\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\x05\x12\x12\n\nfrom_cache\x18\x06 \x01(\x08\x12\x0b\n\x03url\x18\x07 \x01(\t\"#\n\x0fGetStatsRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\"Y\n\x10GetStatsResponse\x12%\n\x05stats\x18\x01 \x03(\x0b\x32\x16.paca.api.v1.CallStats\x12\x1e\n\x16global_limits_degraded\x18\x02 \x01(\x08\"B\n\x17RegisterEndpointRequest\x12\'\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x15.paca.api.v1.Endpoint\"T\n\x18RegisterEndpointResponse\x12\'\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x15.paca.api.v1.Endpoint\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\"\n\x12GetEndpointRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\">\n\x13GetEndpointResponse\x12\'\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x15.paca.api.v1.Endpoint\"(\n\x14ListEndpointsRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\"A\n\x15ListEndpointsResponse\x12(\n\tendpoints\x18\x01 \x03(\x0b\x32\x15.paca.api.v1.Endpoint\"%\n\x15RemoveEndpointRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16RemoveEndpointResponse2\x91\x04\n\nApiService\x12;\n\x04\x43\x61ll\x12\x18.paca.api.v1.CallRequest\x1a\x19.paca.api.v1.CallResponse\x12\x64\n\x10RegisterEndpoint\x12$.paca.api.v1.RegisterEndpointRequest\x1a%.paca.api.v1.RegisterEndpointResponse\"\x03\x90\x02\x02\x12U\n\x0bGetEndpoint\x12\x1f.paca.api.v1.GetEndpointRequest\x1a .paca.api.v1.GetEndpointResponse\"\x03\x90\x02\x01\x12[\n\rListEndpoints\x12!.paca.api.v1.ListEndpointsRequest\x1a\".paca.api.v1.ListEndpointsResponse\"\x03\x90\x02\x01\x12^\n\x0eRemoveEndpoint\x12\".paca.api.v1.RemoveEndpointRequest\x1a#.paca.api.v1.RemoveEndpointResponse\"\x03\x90\x02\x02\x12L\n\x08GetStats\x12\x1c.paca.api.v1.GetStatsRequest\x1a\x1d.paca.api.v1.GetStatsResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,28 +43,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APISERVICE'].methods_by_name['ListEndpoints']._serialized_options = b'\220\002\001'
   _globals['_APISERVICE'].methods_by_name['RemoveEndpoint']._loaded_options = None
   _globals['_APISERVICE'].methods_by_name['RemoveEndpoint']._serialized_options = b'\220\002\002'
+  _globals['_APISERVICE'].methods_by_name['GetStats']._loaded_options = None
+  _globals['_APISERVICE'].methods_by_name['GetStats']._serialized_options = b'\220\002\001'
   _globals['_CALLREQUEST']._serialized_start=108
   _globals['_CALLREQUEST']._serialized_end=535
   _globals['_CALLREQUEST_PATHPARAMSENTRY']._serialized_start=468
   _globals['_CALLREQUEST_PATHPARAMSENTRY']._serialized_end=517
   _globals['_CALLRESPONSE']._serialized_start=538
   _globals['_CALLRESPONSE']._serialized_end=720
-  _globals['_REGISTERENDPOINTREQUEST']._serialized_start=722
-  _globals['_REGISTERENDPOINTREQUEST']._serialized_end=788
-  _globals['_REGISTERENDPOINTRESPONSE']._serialized_start=790
-  _globals['_REGISTERENDPOINTRESPONSE']._serialized_end=874
-  _globals['_GETENDPOINTREQUEST']._serialized_start=876
-  _globals['_GETENDPOINTREQUEST']._serialized_end=910
-  _globals['_GETENDPOINTRESPONSE']._serialized_start=912
-  _globals['_GETENDPOINTRESPONSE']._serialized_end=974
-  _globals['_LISTENDPOINTSREQUEST']._serialized_start=976
-  _globals['_LISTENDPOINTSREQUEST']._serialized_end=1016
-  _globals['_LISTENDPOINTSRESPONSE']._serialized_start=1018
-  _globals['_LISTENDPOINTSRESPONSE']._serialized_end=1083
-  _globals['_REMOVEENDPOINTREQUEST']._serialized_start=1085
-  _globals['_REMOVEENDPOINTREQUEST']._serialized_end=1122
-  _globals['_REMOVEENDPOINTRESPONSE']._serialized_start=1124
-  _globals['_REMOVEENDPOINTRESPONSE']._serialized_end=1148
-  _globals['_APISERVICE']._serialized_start=1151
-  _globals['_APISERVICE']._serialized_end=1602
+  _globals['_GETSTATSREQUEST']._serialized_start=722
+  _globals['_GETSTATSREQUEST']._serialized_end=757
+  _globals['_GETSTATSRESPONSE']._serialized_start=759
+  _globals['_GETSTATSRESPONSE']._serialized_end=848
+  _globals['_REGISTERENDPOINTREQUEST']._serialized_start=850
+  _globals['_REGISTERENDPOINTREQUEST']._serialized_end=916
+  _globals['_REGISTERENDPOINTRESPONSE']._serialized_start=918
+  _globals['_REGISTERENDPOINTRESPONSE']._serialized_end=1002
+  _globals['_GETENDPOINTREQUEST']._serialized_start=1004
+  _globals['_GETENDPOINTREQUEST']._serialized_end=1038
+  _globals['_GETENDPOINTRESPONSE']._serialized_start=1040
+  _globals['_GETENDPOINTRESPONSE']._serialized_end=1102
+  _globals['_LISTENDPOINTSREQUEST']._serialized_start=1104
+  _globals['_LISTENDPOINTSREQUEST']._serialized_end=1144
+  _globals['_LISTENDPOINTSRESPONSE']._serialized_start=1146
+  _globals['_LISTENDPOINTSRESPONSE']._serialized_end=1211
+  _globals['_REMOVEENDPOINTREQUEST']._serialized_start=1213
+  _globals['_REMOVEENDPOINTREQUEST']._serialized_end=1250
+  _globals['_REMOVEENDPOINTRESPONSE']._serialized_start=1252
+  _globals['_REMOVEENDPOINTRESPONSE']._serialized_end=1276
+  _globals['_APISERVICE']._serialized_start=1279
+  _globals['_APISERVICE']._serialized_end=1808
 # @@protoc_insertion_point(module_scope)

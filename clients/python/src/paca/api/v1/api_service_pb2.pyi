@@ -160,6 +160,58 @@ class CallResponse(_message.Message):
 Global___CallResponse: _TypeAlias = CallResponse  # noqa: Y015
 
 @_typing.final
+class GetStatsRequest(_message.Message):
+    """Request of ApiService.GetStats."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINT_FIELD_NUMBER: _builtins.int
+    endpoint: _builtins.str
+    """Only this endpoint; empty returns every target."""
+    def __init__(
+        self,
+        *,
+        endpoint: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStatsRequest: _TypeAlias = GetStatsRequest  # noqa: Y015
+
+@_typing.final
+class GetStatsResponse(_message.Message):
+    """Response of ApiService.GetStats."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATS_FIELD_NUMBER: _builtins.int
+    GLOBAL_LIMITS_DEGRADED_FIELD_NUMBER: _builtins.int
+    global_limits_degraded: _builtins.bool
+    """Global (Redis) rate limits are being decided by each replica's local bucket because Redis
+    is slow or unreachable.
+    """
+    @_builtins.property
+    def stats(self) -> _containers.RepeatedCompositeFieldContainer[_api_types_pb2.CallStats]:
+        """Sorted by endpoint name, then host; URL calls (no endpoint) first."""
+
+    def __init__(
+        self,
+        *,
+        stats: _abc.Iterable[_api_types_pb2.CallStats] | None = ...,
+        global_limits_degraded: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["global_limits_degraded", b"global_limits_degraded", "stats", b"stats"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStatsResponse: _TypeAlias = GetStatsResponse  # noqa: Y015
+
+@_typing.final
 class RegisterEndpointRequest(_message.Message):
     """Request of ApiService.RegisterEndpoint."""
 

@@ -66,6 +66,11 @@ class ApiServiceStub:
                 request_serializer=paca_dot_api_dot_v1_dot_api__service__pb2.RemoveEndpointRequest.SerializeToString,
                 response_deserializer=paca_dot_api_dot_v1_dot_api__service__pb2.RemoveEndpointResponse.FromString,
                 _registered_method=True)
+        self.GetStats = channel.unary_unary(
+                '/paca.api.v1.ApiService/GetStats',
+                request_serializer=paca_dot_api_dot_v1_dot_api__service__pb2.GetStatsRequest.SerializeToString,
+                response_deserializer=paca_dot_api_dot_v1_dot_api__service__pb2.GetStatsResponse.FromString,
+                _registered_method=True)
 
 
 class ApiServiceServicer:
@@ -113,6 +118,14 @@ class ApiServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetStats(self, request, context):
+        """Call statistics of this replica: per registered endpoint, and per upstream host for calls
+        to absolute URLs. Counts run from the start of the process.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ApiServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -140,6 +153,11 @@ def add_ApiServiceServicer_to_server(servicer, server):
                     servicer.RemoveEndpoint,
                     request_deserializer=paca_dot_api_dot_v1_dot_api__service__pb2.RemoveEndpointRequest.FromString,
                     response_serializer=paca_dot_api_dot_v1_dot_api__service__pb2.RemoveEndpointResponse.SerializeToString,
+            ),
+            'GetStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStats,
+                    request_deserializer=paca_dot_api_dot_v1_dot_api__service__pb2.GetStatsRequest.FromString,
+                    response_serializer=paca_dot_api_dot_v1_dot_api__service__pb2.GetStatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -284,6 +302,33 @@ class ApiService:
             '/paca.api.v1.ApiService/RemoveEndpoint',
             paca_dot_api_dot_v1_dot_api__service__pb2.RemoveEndpointRequest.SerializeToString,
             paca_dot_api_dot_v1_dot_api__service__pb2.RemoveEndpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paca.api.v1.ApiService/GetStats',
+            paca_dot_api_dot_v1_dot_api__service__pb2.GetStatsRequest.SerializeToString,
+            paca_dot_api_dot_v1_dot_api__service__pb2.GetStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

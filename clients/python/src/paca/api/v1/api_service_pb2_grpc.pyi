@@ -50,6 +50,10 @@ class ApiServiceStub:
     """Lists registered endpoints, optionally of one provider."""
     RemoveEndpoint: _grpc.UnaryUnaryMultiCallable[_api_service_pb2.RemoveEndpointRequest, _api_service_pb2.RemoveEndpointResponse]
     """Removes a registered endpoint; removing an unknown one is NOT_FOUND."""
+    GetStats: _grpc.UnaryUnaryMultiCallable[_api_service_pb2.GetStatsRequest, _api_service_pb2.GetStatsResponse]
+    """Call statistics of this replica: per registered endpoint, and per upstream host for calls
+    to absolute URLs. Counts run from the start of the process.
+    """
 
 @_typing.type_check_only
 class ApiServiceAsyncStub(ApiServiceStub):
@@ -73,6 +77,10 @@ class ApiServiceAsyncStub(ApiServiceStub):
     """Lists registered endpoints, optionally of one provider."""
     RemoveEndpoint: _aio.UnaryUnaryMultiCallable[_api_service_pb2.RemoveEndpointRequest, _api_service_pb2.RemoveEndpointResponse]  # type: ignore[assignment]
     """Removes a registered endpoint; removing an unknown one is NOT_FOUND."""
+    GetStats: _aio.UnaryUnaryMultiCallable[_api_service_pb2.GetStatsRequest, _api_service_pb2.GetStatsResponse]  # type: ignore[assignment]
+    """Call statistics of this replica: per registered endpoint, and per upstream host for calls
+    to absolute URLs. Counts run from the start of the process.
+    """
 
 class ApiServiceServicer(metaclass=_abc_1.ABCMeta):
     """Outbound HTTP calls on behalf of internal services.
@@ -123,5 +131,15 @@ class ApiServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_api_service_pb2.RemoveEndpointResponse, _abc.Awaitable[_api_service_pb2.RemoveEndpointResponse]]:
         """Removes a registered endpoint; removing an unknown one is NOT_FOUND."""
+
+    @_abc_1.abstractmethod
+    def GetStats(
+        self,
+        request: _api_service_pb2.GetStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_service_pb2.GetStatsResponse, _abc.Awaitable[_api_service_pb2.GetStatsResponse]]:
+        """Call statistics of this replica: per registered endpoint, and per upstream host for calls
+        to absolute URLs. Counts run from the start of the process.
+        """
 
 def add_ApiServiceServicer_to_server(servicer: ApiServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

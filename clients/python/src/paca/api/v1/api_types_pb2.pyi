@@ -139,6 +139,34 @@ KEY_STRATEGY_ROUND_ROBIN: KeyStrategy.ValueType  # 1
 KEY_STRATEGY_LEAST_USED: KeyStrategy.ValueType  # 2
 Global___KeyStrategy: _TypeAlias = KeyStrategy  # noqa: Y015
 
+class _CircuitState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CircuitStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CircuitState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CIRCUIT_STATE_UNSPECIFIED: _CircuitState.ValueType  # 0
+    """No breaker guards this target."""
+    CIRCUIT_STATE_CLOSED: _CircuitState.ValueType  # 1
+    """Calls pass."""
+    CIRCUIT_STATE_OPEN: _CircuitState.ValueType  # 2
+    """Calls are refused (UNAVAILABLE with RetryInfo) until the open duration has passed."""
+    CIRCUIT_STATE_HALF_OPEN: _CircuitState.ValueType  # 3
+    """A limited number of probe calls pass; their outcome closes or re-opens the breaker."""
+
+class CircuitState(_CircuitState, metaclass=_CircuitStateEnumTypeWrapper):
+    """State of a circuit breaker."""
+
+CIRCUIT_STATE_UNSPECIFIED: CircuitState.ValueType  # 0
+"""No breaker guards this target."""
+CIRCUIT_STATE_CLOSED: CircuitState.ValueType  # 1
+"""Calls pass."""
+CIRCUIT_STATE_OPEN: CircuitState.ValueType  # 2
+"""Calls are refused (UNAVAILABLE with RetryInfo) until the open duration has passed."""
+CIRCUIT_STATE_HALF_OPEN: CircuitState.ValueType  # 3
+"""A limited number of probe calls pass; their outcome closes or re-opens the breaker."""
+Global___CircuitState: _TypeAlias = CircuitState  # noqa: Y015
+
 @_typing.final
 class Header(_message.Message):
     """One HTTP header. Repeated names are kept in order (Set-Cookie, Link)."""
@@ -457,6 +485,88 @@ class Endpoint(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Endpoint: _TypeAlias = Endpoint  # noqa: Y015
+
+@_typing.final
+class CallStats(_message.Message):
+    """Statistics of one call target of one replica."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINT_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
+    CALLS_FIELD_NUMBER: _builtins.int
+    SUCCESS_RATE_FIELD_NUMBER: _builtins.int
+    LATENCY_P50_FIELD_NUMBER: _builtins.int
+    LATENCY_P95_FIELD_NUMBER: _builtins.int
+    LATENCY_P99_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    RETRIES_DENIED_FIELD_NUMBER: _builtins.int
+    ENDPOINT_CIRCUIT_FIELD_NUMBER: _builtins.int
+    HOST_CIRCUIT_FIELD_NUMBER: _builtins.int
+    CIRCUIT_REJECTIONS_FIELD_NUMBER: _builtins.int
+    LIMITER_WAITS_FIELD_NUMBER: _builtins.int
+    LIMITER_WAIT_FIELD_NUMBER: _builtins.int
+    LIMITER_REJECTIONS_FIELD_NUMBER: _builtins.int
+    LIMITER_DEGRADED_FIELD_NUMBER: _builtins.int
+    endpoint: _builtins.str
+    """Registered endpoint name; empty for calls to absolute URLs."""
+    host: _builtins.str
+    """Upstream host (host:port) the target was last called on."""
+    calls: _builtins.int
+    """Calls made, each counted once however many attempts it took."""
+    success_rate: _builtins.float
+    """Share (0..1) of calls answered with a 2xx or 3xx status."""
+    attempts: _builtins.int
+    """HTTP attempts in all (retries included)."""
+    retries_denied: _builtins.int
+    """Retries not made because the host's retry budget was spent."""
+    endpoint_circuit: Global___CircuitState.ValueType
+    host_circuit: Global___CircuitState.ValueType
+    circuit_rejections: _builtins.int
+    """Calls refused by an open breaker."""
+    limiter_waits: _builtins.int
+    """Calls that waited for a rate-limit slot, and the total wait."""
+    limiter_rejections: _builtins.int
+    """Calls refused by the rate limit or the host's concurrency limit."""
+    limiter_degraded: _builtins.int
+    """Global rate-limit decisions taken by the local bucket because Redis could not answer."""
+    @_builtins.property
+    def latency_p50(self) -> _duration_pb2.Duration:
+        """Latency percentiles over the most recent calls (up to 1024)."""
+
+    @_builtins.property
+    def latency_p95(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def latency_p99(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def limiter_wait(self) -> _duration_pb2.Duration: ...
+    def __init__(
+        self,
+        *,
+        endpoint: _builtins.str = ...,
+        host: _builtins.str = ...,
+        calls: _builtins.int = ...,
+        success_rate: _builtins.float = ...,
+        latency_p50: _duration_pb2.Duration | None = ...,
+        latency_p95: _duration_pb2.Duration | None = ...,
+        latency_p99: _duration_pb2.Duration | None = ...,
+        attempts: _builtins.int = ...,
+        retries_denied: _builtins.int = ...,
+        endpoint_circuit: Global___CircuitState.ValueType = ...,
+        host_circuit: Global___CircuitState.ValueType = ...,
+        circuit_rejections: _builtins.int = ...,
+        limiter_waits: _builtins.int = ...,
+        limiter_wait: _duration_pb2.Duration | None = ...,
+        limiter_rejections: _builtins.int = ...,
+        limiter_degraded: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["latency_p50", b"latency_p50", "latency_p95", b"latency_p95", "latency_p99", b"latency_p99", "limiter_wait", b"limiter_wait"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "calls", b"calls", "circuit_rejections", b"circuit_rejections", "endpoint", b"endpoint", "endpoint_circuit", b"endpoint_circuit", "host", b"host", "host_circuit", b"host_circuit", "latency_p50", b"latency_p50", "latency_p95", b"latency_p95", "latency_p99", b"latency_p99", "limiter_degraded", b"limiter_degraded", "limiter_rejections", b"limiter_rejections", "limiter_wait", b"limiter_wait", "limiter_waits", b"limiter_waits", "retries_denied", b"retries_denied", "success_rate", b"success_rate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallStats: _TypeAlias = CallStats  # noqa: Y015
 
 @_typing.final
 class WebhookEvent(_message.Message):

@@ -1,0 +1,115 @@
+"""From a ``CallRequest`` to an HTTP request: resolve the endpoint or URL, validate, build.
+
+Everything here is checked before anything is sent, so a bad request is refused with
+INVALID_ARGUMENT naming the field and never reaches the upstream or the call log.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from urllib.parse import quote, urlencode, urlsplit
+
+from paca.api.v1 import api_service_pb2, api_types_pb2
+
+from api_service.errors import InvalidCall, UpstreamTimeout
+from api_service.registry import (
+    MAX_PROVIDER_CHARS,
+    APIRegistry,
+    check_header,
+    check_http_url,
+    path_placeholders,
+)
+from api_service.transport import HttpRequest
+
+_METHODS = {
+    value: name.removeprefix("HTTP_METHOD_")
+    for name, value in api_types_pb2.HttpMethod.items()
+    if value != api_types_pb2.HTTP_METHOD_UNSPECIFIED
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a call goes and what applies to it, resolved from a CallRequest."""
+
+    url: str
+    method: str
+    provider: str
+    endpoint: str
+    headers: list[tuple[str, str]]
+    timeout_s: float | None
+    # The registered endpoint, whose policies apply; None for a call to a URL.
+    spec: api_types_pb2.Endpoint | None = None
+
+
+def resolve(registry: APIRegistry, request: api_service_pb2.CallRequest) -> Target:
+    kind = request.WhichOneof("target")
+    if kind is None:
+        raise InvalidCall("target", "set endpoint or url")
+    method = _METHODS.get(request.method) if request.method else None
+    if request.method and method is None:
+        raise InvalidCall("method", f"unknown method {request.method}")
+    if kind == "url":
+        check_http_url(request.url, "url")
+        provider = request.provider or urlsplit(request.url).hostname or "unknown"
+        if len(provider) > MAX_PROVIDER_CHARS:
+            raise InvalidCall("provider", f"at most {MAX_PROVIDER_CHARS} characters")
+        return Target(request.url, method or "GET", provider, "", [], None)
+    endpoint = registry.get(request.endpoint, field="endpoint")
+    path = endpoint.path
+    for name in path_placeholders(path):
+        if name not in request.path_params:
+            raise InvalidCall(f"path_params.{name}", "required by the endpoint's path")
+        path = path.replace("{" + name + "}", quote(request.path_params[name], safe=""))
+    return Target(
+        url=endpoint.base_url.rstrip("/") + path,
+        method=method or _METHODS.get(endpoint.method, "GET"),
+        provider=endpoint.provider,
+        endpoint=endpoint.name,
+        headers=[(h.name, h.value) for h in endpoint.default_headers],
+        timeout_s=(
+            endpoint.timeout.ToTimedelta().total_seconds() if endpoint.HasField("timeout") else None
+        ),
+        spec=endpoint,
+    )
+
+
+def build(
+    request: api_service_pb2.CallRequest,
+    target: Target,
+    default_timeout_s: float,
+    time_remaining_s: float | None,
+) -> HttpRequest:
+    for i, header in enumerate(request.headers):
+        check_header(header, f"headers[{i}]")
+    overridden = {h.name.lower() for h in request.headers}
+    headers = [(k, v) for k, v in target.headers if k.lower() not in overridden]
+    headers += [(h.name, h.value) for h in request.headers]
+    body: bytes | None = None
+    if request.WhichOneof("body") == "json_body":
+        try:
+            json.loads(request.json_body)
+        except ValueError as exc:
+            raise InvalidCall("json_body", f"not valid JSON: {exc}") from None
+        body = request.json_body.encode()
+        if "content-type" not in overridden:
+            headers.append(("Content-Type", "application/json"))
+    elif request.WhichOneof("body") == "raw_body":
+        body = request.raw_body
+    if request.idempotency_key:
+        headers.append(("Idempotency-Key", request.idempotency_key))
+    url = target.url
+    if request.query:
+        separator = "&" if urlsplit(url).query else "?"
+        url += separator + urlencode([(q.name, q.value) for q in request.query])
+    timeout_s = target.timeout_s or default_timeout_s
+    if request.HasField("timeout"):
+        timeout_s = request.timeout.ToTimedelta().total_seconds()
+        if timeout_s <= 0:
+            raise InvalidCall("timeout", "must be > 0")
+    if time_remaining_s is not None:
+        if time_remaining_s <= 0:
+            raise UpstreamTimeout("the caller's deadline had passed before the call")
+        timeout_s = min(timeout_s, time_remaining_s)
+    return HttpRequest(target.method, url, headers, body, timeout_s)
