@@ -26,7 +26,12 @@ class DbApp:
         self.runtime = runtime
         self.databases = Databases(settings)
         self.servicer = DbServicer(self.databases)
-        self.server = GrpcServer(self.name, settings.listen, reuse_port=settings.reuse_port)
+        self.server = GrpcServer(
+            self.name,
+            settings.listen,
+            reuse_port=settings.reuse_port,
+            security=runtime.security,
+        )
         self.server.add_service(
             SERVICE_NAME,
             lambda s: db_service_pb2_grpc.add_DbServiceServicer_to_server(self.servicer, s),
@@ -58,12 +63,13 @@ class DbApp:
             monitor_address=self.runtime.monitor_address,
             interval_s=self.runtime.report_interval_s,
             figures=self.figures,
+            security=self.runtime.security,
         )
         self.reporter.start()
         return {"grpc": self.server.bound_address}
 
     async def stop(self) -> None:
-        await self.server.stop(self.runtime.shutdown_grace_s)
+        await self.server.stop(self.runtime.shutdown_grace_s, self.runtime.shutdown_drain_s)
         if self.reporter is not None:
             await self.reporter.aclose()
         await self.databases.aclose()

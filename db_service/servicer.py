@@ -19,6 +19,7 @@ from paca.db.v1 import db_service_pb2, db_service_pb2_grpc
 from db_service import values
 from db_service.calllog import store_api_calls
 from db_service.databases import Databases
+from paca_runtime.auth import require_scope
 from paca_runtime.errors import InvalidArgument, StatusError, status_of, translate_errors
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,9 @@ class DbServicer(db_service_pb2_grpc.DbServiceServicer):
         self, request: db_service_pb2.QueryRequest, context: grpc.aio.ServicerContext
     ) -> db_service_pb2.QueryResponse:
         sql = _required_sql(request.sql)
+        if not request.read_only:
+            # db.read admits Query; a statement that may write needs db.write.
+            require_scope("db.write")
         if request.max_rows < 0:
             raise InvalidArgument("max_rows", "must be >= 0")
         if request.max_bytes < 0:

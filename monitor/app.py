@@ -24,6 +24,7 @@ from monitor.sampler import Sampler
 from monitor.servicer import SERVICE_NAME, MonitorServicer
 from monitor.settings import MonitorSettings
 from monitor.webhook import AlertWebhook
+from paca_runtime.channels import open_channel
 from paca_runtime.server import GrpcServer
 from paca_runtime.settings import RuntimeSettings, SettingsSource
 
@@ -66,7 +67,11 @@ class MonitorApp:
         )
         webhook = None
         if settings.alert_webhook_url:
-            webhook = AlertWebhook(settings.alert_webhook_url, settings.api_address)
+            webhook = AlertWebhook(
+                settings.alert_webhook_url,
+                settings.api_address,
+                channel_factory=lambda address: open_channel(address, runtime.security),
+            )
         self.alerting = Alerting(
             settings.rules,
             MonitorMetrics(self.registry, self.sampler),
@@ -74,7 +79,7 @@ class MonitorApp:
             clock=clock,
             wall_clock=wall_clock,
         )
-        self.grpc = GrpcServer(self.name, settings.listen_address)
+        self.grpc = GrpcServer(self.name, settings.listen_address, security=runtime.security)
         self.grpc.add_service(
             SERVICE_NAME,
             lambda server: monitor_service_pb2_grpc.add_MonitorServiceServicer_to_server(
@@ -122,7 +127,7 @@ class MonitorApp:
         await self.alerting.aclose(drain_s=min(self.runtime.shutdown_grace_s, WEBHOOK_DRAIN_S))
         await self.http.aclose()
         if self.grpc.port:
-            await self.grpc.stop(self.runtime.shutdown_grace_s)
+            await self.grpc.stop(self.runtime.shutdown_grace_s, self.runtime.shutdown_drain_s)
 
 
 def build(source: SettingsSource, runtime: RuntimeSettings) -> MonitorApp:

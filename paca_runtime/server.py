@@ -7,6 +7,7 @@ lets in-flight calls finish within the grace period, then cancels what is left.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -107,8 +108,15 @@ class GrpcServer:
             "token auth" if self.security.tokens is not None else "no auth",
         )
 
-    async def stop(self, grace_s: float) -> None:
-        """Drain: NOT_SERVING, stop accepting, wait up to ``grace_s`` for in-flight calls."""
+    async def stop(self, grace_s: float, drain_s: float = 0.0) -> None:
+        """Drain: NOT_SERVING, keep serving ``drain_s`` while clients that health-check move
+        away, then stop accepting and wait up to ``grace_s`` for in-flight calls.
+
+        The drain window matters because gRPC cancels calls that reach a stopping server before
+        a handler picks them up (grpc/grpc#41785) instead of refusing them as UNAVAILABLE.
+        """
         await self.health.enter_graceful_shutdown()
+        if drain_s > 0:
+            await asyncio.sleep(drain_s)
         await self.server.stop(grace_s)
         logger.info("%s stopped gRPC on %s", self.name, self.bound_address)

@@ -12,9 +12,12 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from paca_runtime.security import SecuritySettings
 
 CONFIG_FILE: Final = "PACA_CONFIG_FILE"
 LOG_LEVEL: Final = "PACA_LOG_LEVEL"
@@ -22,6 +25,7 @@ LOG_FORMAT: Final = "PACA_LOG_FORMAT"
 MONITOR_ADDRESS: Final = "PACA_MONITOR_ADDRESS"
 MONITOR_INTERVAL: Final = "MONITOR_INTERVAL"
 SHUTDOWN_GRACE: Final = "PACA_SHUTDOWN_GRACE_S"
+SHUTDOWN_DRAIN: Final = "PACA_SHUTDOWN_DRAIN_S"
 STATE_DIR: Final = "PACA_STATE_DIR"
 OTLP_ENDPOINT: Final = "OTEL_EXPORTER_OTLP_ENDPOINT"
 
@@ -128,7 +132,11 @@ class RuntimeSettings:
     monitor_address: str = DEFAULT_MONITOR_ADDRESS
     report_interval_s: float = 10.0
     shutdown_grace_s: float = 10.0
+    # NOT_SERVING this long before the server stops accepting: clients that health-check move
+    # away first, so no call is caught arriving at a closing server.
+    shutdown_drain_s: float = 0.0
     state_dir: Path = Path("var")
+    security: SecuritySettings = field(default_factory=lambda: _plaintext())
 
     def __post_init__(self) -> None:
         if self.log_format not in {"json", "text"}:
@@ -148,5 +156,20 @@ class RuntimeSettings:
             ),
             report_interval_s=source.number(MONITOR_INTERVAL, 10.0),
             shutdown_grace_s=source.number(SHUTDOWN_GRACE, 10.0),
+            shutdown_drain_s=source.number(SHUTDOWN_DRAIN, 0.0),
             state_dir=Path(source.text(STATE_DIR, "var")),
+            security=_security(source),
         )
+
+
+# security.py reads its settings through this module, so it is imported when first needed.
+def _plaintext() -> SecuritySettings:
+    from paca_runtime.security import SecuritySettings
+
+    return SecuritySettings()
+
+
+def _security(source: SettingsSource) -> SecuritySettings:
+    from paca_runtime.security import SecuritySettings
+
+    return SecuritySettings.from_source(source)

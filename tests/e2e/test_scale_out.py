@@ -14,6 +14,7 @@ import asyncpg
 import grpc
 import pytest
 from paca.api.v1 import api_service_pb2, api_service_pb2_grpc
+from paca.client import connect
 
 from paca_runtime.stack import ServiceProcess
 from tests.conftest import Upstream, backing_url
@@ -52,6 +53,7 @@ async def test_load_survives_losing_one_replica_of_each_service(
         "PACA_API_LISTEN": "127.0.0.1:0",
         "PACA_CALLLOG_FLUSH_INTERVAL_S": "0.05",
         "PACA_SHUTDOWN_GRACE_S": "5",
+        "PACA_SHUTDOWN_DRAIN_S": "1",
     }
     started: list[ServiceProcess] = []
     try:
@@ -76,9 +78,9 @@ async def test_load_survives_losing_one_replica_of_each_service(
 
         sent = 0
         failures: list[str] = []
-        async with grpc.aio.insecure_channel(
-            target(apis), options=[("grpc.lb_policy_name", "round_robin")]
-        ) as channel:
+        # The typed client balances round-robin and health-checks each replica, so a replica
+        # that drains (NOT_SERVING for PACA_SHUTDOWN_DRAIN_S) gets no new calls before it stops.
+        async with connect(target(apis)) as channel:
             stub = api_service_pb2_grpc.ApiServiceStub(channel)
 
             async def worker() -> None:

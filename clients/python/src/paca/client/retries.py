@@ -1,4 +1,5 @@
-"""A gRPC service config that retries UNAVAILABLE only where the contract says it is safe.
+"""A gRPC service config: retries of UNAVAILABLE only where the contract says they are safe,
+round-robin over replicas, and client-side health checking.
 
 The .proto files mark RPCs ``idempotency_level = IDEMPOTENT`` or ``NO_SIDE_EFFECTS``; this reads
 those options from the generated descriptors, so the retry policy follows the contract instead of
@@ -59,5 +60,9 @@ def service_config(max_attempts: int = 4) -> str:
         ],
         # Stop retrying when most calls fail: retries must not multiply an outage.
         "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1},
+        # With several replicas behind one target, spread calls over them and skip any that
+        # reports NOT_SERVING (a replica draining before it stops).
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "healthCheckConfig": {"serviceName": ""},
     }
     return json.dumps(config)
