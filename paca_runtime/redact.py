@@ -29,31 +29,25 @@ SECRET_PARAMS: Final = frozenset(
 
 
 def redact_url(url: str, extra_params: frozenset[str] = frozenset()) -> str:
-    """The URL with its password and secret query parameter values replaced by REDACTED."""
+    """The URL with its password and secret query parameter values replaced by REDACTED.
+
+    A URL with nothing to hide comes back unchanged, byte for byte (``sqlite:////abs/path``
+    would lose a slash in a split-and-join round trip).
+    """
     try:
         parts = urlsplit(url)
     except ValueError:
         return REDACTED
-    netloc = parts.netloc
-    changed = False
-    if "@" in netloc:
-        changed = True
-        userinfo, _, hostport = netloc.rpartition("@")
-        user = userinfo.partition(":")[0]
-        netloc = f"{user}:{REDACTED}@{hostport}" if ":" in userinfo else f"{user}@{hostport}"
-    query = parts.query
-    if query:
-        secret = SECRET_PARAMS | {p.lower() for p in extra_params}
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if not any(k.lower() in secret for k, _ in pairs):
-            return (
-                url
-                if not changed
-                else urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-            )
+    netloc, query = parts.netloc, parts.query
+    userinfo, at, hostport = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.partition(':')[0]}:{REDACTED}@{hostport}"
+    secret = SECRET_PARAMS | {p.lower() for p in extra_params}
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(k.lower() in secret for k, _ in pairs):
         query = urlencode(
             [(k, REDACTED if k.lower() in secret else v) for k, v in pairs], safe=REDACTED
         )
-    elif not changed:
+    if (netloc, query) == (parts.netloc, parts.query):
         return url
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
