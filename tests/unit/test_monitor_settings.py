@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-import monitor
 from monitor.settings import DOWN_AFTER, LISTEN, METRICS_LISTEN, MonitorSettings
 from paca_runtime.settings import MONITOR_INTERVAL, SettingsError, SettingsSource
 
@@ -48,20 +47,3 @@ def test_environment_overrides_addresses_and_grace() -> None:
 def test_bad_setting_is_refused_naming_the_variable(environ: dict[str, str], variable: str) -> None:
     with pytest.raises(SettingsError, match=f'"{variable}"'):
         MonitorSettings.from_source(SettingsSource(environ))
-
-
-def test_public_names_change_only_on_purpose() -> None:
-    assert sorted(monitor.__all__) == [
-        "ExpositionServer",
-        "HostCollector",
-        "InstanceRecord",
-        "InstanceStatus",
-        "MonitorApp",
-        "MonitorMetrics",
-        "MonitorServicer",
-        "MonitorSettings",
-        "Sampler",
-        "ServiceRegistry",
-        "build",
-        "validate_report",
-    ]
