@@ -8,13 +8,16 @@ import grpc
 from paca.api.v1 import api_service_pb2, api_service_pb2_grpc
 from paca.monitor.v1 import monitor_types_pb2
 
+from api_service.cache import MemoryStore, ResponseCache
 from api_service.caller import OutboundCaller
 from api_service.calllog import CallRecorder, DbServiceSink
 from api_service.registry import APIRegistry
 from api_service.resilience import BreakerState, Guards
+from api_service.safety import NetworkPolicy, parse_networks
 from api_service.servicer import ApiServicer
 from api_service.settings import ApiSettings
 from api_service.transport import HttpTransport
+from api_service.webhooks import Webhooks, WebhookSettings
 from paca_runtime import GrpcServer, MonitorReporter, RuntimeSettings, SettingsSource
 from paca_runtime.channels import open_channel
 from paca_runtime.reporting import counter, gauge
@@ -29,7 +32,12 @@ class ApiApp:
 
     name = "api_service"
 
-    def __init__(self, settings: ApiSettings, runtime: RuntimeSettings) -> None:
+    def __init__(
+        self,
+        settings: ApiSettings,
+        runtime: RuntimeSettings,
+        webhooks: WebhookSettings | None = None,
+    ) -> None:
         self.settings = settings
         self.runtime = runtime
         self.db_channel: grpc.aio.Channel | None = None
@@ -40,7 +48,10 @@ class ApiApp:
         sink = DbServiceSink(self.db_channel) if self.db_channel is not None else None
         self.recorder = CallRecorder(settings.calllog, sink)
         self.registry = APIRegistry()
-        self.transport = HttpTransport()
+        self.transport = HttpTransport(
+            network_policy=NetworkPolicy(parse_networks(settings.allowed_networks)),
+            max_response_bytes=settings.max_response_bytes,
+        )
         self.caller = OutboundCaller(
             self.registry,
             self.transport,
@@ -48,6 +59,11 @@ class ApiApp:
             default_timeout_s=settings.api_timeout_s,
             max_data_bytes=settings.calllog.max_data_bytes,
             guards=Guards(settings.resilience),
+            cache=(
+                ResponseCache(MemoryStore(settings.cache_max_bytes))
+                if settings.cache_max_bytes
+                else None
+            ),
         )
         self.server = GrpcServer(
             self.name,
@@ -60,6 +76,11 @@ class ApiApp:
             SERVICE_NAME,
             lambda s: api_service_pb2_grpc.add_ApiServiceServicer_to_server(servicer, s),
         )
+        # Webhook events are stored through db_service: without it there are no webhooks.
+        self.webhooks: Webhooks | None = None
+        if self.db_channel is not None:
+            self.webhooks = Webhooks(webhooks or WebhookSettings(), self.db_channel)
+            self.webhooks.register(self.server)
         self.reporter: MonitorReporter | None = None
 
     def __repr__(self) -> str:
@@ -67,7 +88,9 @@ class ApiApp:
 
     @classmethod
     def from_settings(cls, source: SettingsSource, runtime: RuntimeSettings) -> ApiApp:
-        return cls(ApiSettings.from_source(source, runtime), runtime)
+        return cls(
+            ApiSettings.from_source(source, runtime), runtime, WebhookSettings.from_source(source)
+        )
 
     def figures(self) -> Iterator[monitor_types_pb2.Metric]:
         yield counter("api_calls_total", self.caller.calls)
@@ -100,12 +123,17 @@ class ApiApp:
         limiter = self.caller.guards.global_limiter
         if limiter is not None:
             yield gauge("api_global_limits_degraded", float(limiter.degraded))
+        if self.webhooks is not None:
+            yield from self.webhooks.figures()
 
     async def start(self) -> dict[str, str]:
         await self.transport.open()
         await self.caller.guards.open()
         await self.recorder.start()
         await self.server.start()
+        addresses = {"grpc": self.server.bound_address}
+        if self.webhooks is not None and (intake := await self.webhooks.start()):
+            addresses["webhook"] = intake
         self.reporter = MonitorReporter(
             service=self.name,
             address=self.server.bound_address,
@@ -115,14 +143,18 @@ class ApiApp:
             security=self.runtime.security,
         )
         self.reporter.start()
-        return {"grpc": self.server.bound_address}
+        return addresses
 
     async def stop(self) -> None:
         # In-flight calls finish first; then their records are sent or spooled.
         await self.server.stop(self.runtime.shutdown_grace_s, self.runtime.shutdown_drain_s)
+        if self.webhooks is not None:
+            await self.webhooks.aclose()
         await self.recorder.aclose()
         await self.transport.aclose()
         await self.caller.guards.aclose()
+        if self.caller.cache is not None:
+            await self.caller.cache.aclose()
         if self.reporter is not None:
             await self.reporter.aclose()
         if self.db_channel is not None:

@@ -1,6 +1,10 @@
 """The outbound call engine: resolve the target, build the request, send it, record it.
 
-One call runs this loop until it has an answer worth returning::
+For an endpoint whose cache policy is on (GET/HEAD), the cache comes first (see
+``api_service.cache``): a fresh entry answers without an upstream request; otherwise one
+upstream request per cache key runs at a time (stale entries revalidated, served stale when the
+upstream fails) and concurrent identical calls share its answer. Then one call runs this loop
+until it has an answer worth returning::
 
     rate limit (token bucket: wait or RESOURCE_EXHAUSTED) → bulkhead slot for the host →
     breakers (endpoint, host: UNAVAILABLE + RetryInfo when open) → HTTP attempt →
@@ -14,7 +18,8 @@ the first attempt is refused does the caller see the guard's error.
 
 Every call that reaches the upstream, or is refused by a guard, leaves one ``ApiCallRecord``
 (with its attempt count) in the call log; a request refused as bad input never reaches the
-upstream and is not recorded. Each HTTP attempt is a client span under ``api.call`` carrying
+upstream and is not recorded, and neither is a call answered by the cache alone (GetStats
+counts it as a cache hit). Each HTTP attempt is a client span under ``api.call`` carrying
 ``http.request.resend_count``; each wait is a ``retry`` event on ``api.call``.
 """
 
@@ -34,6 +39,7 @@ from opentelemetry import trace
 from paca.api.v1 import api_service_pb2, api_types_pb2
 from paca.db.v1 import db_types_pb2
 
+from api_service.cache import ERROR_STATUSES, CacheEntry, ResponseCache
 from api_service.calllog import CallRecorder
 from api_service.errors import CircuitOpen, RateLimited, UpstreamError, UpstreamTimeout
 from api_service.registry import APIRegistry
@@ -48,6 +54,17 @@ from paca_runtime.redact import redact_url
 tracer = trace.get_tracer(__name__)
 # Time an attempt needs at least; guards do not wait into it.
 MIN_ATTEMPT_S = 0.01
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One call's resolved target, request, host, deadline and stats."""
+
+    target: Target
+    request: HttpRequest
+    host: str
+    deadline: float | None
+    stats: TargetStats
 
 
 @dataclass(slots=True)
@@ -71,6 +88,7 @@ class OutboundCaller:
         guards: Breakers, limiters and retry budgets (default: built from default settings).
         clock: Monotonic seconds, for deadlines.
         sleep: Waits between attempts and for rate-limit reservations.
+        cache: Response cache of endpoints whose policy enables it (None: no caching).
     """
 
     def __init__(
@@ -84,6 +102,7 @@ class OutboundCaller:
         guards: Guards | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        cache: ResponseCache | None = None,
     ) -> None:
         self.registry = registry
         self.transport = transport
@@ -91,6 +110,7 @@ class OutboundCaller:
         self.default_timeout_s = default_timeout_s
         self.max_data_bytes = max_data_bytes
         self.guards = guards or Guards(ResilienceSettings())
+        self.cache = cache
         self.stats = CallStats()
         self._clock = clock
         self._sleep = sleep
@@ -107,15 +127,21 @@ class OutboundCaller:
 
         Raises:
             InvalidCall / UnknownEndpoint: Bad input; nothing was sent or recorded.
+            ForbiddenTarget: The URL's literal IP is not allowed (not recorded); a name that
+                resolves only to such addresses fails the same way (recorded).
             RateLimited: Over the endpoint's rate or the host's concurrency limit (recorded).
             CircuitOpen: A breaker refused the call (recorded).
             UpstreamError: No usable response (recorded as a failure).
         """
         target = resolve(self.registry, request)
         http_request = build(request, target, self.default_timeout_s, time_remaining_s)
+        self.transport.network_policy.check_url(http_request.url)
         deadline = None if time_remaining_s is None else self._clock() + time_remaining_s
-        host = urlsplit(http_request.url).netloc
+        # host:port without any userinfo: it names breakers, stats and metrics.
+        host = urlsplit(http_request.url).netloc.rpartition("@")[2]
         stats = self.stats.target(target.endpoint, host)
+        policy = target.spec.cache if target.spec is not None else None
+        call = _Call(target, http_request, host, deadline, stats)
         with tracer.start_as_current_span(
             "api.call",
             attributes={
@@ -124,21 +150,18 @@ class OutboundCaller:
                 "http.request.method": target.method,
             },
         ) as span:
-            started_wall = timestamp_pb2.Timestamp()
-            started_wall.GetCurrentTime()
             started = time.perf_counter()
-            self.calls += 1
             safe = is_safe_to_repeat(target.method, request.idempotency_key)
-            outcome = await self._attempts(target, http_request, host, deadline, safe, stats, span)
+            if (
+                self.cache is not None
+                and policy is not None
+                and self.cache.applies(http_request, policy)
+            ):
+                response, attempts, from_cache = await self._through_cache(call, policy, safe, span)
+            else:
+                response, attempts = self._answer(await self._upstream(call, safe, span))
+                from_cache = False
             elapsed_ms = (time.perf_counter() - started) * 1000
-            span.set_attribute("paca.attempts", outcome.attempts)
-            success = self._record(target, http_request, started_wall, elapsed_ms, outcome)
-            stats.record_call(success=success, attempts=outcome.attempts, latency_ms=elapsed_ms)
-            if outcome.response is None:
-                self.failures += 1
-                assert outcome.error is not None
-                raise outcome.error
-        response = outcome.response
         latency = duration_pb2.Duration()
         latency.FromMicroseconds(int(elapsed_ms * 1000))
         return api_service_pb2.CallResponse(
@@ -146,10 +169,90 @@ class OutboundCaller:
             headers=[api_types_pb2.Header(name=k, value=v) for k, v in response.headers],
             body=response.body,
             latency=latency,
-            attempts=outcome.attempts,
-            from_cache=False,
+            attempts=attempts,
+            from_cache=from_cache,
             url=redact_url(response.url),
         )
+
+    def _answer(self, outcome: _Outcome) -> tuple[HttpResponse, int]:
+        if outcome.response is None:
+            assert outcome.error is not None
+            raise outcome.error
+        return outcome.response, outcome.attempts
+
+    async def _upstream(self, call: _Call, safe: bool, span: trace.Span) -> _Outcome:
+        """The upstream exchange with its guards and retries, recorded and counted."""
+        started_wall = timestamp_pb2.Timestamp()
+        started_wall.GetCurrentTime()
+        started = time.perf_counter()
+        self.calls += 1
+        outcome = await self._attempts(
+            call.target, call.request, call.host, call.deadline, safe, call.stats, span
+        )
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        span.set_attribute("paca.attempts", outcome.attempts)
+        success = self._record(call.target, call.request, started_wall, elapsed_ms, outcome)
+        call.stats.record_call(success=success, attempts=outcome.attempts, latency_ms=elapsed_ms)
+        if outcome.response is None:
+            self.failures += 1
+        return outcome
+
+    async def _through_cache(
+        self, call: _Call, policy: api_types_pb2.CachePolicy, safe: bool, span: trace.Span
+    ) -> tuple[HttpResponse, int, bool]:
+        """Answer from the cache, or make (or join) the one upstream request for this key."""
+        cache = self.cache
+        assert cache is not None
+        key = cache.key(call.request, policy)
+        entry = await cache.lookup(key, call.request)
+        if entry is not None and entry.is_fresh(cache.now()):
+            call.stats.cache_hits += 1
+            span.set_attribute("paca.cache", "hit")
+            return entry.response, 0, True
+        (response, attempts, from_cache), shared = await cache.coalesce(
+            key, lambda: self._fill(key, entry, call, policy, safe, span)
+        )
+        if shared:
+            call.stats.cache_hits += 1
+            span.set_attribute("paca.cache", "coalesced")
+            return response, 0, True
+        if from_cache:
+            call.stats.cache_hits += 1
+        else:
+            call.stats.cache_misses += 1
+        return response, attempts, from_cache
+
+    async def _fill(
+        self,
+        key: str,
+        entry: CacheEntry | None,
+        call: _Call,
+        policy: api_types_pb2.CachePolicy,
+        safe: bool,
+        span: trace.Span,
+    ) -> tuple[HttpResponse, int, bool]:
+        """One upstream request for a cache key: revalidate, refresh or fall back to stale."""
+        cache = self.cache
+        assert cache is not None
+        validators = entry.conditional_headers() if entry is not None else []
+        sent = call
+        if validators:
+            request = dataclasses.replace(call.request, headers=call.request.headers + validators)
+            sent = dataclasses.replace(call, request=request)
+        outcome = await self._upstream(sent, safe, span)
+        response = outcome.response
+        failed = response is None or response.status in ERROR_STATUSES
+        if failed and entry is not None and entry.usable_on_error(cache.now()):
+            span.set_attribute("paca.cache", "stale")
+            return entry.response, outcome.attempts, True
+        response, attempts = self._answer(outcome)
+        if response.status == 304 and entry is not None and validators:
+            span.set_attribute("paca.cache", "revalidated")
+            fresh = await cache.revalidated(key, call.request, entry, response, policy)
+            return fresh, attempts, True
+        span.set_attribute("paca.cache", "miss")
+        await cache.store_response(key, call.request, response, policy)
+        return response, attempts, False
 
     async def _attempts(
         self,
@@ -183,7 +286,7 @@ class OutboundCaller:
                 outcome.attempts += 1
                 if isinstance(attempt, UpstreamError):
                     outcome.response, outcome.error = None, attempt
-                    retryable, retry_after = True, None
+                    retryable, retry_after = attempt.retryable, None
                 else:
                     outcome.response, outcome.error = attempt, None
                     retryable = strategy.retryable_status(attempt.status)
@@ -266,7 +369,8 @@ class OutboundCaller:
                     raise
                 finally:
                     ATTEMPT.reset(token)
-            failed = isinstance(result, UpstreamError) or result.status >= 500
+            # A refused address or an oversize body says nothing about the upstream's health.
+            failed = result.retryable if isinstance(result, UpstreamError) else result.status >= 500
             for breaker, ticket in admitted:
                 breaker.record(ticket, failed=failed)
             return result

@@ -5,6 +5,9 @@
     ├── InvalidCall           INVALID_ARGUMENT   names the field (paca_runtime.InvalidArgument)
     ├── RateLimited           RESOURCE_EXHAUSTED + RetryInfo   over a rate or concurrency limit
     └── UpstreamError         no usable upstream response
+        ├── ForbiddenTarget       PERMISSION_DENIED + ErrorInfo   the address is in a network
+        │                             api_service may not call (not retried)
+        ├── ResponseTooLarge      RESOURCE_EXHAUSTED  the body passed the size limit (not retried)
         ├── UpstreamTimeout       DEADLINE_EXCEEDED  (also a TimeoutError)
         └── UpstreamUnavailable   UNAVAILABLE        connection refused, reset, DNS, TLS
             └── CircuitOpen           + RetryInfo    the breaker of the endpoint or host is open
@@ -40,6 +43,41 @@ class InvalidCall(ApiError, InvalidArgument):
 
 class UpstreamError(ApiError):
     """No usable response came from the upstream."""
+
+    # Worth another attempt, and a sign of an unhealthy upstream for the breakers.
+    retryable = True
+
+
+class ForbiddenTarget(UpstreamError):
+    """The target address is outside the networks api_service may call.
+
+    PERMISSION_DENIED rather than INVALID_ARGUMENT: the URL is well formed, and whether it is
+    refused depends on this deployment's policy and on what its name resolves to right now.
+    """
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    retryable = False
+
+    def __init__(self, host: str) -> None:
+        super().__init__(f"url: {host} is in a network api_service may not call")
+        self.host = host
+
+    def details(self) -> Sequence[Message]:
+        return (
+            error_details_pb2.ErrorInfo(
+                reason="FORBIDDEN_NETWORK", domain="api.paca", metadata={"field": "url"}
+            ),
+        )
+
+
+class ResponseTooLarge(UpstreamError):
+    """The upstream's body is larger than api_service returns (gRPC's own code for size)."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    retryable = False
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(f"upstream response is larger than {max_bytes} bytes")
 
 
 class UpstreamTimeout(UpstreamError, TimeoutError):

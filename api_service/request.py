@@ -97,6 +97,13 @@ def build(
             headers.append(("Content-Type", "application/json"))
     elif request.WhichOneof("body") == "raw_body":
         body = request.raw_body
+    if urlsplit(target.url).password is not None and "authorization" in overridden | {
+        k.lower() for k, _ in target.headers
+    }:
+        # aiohttp would refuse the pair deep in the send; say which field is at fault first.
+        raise InvalidCall(
+            "headers", "an Authorization header cannot be combined with a URL's password"
+        )
     if request.idempotency_key:
         headers.append(("Idempotency-Key", request.idempotency_key))
     url = target.url

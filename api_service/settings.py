@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from api_service.safety import LOOPBACK, parse_networks
 from paca_runtime.settings import RuntimeSettings, SettingsError, SettingsSource
 
 LISTEN: Final = "PACA_API_LISTEN"
@@ -28,6 +29,9 @@ HOST_BREAKER_WINDOW: Final = "PACA_API_HOST_BREAKER_WINDOW_S"
 HOST_BREAKER_OPEN: Final = "PACA_API_HOST_BREAKER_OPEN_S"
 REDIS_URL: Final = "PACA_API_REDIS_URL"
 REDIS_TIMEOUT: Final = "PACA_API_REDIS_TIMEOUT_S"
+CACHE_MAX_BYTES: Final = "PACA_API_CACHE_MAX_BYTES"
+ALLOWED_NETWORKS: Final = "PACA_API_ALLOWED_NETWORKS"
+MAX_RESPONSE_BYTES: Final = "PACA_API_MAX_RESPONSE_BYTES"
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,10 +137,28 @@ class ApiSettings:
     calllog: CallLogSettings = CallLogSettings()
     reuse_port: bool = False
     resilience: ResilienceSettings = ResilienceSettings()
+    # Bytes of cached responses (bodies and headers) held in memory at most; 0 disables caching.
+    cache_max_bytes: int = 64 * 1024 * 1024
+    # Non-public networks calls may reach (comma-separated CIDRs); public addresses always may.
+    # Loopback by default, so the embedded stack can call its own monitor; a deployment that
+    # does not need it sets an empty value.
+    allowed_networks: str = LOOPBACK
+    # Longest upstream body returned; the default leaves room under gRPC's 4 MiB message limit.
+    max_response_bytes: int = 4 * 1024 * 1024 - 64 * 1024
 
     def __post_init__(self) -> None:
         if self.api_timeout_s <= 0:
             raise SettingsError(f'"{API_TIMEOUT}" must be > 0, got {self.api_timeout_s}')
+        try:
+            parse_networks(self.allowed_networks)
+        except ValueError as exc:
+            raise SettingsError(f'"{ALLOWED_NETWORKS}": {exc}') from None
+        if self.max_response_bytes < 1:
+            raise SettingsError(
+                f'"{MAX_RESPONSE_BYTES}" must be >= 1, got {self.max_response_bytes}'
+            )
+        if self.cache_max_bytes < 0:
+            raise SettingsError(f'"{CACHE_MAX_BYTES}" must be >= 0, got {self.cache_max_bytes}')
 
     @classmethod
     def from_source(cls, source: SettingsSource, runtime: RuntimeSettings) -> ApiSettings:
@@ -153,4 +175,9 @@ class ApiSettings:
             ),
             reuse_port=source.flag(REUSE_PORT, False),
             resilience=ResilienceSettings.from_source(source),
+            cache_max_bytes=source.integer(CACHE_MAX_BYTES, 64 * 1024 * 1024, minimum=0),
+            allowed_networks=source.text(ALLOWED_NETWORKS, LOOPBACK),
+            max_response_bytes=source.integer(
+                MAX_RESPONSE_BYTES, 4 * 1024 * 1024 - 64 * 1024, minimum=1
+            ),
         )

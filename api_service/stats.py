@@ -34,6 +34,10 @@ class TargetStats:
     # Decisions of a global (Redis) limit taken by the local bucket because Redis could not say.
     limiter_degraded: int = 0
     breaker_rejections: int = 0
+    # Calls answered from the cache (fresh, revalidated, stale on error, coalesced) and those
+    # of a cached endpoint that needed an upstream body.
+    cache_hits: int = 0
+    cache_misses: int = 0
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
 
     def record_call(self, *, success: bool, attempts: int, latency_ms: float) -> None:
@@ -41,6 +45,11 @@ class TargetStats:
         self.successes += success
         self.attempts += attempts
         self.latencies_ms.append(latency_ms)
+
+    @property
+    def cache_hit_ratio(self) -> float:
+        lookups = self.cache_hits + self.cache_misses
+        return self.cache_hits / lookups if lookups else 0.0
 
     @property
     def success_rate(self) -> float:
@@ -111,4 +120,7 @@ def to_message(
         limiter_wait=_duration_ms(stats.limiter_wait_s * 1000),
         limiter_rejections=stats.limiter_rejections,
         limiter_degraded=stats.limiter_degraded,
+        cache_hits=stats.cache_hits,
+        cache_misses=stats.cache_misses,
+        cache_hit_ratio=stats.cache_hit_ratio,
     )

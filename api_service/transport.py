@@ -1,7 +1,9 @@
 """The HTTP transport: one aiohttp session per process, traced, with secrets kept out of spans.
 
 A session owns a connection pool; opening one per call would pay a TCP (and TLS) handshake each
-time, so the transport opens it once and every call shares it.
+time, so the transport opens it once and every call shares it. Every address it connects to
+passes the ``NetworkPolicy`` (see ``api_service.safety``), and a body is read only up to
+``max_response_bytes``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,20 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.aiohttp_client import create_trace_config
 from yarl import URL
 
-from api_service.errors import InvalidCall, UpstreamTimeout, UpstreamUnavailable
+from api_service.errors import (
+    ForbiddenTarget,
+    InvalidCall,
+    ResponseTooLarge,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from api_service.safety import (
+    LOOPBACK,
+    BlockedAddress,
+    GuardedResolver,
+    NetworkPolicy,
+    parse_networks,
+)
 from paca_runtime.redact import redact_url
 
 USER_AGENT = "paca-api-service/0.1"
@@ -62,10 +77,20 @@ class HttpTransport:
 
     Args:
         max_connections: Open connections at most, over all hosts.
+        network_policy: Addresses that may be called (default: public ones and loopback).
+        max_response_bytes: Longer bodies fail the call with ResponseTooLarge.
     """
 
-    def __init__(self, max_connections: int = 512) -> None:
+    def __init__(
+        self,
+        max_connections: int = 512,
+        *,
+        network_policy: NetworkPolicy | None = None,
+        max_response_bytes: int = 4 * 1024 * 1024,
+    ) -> None:
         self.max_connections = max_connections
+        self.network_policy = network_policy or NetworkPolicy(parse_networks(LOOPBACK))
+        self.max_response_bytes = max_response_bytes
         self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
@@ -75,7 +100,12 @@ class HttpTransport:
     async def open(self) -> None:
         if self._session is not None:
             return
-        connector = aiohttp.TCPConnector(limit=self.max_connections, ttl_dns_cache=60)
+        connector = aiohttp.TCPConnector(
+            limit=self.max_connections,
+            ttl_dns_cache=60,
+            resolver=GuardedResolver(self.network_policy),
+            socket_factory=self.network_policy.socket_factory,
+        )
         self._session = aiohttp.ClientSession(
             connector=connector,
             headers={"User-Agent": USER_AGENT},
@@ -106,7 +136,7 @@ class HttpTransport:
                 data=request.body,
                 timeout=aiohttp.ClientTimeout(total=request.timeout_s),
             ) as response:
-                body = await response.read()
+                body = await self._read(response)
                 return HttpResponse(
                     status=response.status,
                     headers=list(response.headers.items()),
@@ -117,7 +147,25 @@ class HttpTransport:
             raise UpstreamTimeout(
                 f"upstream did not answer within {request.timeout_s:.3g} s"
             ) from None
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, BlockedAddress):
+                raise ForbiddenTarget(exc.host) from None
+            raise UpstreamUnavailable(f"upstream unreachable: {type(exc).__name__}: {exc}") from exc
         except aiohttp.InvalidURL as exc:
             raise InvalidCall("url", f"malformed URL: {exc}") from None
         except (aiohttp.ClientError, OSError) as exc:
             raise UpstreamUnavailable(f"upstream unreachable: {type(exc).__name__}: {exc}") from exc
+
+    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+        """The whole body, or ResponseTooLarge as soon as it passes the limit."""
+        limit = self.max_response_bytes
+        if response.content_length is not None and response.content_length > limit:
+            raise ResponseTooLarge(limit)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > limit:
+                raise ResponseTooLarge(limit)
+            chunks.append(chunk)
+        return b"".join(chunks)

@@ -6,7 +6,10 @@ In one run against the same local upstream (its own process), at one concurrency
 (b) a bare grpc.aio forwarder (its own process): Call -> one shared aiohttp session -> reply,
     with no registry, policies, tracing or call log: the floor for any Python gRPC proxy;
 (c) api_service (its own process) with its default policies (retries, host breaker, retry
-    budget, stats) and its call log written through db_service (also its own process).
+    budget, stats) and its call log written through db_service (also its own process);
+(d) a bare grpc.aio echo (its own process): Call -> a fixed reply, the floor of any answer
+    that needs no upstream;
+(e) api_service answering from its cache (an endpoint with a one-hour cache TTL).
 
     .venv/bin/python bench/api_call.py [--seconds 10] [--concurrency 64]
 """
@@ -25,7 +28,7 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 import grpc
-from paca.api.v1 import api_service_pb2, api_service_pb2_grpc
+from paca.api.v1 import api_service_pb2, api_service_pb2_grpc, api_types_pb2
 
 from paca_runtime.stack import ServiceProcess
 
@@ -43,11 +46,14 @@ FORWARDER = """
 import asyncio, sys
 import aiohttp, grpc
 from paca.api.v1 import api_service_pb2, api_service_pb2_grpc
+ECHO = sys.argv[2:] == ["echo"]
 
 class Forwarder(api_service_pb2_grpc.ApiServiceServicer):
     def __init__(self, session):
         self.session = session
     async def Call(self, request, context):
+        if ECHO:
+            return api_service_pb2.CallResponse(status_code=200, body=b'{"ok": true}')
         async with self.session.get(request.url) as response:
             body = await response.read()
             return api_service_pb2.CallResponse(status_code=response.status, body=body)
@@ -108,11 +114,15 @@ async def measure(
 
 
 async def grpc_load(
-    address: str, url: str, seconds: float, concurrency: int
+    address: str,
+    url: str,
+    seconds: float,
+    concurrency: int,
+    request: api_service_pb2.CallRequest | None = None,
 ) -> tuple[float, float, float]:
     channels = [grpc.aio.insecure_channel(address) for _ in range(8)]
     stubs = [api_service_pb2_grpc.ApiServiceStub(c) for c in channels]
-    request = api_service_pb2.CallRequest(url=url, provider="bench")
+    request = request or api_service_pb2.CallRequest(url=url, provider="bench")
     turn = 0
 
     async def one() -> None:
@@ -128,10 +138,31 @@ async def grpc_load(
             await channel.close()
 
 
-def line(name: str, figures: tuple[float, float, float], base: float | None = None) -> str:
+def line(
+    name: str, figures: tuple[float, float, float], base: float | None = None, of: str = "(b)"
+) -> str:
     rate, p50, p99 = figures
-    ratio = f"   {rate / base:6.0%} of (b)" if base else ""
+    ratio = f"   {rate / base:6.0%} of {of}" if base else ""
     return f"{name:<34} {rate:8.0f} calls/s   p50 {p50:6.1f} ms   p99 {p99:6.1f} ms{ratio}"
+
+
+async def cache_hit_load(
+    address: str, url: str, options: argparse.Namespace
+) -> tuple[float, float, float]:
+    """Register a cached endpoint for ``url`` and load it: every call after the first is a hit."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        endpoint = api_types_pb2.Endpoint(
+            name="bench.cached",
+            provider="bench",
+            base_url=url,
+            cache=api_types_pb2.CachePolicy(enabled=True, override_upstream=True),
+        )
+        endpoint.cache.ttl.FromSeconds(3600)
+        await api_service_pb2_grpc.ApiServiceStub(channel).RegisterEndpoint(
+            api_service_pb2.RegisterEndpointRequest(endpoint=endpoint)
+        )
+    request = api_service_pb2.CallRequest(endpoint="bench.cached")
+    return await grpc_load(address, url, options.seconds, options.concurrency, request)
 
 
 async def main() -> None:
@@ -139,7 +170,8 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=64)
     options = parser.parse_args()
-    up_port, fwd_port = free_port(), free_port()
+    up_port, fwd_port, echo_port = free_port(), free_port(), free_port()
+    echo: asyncio.subprocess.Process | None = None
     upstream = await asyncio.create_subprocess_exec(sys.executable, "-c", UPSTREAM, str(up_port))
     forwarder = await asyncio.create_subprocess_exec(sys.executable, "-c", FORWARDER, str(fwd_port))
     url = f"http://127.0.0.1:{up_port}/ok"
@@ -178,13 +210,23 @@ async def main() -> None:
             try:
                 api_address = (await api.start())["grpc"]
                 figures = await grpc_load(api_address, url, options.seconds, options.concurrency)
+                print(line("(c) api_service, default policies", figures, forwarder_figures[0]))
+                cached = await cache_hit_load(api_address, url, options)
             finally:
                 await api.stop()
                 await db.stop()
-        print(line("(c) api_service, default policies", figures, forwarder_figures[0]))
+        echo = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", FORWARDER, str(echo_port), "echo"
+        )
+        await wait_for_port(echo_port)
+        echo_figures = await grpc_load(
+            f"127.0.0.1:{echo_port}", url, options.seconds, options.concurrency
+        )
+        print(line("(d) bare grpc.aio echo", echo_figures))
+        print(line("(e) api_service, cache hits", cached, echo_figures[0], "(d)"))
     finally:
-        for child in (forwarder, upstream):
-            if child.returncode is None:
+        for child in (forwarder, upstream, echo):
+            if child is not None and child.returncode is None:
                 child.terminate()
                 await child.wait()
 

@@ -8,6 +8,8 @@ from paca.db.v1 import db_service_pb2, db_service_pb2_grpc
 from paca.monitor.v1 import monitor_types_pb2
 
 from db_service.databases import Databases
+from db_service.events import SERVICE_NAME as EVENTS_SERVICE_NAME
+from db_service.events import EventStoreServicer
 from db_service.servicer import DbServicer
 from db_service.settings import DbSettings
 from paca_runtime import GrpcServer, MonitorReporter, RuntimeSettings, SettingsSource
@@ -36,6 +38,8 @@ class DbApp:
             SERVICE_NAME,
             lambda s: db_service_pb2_grpc.add_DbServiceServicer_to_server(self.servicer, s),
         )
+        self.events = EventStoreServicer(self.databases)
+        self.server.add_service(EVENTS_SERVICE_NAME, self.events.register)
         self.reporter: MonitorReporter | None = None
 
     def __repr__(self) -> str:
@@ -48,6 +52,8 @@ class DbApp:
     def figures(self) -> Iterator[monitor_types_pb2.Metric]:
         yield counter("api_calls_stored_total", self.servicer.api_calls_inserted)
         yield counter("api_calls_duplicate_total", self.servicer.api_calls_duplicates)
+        yield counter("webhook_events_stored_total", self.events.stored)
+        yield counter("webhook_events_duplicate_total", self.events.duplicates)
         for pool in (b.pool_stats() for b in self.databases):
             yield counter("db_queries_total", pool.queries, database=pool.database)
             yield counter("db_errors_total", pool.errors, database=pool.database)

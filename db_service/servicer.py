@@ -7,18 +7,24 @@ the engine stops work nobody waits for and the pooled connection survives.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import datetime as dt
 import logging
 from collections.abc import AsyncIterator
 
 import grpc
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 from grpc_status import rpc_status
 from paca.db.v1 import db_service_pb2, db_service_pb2_grpc
 
 from db_service import values
+from db_service.backends.base import ResultSet
+from db_service.builder import QueryBuilder, Statement
 from db_service.calllog import store_api_calls
 from db_service.databases import Databases
+from db_service.errors import BadStatement, MigrationError
+from db_service.migrations import APP_TABLE, Direction, MigrationManager, load_migrations
 from paca_runtime.auth import require_scope
 from paca_runtime.errors import InvalidArgument, StatusError, status_of, translate_errors
 
@@ -46,6 +52,18 @@ def statement_timeout(
     return min(limits) if limits else None
 
 
+_DIRECTIONS = {
+    Direction.UP: db_service_pb2.MIGRATION_DIRECTION_UP,
+    Direction.DOWN: db_service_pb2.MIGRATION_DIRECTION_DOWN,
+}
+
+
+def _timestamp(moment: dt.datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
 def _required_sql(sql: str) -> str:
     if not sql.strip():
         raise InvalidArgument("sql", "required")
@@ -59,6 +77,39 @@ class DbServicer(db_service_pb2_grpc.DbServiceServicer):
         self.max_rows = databases.settings.max_rows
         self.api_calls_inserted = 0
         self.api_calls_duplicates = 0
+        self._builders: dict[str, QueryBuilder] = {}
+
+    def builder(self, database: str) -> QueryBuilder:
+        """The query builder of a database (one per database, so its schema cache is shared)."""
+        backend = self.databases.get(database)
+        found = self._builders.get(backend.name)
+        if found is None or found.backend is not backend:
+            found = self._builders[backend.name] = QueryBuilder(backend)
+        return found
+
+    async def _run_built(
+        self,
+        builder: QueryBuilder,
+        statement: Statement,
+        *,
+        read_only: bool,
+        max_rows: int,
+        max_bytes: int,
+        timeout_s: float | None,
+    ) -> ResultSet:
+        try:
+            return await builder.backend.execute(
+                statement.sql,
+                statement.params,
+                read_only=read_only,
+                max_rows=max_rows,
+                max_bytes=max_bytes,
+                timeout_s=timeout_s,
+            )
+        except BadStatement:
+            # The schema may have changed under the cache (a dropped column): read it afresh.
+            builder.schema.invalidate()
+            raise
 
     @translate_errors
     async def Query(
@@ -162,6 +213,156 @@ class DbServicer(db_service_pb2_grpc.DbServiceServicer):
         except Exception:
             logger.exception("unhandled error in DbServicer.StreamQuery")
             await context.abort_with_status(rpc_status.to_status(status_of(RuntimeError())))
+
+    @translate_errors
+    async def Select(
+        self, request: db_service_pb2.SelectRequest, context: grpc.aio.ServicerContext
+    ) -> db_service_pb2.SelectResponse:
+        if not request.HasField("select"):
+            raise InvalidArgument("select", "required")
+        if request.max_rows < 0:
+            raise InvalidArgument("max_rows", "must be >= 0")
+        if request.max_bytes < 0:
+            raise InvalidArgument("max_bytes", "must be >= 0")
+        builder = self.builder(request.database)
+        statement = await builder.select(request.select)
+        result = await self._run_built(
+            builder,
+            statement,
+            read_only=True,
+            max_rows=min(request.max_rows or self.max_rows, self.max_rows),
+            max_bytes=min(request.max_bytes or self.settings.max_bytes, self.settings.max_bytes),
+            timeout_s=statement_timeout(request.timeout, request.HasField("timeout"), context),
+        )
+        return db_service_pb2.SelectResponse(
+            columns=result.columns, rows=result.rows, truncated=result.truncated
+        )
+
+    async def _write(
+        self,
+        builder: QueryBuilder,
+        statement: Statement,
+        timeout_s: float | None,
+    ) -> ResultSet:
+        result = await self._run_built(
+            builder,
+            statement,
+            read_only=False,
+            max_rows=self.max_rows,
+            max_bytes=self.settings.max_bytes,
+            timeout_s=timeout_s,
+        )
+        if statement.returning and result.rows_affected < 0 and not result.truncated:
+            # SQLite does not count rows of a statement that returns rows; RETURNING gives
+            # one row per row changed, so the count is known.
+            result.rows_affected = len(result.rows)
+        return result
+
+    @translate_errors
+    async def Insert(
+        self, request: db_service_pb2.InsertRequest, context: grpc.aio.ServicerContext
+    ) -> db_service_pb2.InsertResponse:
+        if not request.HasField("insert"):
+            raise InvalidArgument("insert", "required")
+        builder = self.builder(request.database)
+        statement = await builder.insert(request.insert)
+        result = await self._write(
+            builder,
+            statement,
+            statement_timeout(request.timeout, request.HasField("timeout"), context),
+        )
+        return db_service_pb2.InsertResponse(
+            rows_affected=result.rows_affected, columns=result.columns, rows=result.rows
+        )
+
+    @translate_errors
+    async def Update(
+        self, request: db_service_pb2.UpdateRequest, context: grpc.aio.ServicerContext
+    ) -> db_service_pb2.UpdateResponse:
+        if not request.HasField("update"):
+            raise InvalidArgument("update", "required")
+        builder = self.builder(request.database)
+        statement = await builder.update(request.update)
+        result = await self._write(
+            builder,
+            statement,
+            statement_timeout(request.timeout, request.HasField("timeout"), context),
+        )
+        return db_service_pb2.UpdateResponse(
+            rows_affected=result.rows_affected, columns=result.columns, rows=result.rows
+        )
+
+    @translate_errors
+    async def Delete(
+        self, request: db_service_pb2.DeleteRequest, context: grpc.aio.ServicerContext
+    ) -> db_service_pb2.DeleteResponse:
+        if not request.HasField("delete"):
+            raise InvalidArgument("delete", "required")
+        builder = self.builder(request.database)
+        statement = await builder.delete(request.delete)
+        result = await self._write(
+            builder,
+            statement,
+            statement_timeout(request.timeout, request.HasField("timeout"), context),
+        )
+        return db_service_pb2.DeleteResponse(
+            rows_affected=result.rows_affected, columns=result.columns, rows=result.rows
+        )
+
+    async def migrations(self, database: str) -> MigrationManager:
+        """The manager of a database's own migration set, read from its directory now (so new
+        files count without a restart; off the event loop, as it is file I/O)."""
+        backend = self.databases.get(database)
+        directory = self.settings.migration_directory(backend.name)
+        if directory is None:
+            raise MigrationError(
+                f"database {backend.name!r} has no migration set (PACA_MIGRATIONS)"
+            )
+        migrations = await asyncio.to_thread(load_migrations, directory)
+        return MigrationManager(backend, migrations, table=APP_TABLE)
+
+    @translate_errors
+    async def Migrate(
+        self, request: db_service_pb2.MigrateRequest, context: grpc.aio.ServicerContext
+    ) -> db_service_pb2.MigrateResponse:
+        target = request.target_version if request.HasField("target_version") else None
+        if target is not None and target < 0:
+            raise InvalidArgument("target_version", "must be >= 0")
+        manager = await self.migrations(request.database)
+        steps = await manager.apply(target, dry_run=request.dry_run)
+        applied = [s.version for s in await manager.status() if s.applied]
+        return db_service_pb2.MigrateResponse(
+            steps=[
+                db_service_pb2.MigrationStep(
+                    version=step.version,
+                    name=step.name,
+                    direction=_DIRECTIONS[step.direction],
+                    sql=step.sql,
+                )
+                for step in steps
+            ],
+            version=max(applied, default=0),
+        )
+
+    @translate_errors
+    async def GetMigrationStatus(
+        self, request: db_service_pb2.GetMigrationStatusRequest, context: grpc.aio.ServicerContext
+    ) -> db_service_pb2.GetMigrationStatusResponse:
+        states = await (await self.migrations(request.database)).status()
+        reply = db_service_pb2.GetMigrationStatusResponse(
+            current_version=max((s.version for s in states if s.applied), default=0)
+        )
+        for state in states:
+            item = reply.migrations.add(
+                version=state.version,
+                name=state.name,
+                applied=state.applied,
+                reversible=state.reversible,
+                drifted=state.drifted,
+            )
+            if state.applied_at is not None:
+                item.apply_time.CopyFrom(_timestamp(state.applied_at))
+        return reply
 
     @translate_errors
     async def RecordApiCalls(

@@ -21,6 +21,7 @@ STREAM_CHUNK_ROWS: Final = "PACA_DB_STREAM_CHUNK_ROWS"
 STREAM_CHUNK_BYTES: Final = "PACA_DB_STREAM_CHUNK_BYTES"
 CALLLOG_DATABASE: Final = "PACA_CALLLOG_DATABASE"
 REUSE_PORT: Final = "PACA_DB_REUSE_PORT"
+MIGRATIONS: Final = "PACA_MIGRATIONS"
 
 SCHEMES: Final = {
     "sqlite": "sqlite",
@@ -56,11 +57,22 @@ class DbSettings:
     stream_chunk_bytes: int = 1024 * 1024
     calllog_database: str = "main"
     reuse_port: bool = False
+    # (database name, directory of its migration set) pairs; see MigrationManager.
+    migrations: tuple[tuple[str, Path], ...] = ()
 
     def __post_init__(self) -> None:
         names = [db.name for db in self.databases]
         if len(set(names)) != len(names):
             raise SettingsError(f'"{DATABASES}": a database name appears twice: {names}')
+        seen: set[str] = set()
+        for name, directory in self.migrations:
+            if name not in names:
+                raise SettingsError(f'"{MIGRATIONS}" names database {name!r}, not one of {names}')
+            if name in seen:
+                raise SettingsError(f'"{MIGRATIONS}": database {name!r} appears twice')
+            seen.add(name)
+            if not directory.is_dir():
+                raise SettingsError(f'"{MIGRATIONS}": {directory} is not a directory')
         if self.calllog_database not in names:
             raise SettingsError(
                 f'"{CALLLOG_DATABASE}" names {self.calllog_database!r}, not one of {names}'
@@ -97,7 +109,22 @@ class DbSettings:
             stream_chunk_bytes=source.integer(STREAM_CHUNK_BYTES, 1024 * 1024, minimum=1),
             calllog_database=source.text(CALLLOG_DATABASE, "main"),
             reuse_port=source.flag(REUSE_PORT, False),
+            migrations=_migration_sets(source.text(MIGRATIONS, "")),
         )
+
+    def migration_directory(self, database: str) -> Path | None:
+        """The directory of ``database``'s migration set, or None when it has none."""
+        return dict(self.migrations).get(database)
+
+
+def _migration_sets(text: str) -> tuple[tuple[str, Path], ...]:
+    sets = []
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, directory = item.partition("=")
+        if not sep or not name.strip() or not directory.strip():
+            raise SettingsError(f'"{MIGRATIONS}" entries are database=directory, got {item!r}')
+        sets.append((name.strip(), Path(directory.strip())))
+    return tuple(sets)
 
 
 def _url(name: str, url: str) -> str:

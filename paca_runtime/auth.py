@@ -67,6 +67,13 @@ METHOD_SCOPES: dict[str, tuple[str, dict[str, str]]] = {
             },
         },
     ),
+    # Replaying a group's history re-sends events to every consumer: an admin's decision.
+    "/paca.api.v1.WebhookService/": (
+        "api.admin",
+        {rpc: "api.call" for rpc in ("Subscribe", "AckEvent", "ListDeadEvents", "GetWebhookStats")},
+    ),
+    # Only api_service calls it; every RPC changes delivery state or reads what it serves.
+    "/paca.db.v1.EventStoreService/": ("db.write", {}),
     "/paca.monitor.v1.MonitorService/": (
         "monitor.admin",
         {"GetStatus": "monitor.read", "WatchAlerts": "monitor.read", "Report": "monitor.report"},

@@ -113,6 +113,8 @@ class Backend(abc.ABC):
     """
 
     dialect: ClassVar[str]
+    # Statement kinds ("insert", "update", "delete") that take a RETURNING clause on this engine.
+    returning: frozenset[str] = frozenset({"insert", "update", "delete"})
 
     def __init__(self, name: str, url: str, *, pool_size: int, acquire_timeout_s: float) -> None:
         self.name = name

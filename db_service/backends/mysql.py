@@ -5,9 +5,8 @@ and return UTC, and DATETIME values are read as UTC like the other engines); a s
 read-only runs in ``START TRANSACTION READ ONLY`` so the engine itself refuses a write. Rows come
 through an unbuffered (server-side) cursor, so ``max_rows`` bounds what is held in memory.
 
-MySQL's wire protocol does not say that a column is BOOLEAN, JSON (MariaDB) or UUID (MariaDB);
-:class:`ColumnCatalog` answers that from ``information_schema`` once per table, so those values
-come back with the kind they were written with.
+Column typing (BOOLEAN, JSON and UUID columns the wire protocol does not name) lives in
+:mod:`db_service.backends.mysql_types`.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import re
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -23,8 +23,8 @@ from urllib.parse import unquote, urlsplit
 
 import aiomysql
 import pymysql
-from paca.db.v1 import db_types_pb2, values_pb2
-from pymysql.constants import ER, FIELD_TYPE
+from paca.db.v1 import db_types_pb2
+from pymysql.constants import ER
 
 from db_service import values
 from db_service.backends.base import (
@@ -34,6 +34,7 @@ from db_service.backends.base import (
     split_statements,
     stream_chunks,
 )
+from db_service.backends.mysql_types import ColumnCatalog, RowDecoder
 from db_service.errors import (
     BadStatement,
     ConstraintViolation,
@@ -48,7 +49,6 @@ from paca_runtime.redact import redact_url
 
 logger = logging.getLogger(__name__)
 
-ColumnType = values_pb2.ColumnType
 
 # Client-side error numbers (pymysql.constants.CR) that mean the server cannot be reached.
 _CONNECTION_LOST = {2003, 2006, 2013, 2055}
@@ -57,41 +57,6 @@ _TIMEOUT_CODES = {1969, 3024, ER.QUERY_INTERRUPTED}
 _DUPLICATE_CODES = {ER.DUP_ENTRY, ER.DUP_UNIQUE, ER.DUP_KEY}
 # Writing in a READ ONLY transaction.
 _READ_ONLY_CODES = {1792}
-
-_FIELD_TYPE_NAMES = {
-    value: name.lower() for name, value in vars(FIELD_TYPE).items() if name.isupper()
-}
-_PORTABLE = {
-    FIELD_TYPE.TINY: ColumnType.COLUMN_TYPE_INT64,
-    FIELD_TYPE.SHORT: ColumnType.COLUMN_TYPE_INT64,
-    FIELD_TYPE.INT24: ColumnType.COLUMN_TYPE_INT64,
-    FIELD_TYPE.LONG: ColumnType.COLUMN_TYPE_INT64,
-    FIELD_TYPE.LONGLONG: ColumnType.COLUMN_TYPE_INT64,
-    FIELD_TYPE.YEAR: ColumnType.COLUMN_TYPE_INT64,
-    FIELD_TYPE.FLOAT: ColumnType.COLUMN_TYPE_DOUBLE,
-    FIELD_TYPE.DOUBLE: ColumnType.COLUMN_TYPE_DOUBLE,
-    FIELD_TYPE.DECIMAL: ColumnType.COLUMN_TYPE_DECIMAL,
-    FIELD_TYPE.NEWDECIMAL: ColumnType.COLUMN_TYPE_DECIMAL,
-    FIELD_TYPE.DATE: ColumnType.COLUMN_TYPE_DATE,
-    FIELD_TYPE.NEWDATE: ColumnType.COLUMN_TYPE_DATE,
-    FIELD_TYPE.TIME: ColumnType.COLUMN_TYPE_TIME,
-    FIELD_TYPE.DATETIME: ColumnType.COLUMN_TYPE_TIMESTAMP,
-    FIELD_TYPE.TIMESTAMP: ColumnType.COLUMN_TYPE_TIMESTAMP,
-    FIELD_TYPE.JSON: ColumnType.COLUMN_TYPE_JSON,
-    FIELD_TYPE.BIT: ColumnType.COLUMN_TYPE_BYTES,
-}
-_STRINGS = {
-    FIELD_TYPE.VARCHAR,
-    FIELD_TYPE.VAR_STRING,
-    FIELD_TYPE.STRING,
-    FIELD_TYPE.TINY_BLOB,
-    FIELD_TYPE.MEDIUM_BLOB,
-    FIELD_TYPE.LONG_BLOB,
-    FIELD_TYPE.BLOB,
-    FIELD_TYPE.ENUM,
-    FIELD_TYPE.SET,
-}
-_BINARY_CHARSET = 63
 
 
 def connect_kwargs(url: str) -> dict[str, Any]:
@@ -167,115 +132,15 @@ class _BufferedCursor(_Cursor, aiomysql.Cursor):  # type: ignore[misc]
     """Buffered twin of :class:`_Cursor`, for small bookkeeping queries."""
 
 
-class ColumnCatalog:
-    """What ``information_schema`` says of a table's columns, read once per table and cached.
-
-    Keys are ``(schema, table)``; values map column name to ``(data_type, column_type, is_json)``.
-    A column not in the cached entry (the table changed) triggers one refresh.
-    """
-
-    def __init__(self, mariadb: bool) -> None:
-        self.mariadb = mariadb
-        self._tables: dict[tuple[str, str], dict[str, tuple[str, str, bool]]] = {}
-
-    def known(self, schema: str, table: str, column: str) -> tuple[str, str, bool] | None:
-        return self._tables.get((schema, table), {}).get(column)
-
-    def needs(self, fields: Sequence[Any]) -> set[tuple[str, str]]:
-        """Tables of ``fields`` whose columns are not cached yet."""
-        return {
-            (_text(f.db), f.org_table)
-            for f in fields
-            if f.org_table
-            and f.org_name
-            and self.known(_text(f.db), f.org_table, f.org_name) is None
-        }
-
-    async def load(self, conn: aiomysql.Connection, schema: str, table: str) -> None:
-        json_check = (
-            "EXISTS (SELECT 1 FROM information_schema.CHECK_CONSTRAINTS k"
-            " WHERE k.CONSTRAINT_SCHEMA = c.TABLE_SCHEMA AND k.TABLE_NAME = c.TABLE_NAME"
-            " AND k.CHECK_CLAUSE = CONCAT('json_valid(`', c.COLUMN_NAME, '`)'))"
-            if self.mariadb
-            else "c.DATA_TYPE = 'json'"
-        )
-        async with conn.cursor(_BufferedCursor) as cursor:
-            await cursor.execute(
-                f"SELECT c.COLUMN_NAME, c.DATA_TYPE, c.COLUMN_TYPE, {json_check}"
-                " FROM information_schema.COLUMNS c"
-                " WHERE c.TABLE_SCHEMA = %s AND c.TABLE_NAME = %s",
-                (schema, table),
-            )
-            rows = await cursor.fetchall()
-        self._tables[(schema, table)] = {
-            str(name): (str(data_type).lower(), str(column_type).lower(), bool(is_json))
-            for name, data_type, column_type, is_json in rows
-        }
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-class _Decoder:
-    """Turns one result's driver values into wire values, per column."""
-
-    def __init__(self, fields: Sequence[Any], catalog: ColumnCatalog) -> None:
-        self.columns: list[values_pb2.Column] = []
-        self._kinds: list[str] = []
-        for field in fields:
-            origin = (
-                catalog.known(_text(field.db), field.org_table, field.org_name)
-                if field.org_table
-                else None
-            )
-            kind, portable, db_type = _describe(field, origin)
-            self._kinds.append(kind)
-            self.columns.append(values_pb2.Column(name=field.name, type=portable, db_type=db_type))
-
-    def row(self, record: Sequence[Any]) -> values_pb2.Row:
-        encoded = [_encode(v, k) for v, k in zip(record, self._kinds, strict=True)]
-        return values_pb2.Row(values=encoded)
-
-
-def _describe(
-    field: Any, origin: tuple[str, str, bool] | None
-) -> tuple[str, values_pb2.ColumnType.ValueType, str]:
-    """(decoding kind, portable type, engine type name) of one result field."""
-    type_code = field.type_code
-    db_type = origin[1] if origin else _FIELD_TYPE_NAMES.get(type_code, str(type_code))
-    if origin and origin[2]:
-        return "json", ColumnType.COLUMN_TYPE_JSON, "json"
-    if origin and origin[0] == "uuid":
-        return "uuid", ColumnType.COLUMN_TYPE_UUID, db_type
-    if type_code == FIELD_TYPE.TINY and (
-        (origin and origin[1].startswith("tinyint(1)")) or (not origin and field.length == 1)
-    ):
-        return "bool", ColumnType.COLUMN_TYPE_BOOL, db_type
-    if type_code == FIELD_TYPE.JSON:
-        return "json", ColumnType.COLUMN_TYPE_JSON, db_type
-    if type_code in _STRINGS:
-        binary = field.charsetnr == _BINARY_CHARSET
-        portable = ColumnType.COLUMN_TYPE_BYTES if binary else ColumnType.COLUMN_TYPE_STRING
-        return "", portable, db_type
-    return "", _PORTABLE.get(type_code, ColumnType.COLUMN_TYPE_UNSPECIFIED), db_type
-
-
-def _encode(value: Any, kind: str) -> values_pb2.Value:
-    if value is None:
-        return values.encode(None)
-    if kind == "bool":
-        return values.encode(bool(value))
-    if kind == "json":
-        return values.encode(values.JsonText(value if isinstance(value, str) else value.decode()))
-    if kind == "uuid":
-        return values.encode(uuid.UUID(str(value)))
-    if isinstance(value, dt.timedelta):
-        # TIME comes back as a duration; a time of day when it is one, else MySQL's own text.
-        if dt.timedelta(0) <= value < dt.timedelta(days=1):
-            return values.encode((dt.datetime.min + value).time())
-        return values.encode(str(value))
-    return values.encode(value)
+def _returning(version: str) -> frozenset[str]:
+    """Statements with RETURNING: MariaDB has DELETE ... RETURNING since 10.0 and INSERT since
+    10.5, never UPDATE; MySQL has none."""
+    # Older MariaDB servers announce themselves as "5.5.5-10.4.1-MariaDB".
+    match = re.search(r"(\d+)\.(\d+)\.\d+-MariaDB", version, re.IGNORECASE)
+    if match is None:
+        return frozenset()
+    major, minor = int(match.group(1)), int(match.group(2))
+    return frozenset({"insert", "delete"} if (major, minor) >= (10, 5) else {"delete"})
 
 
 class MysqlBackend(Backend):
@@ -313,6 +178,7 @@ class MysqlBackend(Backend):
             raise DbUnavailable(f"{self.name}: cannot connect to {redact_url(self.url)}") from exc
         self.mariadb = "mariadb" in version.lower()
         self.catalog = ColumnCatalog(mariadb=self.mariadb)
+        self.returning = _returning(version)
 
     async def aclose(self) -> None:
         if self._pool is not None:
@@ -401,7 +267,8 @@ class MysqlBackend(Backend):
                             fetched = list(await cursor.fetchmany(max_rows + 1))
                             fields = list(cursor._result.fields)
                     for schema, table in self.catalog.needs(fields):
-                        await self.catalog.load(conn, schema, table)
+                        async with conn.cursor(_BufferedCursor) as catalog_cursor:
+                            await self.catalog.load(catalog_cursor, schema, table)
                 finally:
                     if read_only:
                         await conn.query("COMMIT")
@@ -410,7 +277,7 @@ class MysqlBackend(Backend):
             raise translate(exc) from exc
         if not fields:
             return ResultSet(rows_affected=affected)
-        decoder = _Decoder(fields, self.catalog)
+        decoder = RowDecoder(fields, self.catalog)
         rows, cut = limit_bytes([decoder.row(r) for r in fetched[:max_rows]], max_bytes)
         return ResultSet(
             columns=decoder.columns,
@@ -445,7 +312,7 @@ class MysqlBackend(Backend):
                         # This connection is busy with the unbuffered result: look the tables up
                         # on a connection of their own (once per table, then cached).
                         await self._load_catalog(missing)
-                    decoder = _Decoder(fields, self.catalog)
+                    decoder = RowDecoder(fields, self.catalog)
                     yield ResultSet(columns=decoder.columns)
                     if fields:
                         async for rows in stream_chunks(
@@ -466,7 +333,8 @@ class MysqlBackend(Backend):
         conn = await aiomysql.connect(**self._kwargs)
         try:
             for schema, table in tables:
-                await self.catalog.load(conn, schema, table)
+                async with conn.cursor(_BufferedCursor) as cursor:
+                    await self.catalog.load(cursor, schema, table)
         finally:
             conn.close()
 

@@ -7,7 +7,9 @@ the engine itself refuses a write.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -27,6 +29,8 @@ from db_service.errors import (
     engine_error,
 )
 from paca_runtime.redact import redact_url
+
+logger = logging.getLogger(__name__)
 
 ColumnType = values_pb2.ColumnType
 
@@ -112,6 +116,29 @@ async def _set_timeout(conn: asyncpg.Connection, timeout_s: float | None) -> Non
         await conn.execute(f"SET LOCAL statement_timeout = {max(1, int(timeout_s * 1000))}")
 
 
+@asynccontextmanager
+async def _transaction(
+    conn: asyncpg.Connection, *, read_only: bool, timeout_s: float | None
+) -> AsyncIterator[None]:
+    """A transaction whose BEGIN and statement timeout take one round trip, not two.
+
+    asyncpg's ``conn.transaction()`` sends BEGIN on its own; a small query spends most of its
+    time in round trips, so BEGIN and ``SET LOCAL statement_timeout`` go as one simple query.
+    Ends with COMMIT, or ROLLBACK on any error or cancellation.
+    """
+    begin = "BEGIN READ ONLY" if read_only else "BEGIN"
+    if timeout_s is not None:
+        begin += f"; SET LOCAL statement_timeout = {max(1, int(timeout_s * 1000))}"
+    await conn.execute(begin)
+    try:
+        yield
+    except BaseException:
+        if not conn.is_closed() and conn.is_in_transaction():
+            await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
+
+
 def _columns(attributes: Sequence[Any]) -> list[values_pb2.Column]:
     return [
         values_pb2.Column(name=a.name, type=_portable_type(a.type), db_type=a.type.name)
@@ -137,6 +164,51 @@ def _rows_affected(status: str | None) -> int:
     # "INSERT 0 3", "UPDATE 2", "SELECT 5": the count is the last word.
     last = (status or "").rpartition(" ")[2]
     return int(last) if last.isdigit() else -1
+
+
+# The server's answers when a cached statement no longer fits the schema or was deallocated
+# (DISCARD ALL / DEALLOCATE by a client): drop the cache and retry once.
+_STALE_STATEMENT = (
+    asyncpg.FeatureNotSupportedError,
+    asyncpg.InvalidSQLStatementNameError,
+    asyncpg.InvalidCachedStatementError,
+)
+
+
+class _Connection(asyncpg.Connection):  # type: ignore[misc]
+    """A pooled connection whose prepared statements come from asyncpg's statement cache.
+
+    The public ``prepare`` always prepares afresh (one round trip, a third of a small query's
+    time); asyncpg's cache, which ``fetch`` uses, serves prepared statements through the
+    parent class's ``_prepare``. A statement object is only valid while the connection is
+    acquired (asyncpg checks), so the cache keeps the server-side state, not the object.
+    """
+
+    async def prepared(self, sql: str) -> Any:
+        return await self._prepare(sql, use_cache=True)
+
+
+def _stale(exc: BaseException) -> bool:
+    if isinstance(exc, asyncpg.InvalidSQLStatementNameError | asyncpg.InvalidCachedStatementError):
+        return True
+    return isinstance(exc, asyncpg.FeatureNotSupportedError) and "cached plan" in str(exc)
+
+
+def _release_done(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("returning a connection to the pool failed: %r", task.exception())
+
+
+async def _release(conn_cm: Any) -> None:
+    """Give a connection back to the pool, even when the caller is cancelled meanwhile.
+
+    asyncpg's release resets the connection (a round trip); cancelled halfway it terminates
+    the connection instead, so a burst of cancelled calls would empty the pool. Shielded, the
+    reset finishes on its own and the caller's cancellation still goes through at once.
+    """
+    task = asyncio.ensure_future(conn_cm.__aexit__(None, None, None))
+    task.add_done_callback(_release_done)
+    await asyncio.shield(task)
 
 
 class _PgSession:
@@ -176,7 +248,11 @@ class PostgresBackend(Backend):
     async def open(self) -> None:
         try:
             self._pool = await asyncpg.create_pool(
-                self.url, min_size=1, max_size=self.pool_size, timeout=self.acquire_timeout_s
+                self.url,
+                min_size=1,
+                max_size=self.pool_size,
+                timeout=self.acquire_timeout_s,
+                connection_class=_Connection,
             )
         except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
             raise DbUnavailable(f"{self.name}: cannot connect to {redact_url(self.url)}") from exc
@@ -200,7 +276,7 @@ class PostgresBackend(Backend):
         try:
             yield conn
         finally:
-            await conn_cm.__aexit__(None, None, None)
+            await _release(conn_cm)
 
     async def execute(
         self,
@@ -214,17 +290,29 @@ class PostgresBackend(Backend):
     ) -> ResultSet:
         self.queries += 1
         try:
-            async with self._connection() as conn, conn.transaction(readonly=read_only):
-                await _set_timeout(conn, timeout_s)
-                statement = await conn.prepare(sql)
-                params = _bind(statement, params)
-                attributes = statement.get_attributes()
-                if not attributes:
-                    await statement.fetch(*params)
-                    return ResultSet(rows_affected=_rows_affected(statement.get_statusmsg()))
-                cursor = await statement.cursor(*params)
-                fetched = await cursor.fetch(max_rows + 1)
-                status = statement.get_statusmsg()
+            async with self._connection() as conn:
+                for attempt in (1, 2):
+                    try:
+                        async with _transaction(conn, read_only=read_only, timeout_s=timeout_s):
+                            statement = await conn.prepared(sql)
+                            bound = _bind(statement, params)
+                            attributes = statement.get_attributes()
+                            if not attributes:
+                                await statement.fetch(*bound)
+                                status = statement.get_statusmsg()
+                                return ResultSet(rows_affected=_rows_affected(status))
+                            # One round trip: bind and fetch at most max_rows + 1 rows.
+                            fetched = []
+                            async for record in statement.cursor(*bound, prefetch=max_rows + 1):
+                                fetched.append(record)
+                                if len(fetched) > max_rows:
+                                    break
+                            status = statement.get_statusmsg()
+                        break
+                    except _STALE_STATEMENT as exc:
+                        if attempt == 2 or not _stale(exc):
+                            raise
+                        await conn.reload_schema_state()
         except (asyncpg.PostgresError, *_UNAVAILABLE) as exc:
             self.errors += 1
             raise _translate(exc) from exc

@@ -212,6 +212,12 @@ class _SqliteSession:
 
 class SqliteBackend(Backend):
     dialect = "sqlite"
+    # RETURNING came with SQLite 3.35.
+    returning = (
+        frozenset({"insert", "update", "delete"})
+        if sqlite3.sqlite_version_info >= (3, 35)
+        else frozenset()
+    )
 
     def __init__(self, name: str, url: str, *, pool_size: int, acquire_timeout_s: float) -> None:
         super().__init__(name, url, pool_size=pool_size, acquire_timeout_s=acquire_timeout_s)

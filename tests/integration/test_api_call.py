@@ -160,6 +160,14 @@ async def test_successful_call_is_recorded_with_json_data_and_secrets_redacted(
             grpc.StatusCode.INVALID_ARGUMENT,
             "headers[0].value",
         ),
+        (
+            api_service_pb2.CallRequest(
+                url="http://user:pw@127.0.0.1:1/x",
+                headers=[api_types_pb2.Header(name="Authorization", value="Bearer t")],
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "headers",
+        ),
     ],
 )
 async def test_bad_call_input_is_invalid_argument_naming_the_field_and_not_recorded(

@@ -222,3 +222,14 @@ async def test_slow_reader_holds_back_the_server_side_cursor(tmp_path: Path) -> 
             await asyncio.sleep(0.2)  # no event marks "blocked on flow control": watch it settle
         assert streamed < 100_000, streamed  # 500 MB of rows were not read ahead
         call.cancel()
+
+
+async def test_a_query_prepared_before_a_schema_change_sees_the_new_columns(
+    served: Served,
+) -> None:
+    stub = served.stub
+    await stub.Execute(db_service_pb2.ExecuteRequest(sql="CREATE TABLE s (a INTEGER)"))
+    query = db_service_pb2.QueryRequest(sql="SELECT * FROM s", read_only=True)
+    assert [c.name for c in (await stub.Query(query)).columns] == ["a"]
+    await stub.Execute(db_service_pb2.ExecuteRequest(sql="ALTER TABLE s ADD COLUMN b INTEGER"))
+    assert [c.name for c in (await stub.Query(query)).columns] == ["a", "b"]

@@ -228,9 +228,12 @@ type CallResponse struct {
 	Body       []byte                 `protobuf:"bytes,3,opt,name=body,proto3" json:"body,omitempty"`
 	// Time from the start of the call to the end of the last attempt.
 	Latency *durationpb.Duration `protobuf:"bytes,4,opt,name=latency,proto3" json:"latency,omitempty"`
-	// HTTP attempts made (1 without retries; 0 when served from the cache).
-	Attempts  int32 `protobuf:"varint,5,opt,name=attempts,proto3" json:"attempts,omitempty"`
-	FromCache bool  `protobuf:"varint,6,opt,name=from_cache,json=fromCache,proto3" json:"from_cache,omitempty"`
+	// HTTP attempts made (1 without retries; 0 when served from the cache without an upstream
+	// request).
+	Attempts int32 `protobuf:"varint,5,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	// The body came from the cache: a fresh entry, one revalidated with 304, a stale one served
+	// because the upstream failed, or another identical call's response.
+	FromCache bool `protobuf:"varint,6,opt,name=from_cache,json=fromCache,proto3" json:"from_cache,omitempty"`
 	// The URL of the final response (after redirects), without secrets.
 	Url           string `protobuf:"bytes,7,opt,name=url,proto3" json:"url,omitempty"`
 	unknownFields protoimpl.UnknownFields

@@ -37,7 +37,10 @@ const (
 // mean no usable response: INVALID_ARGUMENT (bad request, google.rpc.BadRequest names the field),
 // NOT_FOUND (unknown endpoint), DEADLINE_EXCEEDED (the upstream took too long),
 // UNAVAILABLE (the upstream could not be reached), RESOURCE_EXHAUSTED (rate limited, with
-// google.rpc.RetryInfo). Every call is recorded in the call log.
+// google.rpc.RetryInfo), PERMISSION_DENIED (the target address is in a network api_service may
+// not call, google.rpc.ErrorInfo reason FORBIDDEN_NETWORK names the field `url`).
+// Every call that reaches the upstream is recorded in the call log; calls answered from the
+// cache without an upstream request are counted in GetStats instead.
 type ApiServiceClient interface {
 	// Makes one HTTP call to a registered endpoint or an absolute URL.
 	Call(ctx context.Context, in *CallRequest, opts ...grpc.CallOption) (*CallResponse, error)
@@ -132,7 +135,10 @@ func (c *apiServiceClient) GetStats(ctx context.Context, in *GetStatsRequest, op
 // mean no usable response: INVALID_ARGUMENT (bad request, google.rpc.BadRequest names the field),
 // NOT_FOUND (unknown endpoint), DEADLINE_EXCEEDED (the upstream took too long),
 // UNAVAILABLE (the upstream could not be reached), RESOURCE_EXHAUSTED (rate limited, with
-// google.rpc.RetryInfo). Every call is recorded in the call log.
+// google.rpc.RetryInfo), PERMISSION_DENIED (the target address is in a network api_service may
+// not call, google.rpc.ErrorInfo reason FORBIDDEN_NETWORK names the field `url`).
+// Every call that reaches the upstream is recorded in the call log; calls answered from the
+// cache without an upstream request are counted in GetStats instead.
 type ApiServiceServer interface {
 	// Makes one HTTP call to a registered endpoint or an absolute URL.
 	Call(context.Context, *CallRequest) (*CallResponse, error)

@@ -720,14 +720,24 @@ func (x *RateLimitPolicy) GetMaxConcurrency() int32 {
 	return 0
 }
 
-// Response caching of an endpoint (GET and HEAD only).
+// Response caching of an endpoint (GET and HEAD only). The upstream's Cache-Control
+// (no-store, no-cache, max-age, s-maxage, must-revalidate, stale-if-error) and Expires are
+// honoured; a stale entry with an ETag or Last-Modified is revalidated with a conditional
+// request. Concurrent identical requests of a cached endpoint share one upstream request.
 type CachePolicy struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Enabled bool                   `protobuf:"varint,1,opt,name=enabled,proto3" json:"enabled,omitempty"`
-	// Time to live when the upstream gives no Cache-Control max-age.
+	// Time to live when the upstream gives neither Cache-Control max-age nor Expires.
 	Ttl *durationpb.Duration `protobuf:"bytes,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
-	// Request headers that are part of the cache key besides method and URL.
-	VaryHeaders   []string `protobuf:"bytes,3,rep,name=vary_headers,json=varyHeaders,proto3" json:"vary_headers,omitempty"`
+	// Request headers that are part of the cache key besides method and URL (Authorization
+	// always is, as a digest).
+	VaryHeaders []string `protobuf:"bytes,3,rep,name=vary_headers,json=varyHeaders,proto3" json:"vary_headers,omitempty"`
+	// Use `ttl` whatever the upstream's max-age, Expires or no-cache say (no-store is still
+	// honoured).
+	OverrideUpstream bool `protobuf:"varint,4,opt,name=override_upstream,json=overrideUpstream,proto3" json:"override_upstream,omitempty"`
+	// How long past its freshness an entry may still be served when the upstream fails (no
+	// reply, or 500, 502, 503, 504); the upstream's own stale-if-error extends it.
+	StaleIfError  *durationpb.Duration `protobuf:"bytes,5,opt,name=stale_if_error,json=staleIfError,proto3" json:"stale_if_error,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -779,6 +789,20 @@ func (x *CachePolicy) GetTtl() *durationpb.Duration {
 func (x *CachePolicy) GetVaryHeaders() []string {
 	if x != nil {
 		return x.VaryHeaders
+	}
+	return nil
+}
+
+func (x *CachePolicy) GetOverrideUpstream() bool {
+	if x != nil {
+		return x.OverrideUpstream
+	}
+	return false
+}
+
+func (x *CachePolicy) GetStaleIfError() *durationpb.Duration {
+	if x != nil {
+		return x.StaleIfError
 	}
 	return nil
 }
@@ -1049,8 +1073,15 @@ type CallStats struct {
 	LimiterRejections int64 `protobuf:"varint,15,opt,name=limiter_rejections,json=limiterRejections,proto3" json:"limiter_rejections,omitempty"`
 	// Global rate-limit decisions taken by the local bucket because Redis could not answer.
 	LimiterDegraded int64 `protobuf:"varint,16,opt,name=limiter_degraded,json=limiterDegraded,proto3" json:"limiter_degraded,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Calls answered from the cache: fresh entries, entries revalidated with 304, stale entries
+	// served on an upstream error, and calls that shared another call's upstream request.
+	CacheHits int64 `protobuf:"varint,17,opt,name=cache_hits,json=cacheHits,proto3" json:"cache_hits,omitempty"`
+	// Cacheable calls that needed an upstream response body.
+	CacheMisses int64 `protobuf:"varint,18,opt,name=cache_misses,json=cacheMisses,proto3" json:"cache_misses,omitempty"`
+	// cache_hits / (cache_hits + cache_misses); 0 when the target has no cache.
+	CacheHitRatio float64 `protobuf:"fixed64,19,opt,name=cache_hit_ratio,json=cacheHitRatio,proto3" json:"cache_hit_ratio,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CallStats) Reset() {
@@ -1195,6 +1226,27 @@ func (x *CallStats) GetLimiterDegraded() int64 {
 	return 0
 }
 
+func (x *CallStats) GetCacheHits() int64 {
+	if x != nil {
+		return x.CacheHits
+	}
+	return 0
+}
+
+func (x *CallStats) GetCacheMisses() int64 {
+	if x != nil {
+		return x.CacheMisses
+	}
+	return 0
+}
+
+func (x *CallStats) GetCacheHitRatio() float64 {
+	if x != nil {
+		return x.CacheHitRatio
+	}
+	return 0
+}
+
 // A webhook received by api_service, as delivered to subscribers.
 type WebhookEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1322,11 +1374,13 @@ const file_paca_api_v1_api_types_proto_rawDesc = "" +
 	"\x05burst\x18\x02 \x01(\x05R\x05burst\x121\n" +
 	"\x05scope\x18\x03 \x01(\x0e2\x1b.paca.api.v1.RateLimitScopeR\x05scope\x12\x12\n" +
 	"\x04wait\x18\x04 \x01(\bR\x04wait\x12'\n" +
-	"\x0fmax_concurrency\x18\x05 \x01(\x05R\x0emaxConcurrency\"w\n" +
+	"\x0fmax_concurrency\x18\x05 \x01(\x05R\x0emaxConcurrency\"\xe5\x01\n" +
 	"\vCachePolicy\x12\x18\n" +
 	"\aenabled\x18\x01 \x01(\bR\aenabled\x12+\n" +
 	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12!\n" +
-	"\fvary_headers\x18\x03 \x03(\tR\vvaryHeaders\"\xa2\x01\n" +
+	"\fvary_headers\x18\x03 \x03(\tR\vvaryHeaders\x12+\n" +
+	"\x11override_upstream\x18\x04 \x01(\bR\x10overrideUpstream\x12?\n" +
+	"\x0estale_if_error\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\fstaleIfError\"\xa2\x01\n" +
 	"\n" +
 	"AuthPolicy\x127\n" +
 	"\tplacement\x18\x01 \x01(\x0e2\x19.paca.api.v1.KeyPlacementR\tplacement\x12%\n" +
@@ -1352,7 +1406,7 @@ const file_paca_api_v1_api_types_proto_rawDesc = "" +
 	"\vcreate_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\xdb\x05\n" +
+	"updateTime\"\xc5\x06\n" +
 	"\tCallStats\x12\x1a\n" +
 	"\bendpoint\x18\x01 \x01(\tR\bendpoint\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x14\n" +
@@ -1373,7 +1427,11 @@ const file_paca_api_v1_api_types_proto_rawDesc = "" +
 	"\rlimiter_waits\x18\r \x01(\x03R\flimiterWaits\x12<\n" +
 	"\flimiter_wait\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\vlimiterWait\x12-\n" +
 	"\x12limiter_rejections\x18\x0f \x01(\x03R\x11limiterRejections\x12)\n" +
-	"\x10limiter_degraded\x18\x10 \x01(\x03R\x0flimiterDegraded\"\xeb\x01\n" +
+	"\x10limiter_degraded\x18\x10 \x01(\x03R\x0flimiterDegraded\x12\x1d\n" +
+	"\n" +
+	"cache_hits\x18\x11 \x01(\x03R\tcacheHits\x12!\n" +
+	"\fcache_misses\x18\x12 \x01(\x03R\vcacheMisses\x12&\n" +
+	"\x0fcache_hit_ratio\x18\x13 \x01(\x01R\rcacheHitRatio\"\xeb\x01\n" +
 	"\fWebhookEvent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12\x1d\n" +
@@ -1458,31 +1516,32 @@ var file_paca_api_v1_api_types_proto_depIdxs = []int32{
 	16, // 3: paca.api.v1.CircuitBreakerPolicy.open_duration:type_name -> google.protobuf.Duration
 	2,  // 4: paca.api.v1.RateLimitPolicy.scope:type_name -> paca.api.v1.RateLimitScope
 	16, // 5: paca.api.v1.CachePolicy.ttl:type_name -> google.protobuf.Duration
-	3,  // 6: paca.api.v1.AuthPolicy.placement:type_name -> paca.api.v1.KeyPlacement
-	4,  // 7: paca.api.v1.AuthPolicy.strategy:type_name -> paca.api.v1.KeyStrategy
-	0,  // 8: paca.api.v1.Endpoint.method:type_name -> paca.api.v1.HttpMethod
-	6,  // 9: paca.api.v1.Endpoint.default_headers:type_name -> paca.api.v1.Header
-	16, // 10: paca.api.v1.Endpoint.timeout:type_name -> google.protobuf.Duration
-	1,  // 11: paca.api.v1.Endpoint.kind:type_name -> paca.api.v1.EndpointKind
-	8,  // 12: paca.api.v1.Endpoint.retry:type_name -> paca.api.v1.RetryPolicy
-	9,  // 13: paca.api.v1.Endpoint.circuit_breaker:type_name -> paca.api.v1.CircuitBreakerPolicy
-	10, // 14: paca.api.v1.Endpoint.rate_limit:type_name -> paca.api.v1.RateLimitPolicy
-	11, // 15: paca.api.v1.Endpoint.cache:type_name -> paca.api.v1.CachePolicy
-	12, // 16: paca.api.v1.Endpoint.auth:type_name -> paca.api.v1.AuthPolicy
-	17, // 17: paca.api.v1.Endpoint.create_time:type_name -> google.protobuf.Timestamp
-	17, // 18: paca.api.v1.Endpoint.update_time:type_name -> google.protobuf.Timestamp
-	16, // 19: paca.api.v1.CallStats.latency_p50:type_name -> google.protobuf.Duration
-	16, // 20: paca.api.v1.CallStats.latency_p95:type_name -> google.protobuf.Duration
-	16, // 21: paca.api.v1.CallStats.latency_p99:type_name -> google.protobuf.Duration
-	5,  // 22: paca.api.v1.CallStats.endpoint_circuit:type_name -> paca.api.v1.CircuitState
-	5,  // 23: paca.api.v1.CallStats.host_circuit:type_name -> paca.api.v1.CircuitState
-	16, // 24: paca.api.v1.CallStats.limiter_wait:type_name -> google.protobuf.Duration
-	17, // 25: paca.api.v1.WebhookEvent.receive_time:type_name -> google.protobuf.Timestamp
-	26, // [26:26] is the sub-list for method output_type
-	26, // [26:26] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	16, // 6: paca.api.v1.CachePolicy.stale_if_error:type_name -> google.protobuf.Duration
+	3,  // 7: paca.api.v1.AuthPolicy.placement:type_name -> paca.api.v1.KeyPlacement
+	4,  // 8: paca.api.v1.AuthPolicy.strategy:type_name -> paca.api.v1.KeyStrategy
+	0,  // 9: paca.api.v1.Endpoint.method:type_name -> paca.api.v1.HttpMethod
+	6,  // 10: paca.api.v1.Endpoint.default_headers:type_name -> paca.api.v1.Header
+	16, // 11: paca.api.v1.Endpoint.timeout:type_name -> google.protobuf.Duration
+	1,  // 12: paca.api.v1.Endpoint.kind:type_name -> paca.api.v1.EndpointKind
+	8,  // 13: paca.api.v1.Endpoint.retry:type_name -> paca.api.v1.RetryPolicy
+	9,  // 14: paca.api.v1.Endpoint.circuit_breaker:type_name -> paca.api.v1.CircuitBreakerPolicy
+	10, // 15: paca.api.v1.Endpoint.rate_limit:type_name -> paca.api.v1.RateLimitPolicy
+	11, // 16: paca.api.v1.Endpoint.cache:type_name -> paca.api.v1.CachePolicy
+	12, // 17: paca.api.v1.Endpoint.auth:type_name -> paca.api.v1.AuthPolicy
+	17, // 18: paca.api.v1.Endpoint.create_time:type_name -> google.protobuf.Timestamp
+	17, // 19: paca.api.v1.Endpoint.update_time:type_name -> google.protobuf.Timestamp
+	16, // 20: paca.api.v1.CallStats.latency_p50:type_name -> google.protobuf.Duration
+	16, // 21: paca.api.v1.CallStats.latency_p95:type_name -> google.protobuf.Duration
+	16, // 22: paca.api.v1.CallStats.latency_p99:type_name -> google.protobuf.Duration
+	5,  // 23: paca.api.v1.CallStats.endpoint_circuit:type_name -> paca.api.v1.CircuitState
+	5,  // 24: paca.api.v1.CallStats.host_circuit:type_name -> paca.api.v1.CircuitState
+	16, // 25: paca.api.v1.CallStats.limiter_wait:type_name -> google.protobuf.Duration
+	17, // 26: paca.api.v1.WebhookEvent.receive_time:type_name -> google.protobuf.Timestamp
+	27, // [27:27] is the sub-list for method output_type
+	27, // [27:27] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_paca_api_v1_api_types_proto_init() }

@@ -10,6 +10,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -21,6 +22,58 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// Which way a migration step goes.
+type MigrationDirection int32
+
+const (
+	MigrationDirection_MIGRATION_DIRECTION_UNSPECIFIED MigrationDirection = 0
+	// Applies NNNN_name.sql.
+	MigrationDirection_MIGRATION_DIRECTION_UP MigrationDirection = 1
+	// Rolls back with NNNN_name.down.sql.
+	MigrationDirection_MIGRATION_DIRECTION_DOWN MigrationDirection = 2
+)
+
+// Enum value maps for MigrationDirection.
+var (
+	MigrationDirection_name = map[int32]string{
+		0: "MIGRATION_DIRECTION_UNSPECIFIED",
+		1: "MIGRATION_DIRECTION_UP",
+		2: "MIGRATION_DIRECTION_DOWN",
+	}
+	MigrationDirection_value = map[string]int32{
+		"MIGRATION_DIRECTION_UNSPECIFIED": 0,
+		"MIGRATION_DIRECTION_UP":          1,
+		"MIGRATION_DIRECTION_DOWN":        2,
+	}
+)
+
+func (x MigrationDirection) Enum() *MigrationDirection {
+	p := new(MigrationDirection)
+	*p = x
+	return p
+}
+
+func (x MigrationDirection) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (MigrationDirection) Descriptor() protoreflect.EnumDescriptor {
+	return file_paca_db_v1_db_service_proto_enumTypes[0].Descriptor()
+}
+
+func (MigrationDirection) Type() protoreflect.EnumType {
+	return &file_paca_db_v1_db_service_proto_enumTypes[0]
+}
+
+func (x MigrationDirection) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use MigrationDirection.Descriptor instead.
+func (MigrationDirection) EnumDescriptor() ([]byte, []int) {
+	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{0}
+}
 
 // Request of DbService.Query.
 type QueryRequest struct {
@@ -624,6 +677,910 @@ func (x *StreamQueryResponse) GetRows() []*Row {
 	return nil
 }
 
+// Request of DbService.Select.
+type SelectRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Configured database name, e.g. "main".
+	Database string `protobuf:"bytes,1,opt,name=database,proto3" json:"database,omitempty"`
+	// Required.
+	Select *Select `protobuf:"bytes,2,opt,name=select,proto3" json:"select,omitempty"`
+	// Statement time limit; the gRPC deadline caps it. Unset: no limit but the deadline.
+	Timeout *durationpb.Duration `protobuf:"bytes,3,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// Return at most this many rows (0: the server's limit); `truncated` says when rows were left.
+	MaxRows int64 `protobuf:"varint,4,opt,name=max_rows,json=maxRows,proto3" json:"max_rows,omitempty"`
+	// Return at most about this many bytes of rows (0: the server's limit).
+	MaxBytes      int64 `protobuf:"varint,5,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SelectRequest) Reset() {
+	*x = SelectRequest{}
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SelectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SelectRequest) ProtoMessage() {}
+
+func (x *SelectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SelectRequest.ProtoReflect.Descriptor instead.
+func (*SelectRequest) Descriptor() ([]byte, []int) {
+	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *SelectRequest) GetDatabase() string {
+	if x != nil {
+		return x.Database
+	}
+	return ""
+}
+
+func (x *SelectRequest) GetSelect() *Select {
+	if x != nil {
+		return x.Select
+	}
+	return nil
+}
+
+func (x *SelectRequest) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+func (x *SelectRequest) GetMaxRows() int64 {
+	if x != nil {
+		return x.MaxRows
+	}
+	return 0
+}
+
+func (x *SelectRequest) GetMaxBytes() int64 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
+}
+
+// Response of DbService.Select.
+type SelectResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Columns []*Column              `protobuf:"bytes,1,rep,name=columns,proto3" json:"columns,omitempty"`
+	Rows    []*Row                 `protobuf:"bytes,2,rep,name=rows,proto3" json:"rows,omitempty"`
+	// More rows matched than `max_rows` or `max_bytes` allowed.
+	Truncated     bool `protobuf:"varint,3,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SelectResponse) Reset() {
+	*x = SelectResponse{}
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SelectResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SelectResponse) ProtoMessage() {}
+
+func (x *SelectResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SelectResponse.ProtoReflect.Descriptor instead.
+func (*SelectResponse) Descriptor() ([]byte, []int) {
+	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *SelectResponse) GetColumns() []*Column {
+	if x != nil {
+		return x.Columns
+	}
+	return nil
+}
+
+func (x *SelectResponse) GetRows() []*Row {
+	if x != nil {
+		return x.Rows
+	}
+	return nil
+}
+
+func (x *SelectResponse) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
+// Request of DbService.Insert.
+type InsertRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Configured database name, e.g. "main".
+	Database string `protobuf:"bytes,1,opt,name=database,proto3" json:"database,omitempty"`
+	// Required.
+	Insert *Insert `protobuf:"bytes,2,opt,name=insert,proto3" json:"insert,omitempty"`
+	// Statement time limit; the gRPC deadline caps it. Unset: no limit but the deadline.
+	Timeout       *durationpb.Duration `protobuf:"bytes,3,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InsertRequest) Reset() {
+	*x = InsertRequest{}
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InsertRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InsertRequest) ProtoMessage() {}
+
+func (x *InsertRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InsertRequest.ProtoReflect.Descriptor instead.
+func (*InsertRequest) Descriptor() ([]byte, []int) {
+	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *InsertRequest) GetDatabase() string {
+	if x != nil {
+		return x.Database
+	}
+	return ""
+}
+
+func (x *InsertRequest) GetInsert() *Insert {
+	if x != nil {
+		return x.Insert
+	}
+	return nil
+}
+
+func (x *InsertRequest) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+// Response of DbService.Insert.
+type InsertResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Rows inserted; -1 where the engine does not say.
+	RowsAffected int64 `protobuf:"varint,1,opt,name=rows_affected,json=rowsAffected,proto3" json:"rows_affected,omitempty"`
+	// The `returning` columns of the inserted rows.
+	Columns       []*Column `protobuf:"bytes,2,rep,name=columns,proto3" json:"columns,omitempty"`
+	Rows          []*Row    `protobuf:"bytes,3,rep,name=rows,proto3" json:"rows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InsertResponse) Reset() {
+	*x = InsertResponse{}
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InsertResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InsertResponse) ProtoMessage() {}
+
+func (x *InsertResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InsertResponse.ProtoReflect.Descriptor instead.
+func (*InsertResponse) Descriptor() ([]byte, []int) {
+	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *InsertResponse) GetRowsAffected() int64 {
+	if x != nil {
+		return x.RowsAffected
+	}
+	return 0
+}
+
+func (x *InsertResponse) GetColumns() []*Column {
+	if x != nil {
+		return x.Columns
+	}
+	return nil
+}
+
+func (x *InsertResponse) GetRows() []*Row {
+	if x != nil {
+		return x.Rows
+	}
+	return nil
+}
+
+// Request of DbService.Update.
+type UpdateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Configured database name, e.g. "main".
+	Database string `protobuf:"bytes,1,opt,name=database,proto3" json:"database,omitempty"`
+	// Required.
+	Update *Update `protobuf:"bytes,2,opt,name=update,proto3" json:"update,omitempty"`
+	// Statement time limit; the gRPC deadline caps it. Unset: no limit but the deadline.
+	Timeout       *durationpb.Duration `protobuf:"bytes,3,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateRequest) Reset() {
+	*x = UpdateRequest{}
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateRequest) ProtoMessage() {}
+
+func (x *UpdateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateRequest.ProtoReflect.Descriptor instead.
+func (*UpdateRequest) Descriptor() ([]byte, []int) {
+	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *UpdateRequest) GetDatabase() string {
+	if x != nil {
+		return x.Database
+	}
+	return ""
+}
+
+func (x *UpdateRequest) GetUpdate() *Update {
+	if x != nil {
+		return x.Update
+	}
+	return nil
+}
+
+func (x *UpdateRequest) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+// Response of DbService.Update.
+type UpdateResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Rows updated (MySQL/MariaDB: rows matched); -1 where the engine does not say.
+	RowsAffected int64 `protobuf:"varint,1,opt,name=rows_affected,json=rowsAffected,proto3" json:"rows_affected,omitempty"`
+	// The `returning` columns of the updated rows.
+	Columns       []*Column `protobuf:"bytes,2,rep,name=columns,proto3" json:"columns,omitempty"`
+	Rows          []*Row    `protobuf:"bytes,3,rep,name=rows,proto3" json:"rows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateResponse) Reset() {
+	*x = UpdateResponse{}
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateResponse) ProtoMessage() {}
+
+func (x *UpdateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateResponse.ProtoReflect.Descriptor instead.
+func (*UpdateResponse) Descriptor() ([]byte, []int) {
+	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *UpdateResponse) GetRowsAffected() int64 {
+	if x != nil {
+		return x.RowsAffected
+	}
+	return 0
+}
+
+func (x *UpdateResponse) GetColumns() []*Column {
+	if x != nil {
+		return x.Columns
+	}
+	return nil
+}
+
+func (x *UpdateResponse) GetRows() []*Row {
+	if x != nil {
+		return x.Rows
+	}
+	return nil
+}
+
+// Request of DbService.Delete.
+type DeleteRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Configured database name, e.g. "main".
+	Database string `protobuf:"bytes,1,opt,name=database,proto3" json:"database,omitempty"`
+	// Required.
+	Delete *Delete `protobuf:"bytes,2,opt,name=delete,proto3" json:"delete,omitempty"`
+	// Statement time limit; the gRPC deadline caps it. Unset: no limit but the deadline.
+	Timeout       *durationpb.Duration `protobuf:"bytes,3,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteRequest) Reset() {
+	*x = DeleteRequest{}
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteRequest) ProtoMessage() {}
+
+func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
+func (*DeleteRequest) Descriptor() ([]byte, []int) {
+	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *DeleteRequest) GetDatabase() string {
+	if x != nil {
+		return x.Database
+	}
+	return ""
+}
+
+func (x *DeleteRequest) GetDelete() *Delete {
+	if x != nil {
+		return x.Delete
+	}
+	return nil
+}
+
+func (x *DeleteRequest) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+// Response of DbService.Delete.
+type DeleteResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Rows deleted; -1 where the engine does not say.
+	RowsAffected int64 `protobuf:"varint,1,opt,name=rows_affected,json=rowsAffected,proto3" json:"rows_affected,omitempty"`
+	// The `returning` columns of the deleted rows.
+	Columns       []*Column `protobuf:"bytes,2,rep,name=columns,proto3" json:"columns,omitempty"`
+	Rows          []*Row    `protobuf:"bytes,3,rep,name=rows,proto3" json:"rows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteResponse) Reset() {
+	*x = DeleteResponse{}
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteResponse) ProtoMessage() {}
+
+func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
+func (*DeleteResponse) Descriptor() ([]byte, []int) {
+	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *DeleteResponse) GetRowsAffected() int64 {
+	if x != nil {
+		return x.RowsAffected
+	}
+	return 0
+}
+
+func (x *DeleteResponse) GetColumns() []*Column {
+	if x != nil {
+		return x.Columns
+	}
+	return nil
+}
+
+func (x *DeleteResponse) GetRows() []*Row {
+	if x != nil {
+		return x.Rows
+	}
+	return nil
+}
+
+// Request of DbService.Migrate.
+type MigrateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Configured database name, e.g. "main".
+	Database string `protobuf:"bytes,1,opt,name=database,proto3" json:"database,omitempty"`
+	// The version to end at. Unset: the newest of the set. Below the current version: roll back
+	// to it (0 rolls back every migration of the set).
+	TargetVersion *int64 `protobuf:"varint,2,opt,name=target_version,json=targetVersion,proto3,oneof" json:"target_version,omitempty"`
+	// Plan only: return the steps with their SQL and change nothing.
+	DryRun        bool `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MigrateRequest) Reset() {
+	*x = MigrateRequest{}
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MigrateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MigrateRequest) ProtoMessage() {}
+
+func (x *MigrateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MigrateRequest.ProtoReflect.Descriptor instead.
+func (*MigrateRequest) Descriptor() ([]byte, []int) {
+	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *MigrateRequest) GetDatabase() string {
+	if x != nil {
+		return x.Database
+	}
+	return ""
+}
+
+func (x *MigrateRequest) GetTargetVersion() int64 {
+	if x != nil && x.TargetVersion != nil {
+		return *x.TargetVersion
+	}
+	return 0
+}
+
+func (x *MigrateRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+// One step of a migration plan.
+type MigrationStep struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Version   int64                  `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Direction MigrationDirection     `protobuf:"varint,3,opt,name=direction,proto3,enum=paca.db.v1.MigrationDirection" json:"direction,omitempty"`
+	// The SQL the step runs.
+	Sql           string `protobuf:"bytes,4,opt,name=sql,proto3" json:"sql,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MigrationStep) Reset() {
+	*x = MigrationStep{}
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MigrationStep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MigrationStep) ProtoMessage() {}
+
+func (x *MigrationStep) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MigrationStep.ProtoReflect.Descriptor instead.
+func (*MigrationStep) Descriptor() ([]byte, []int) {
+	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *MigrationStep) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *MigrationStep) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *MigrationStep) GetDirection() MigrationDirection {
+	if x != nil {
+		return x.Direction
+	}
+	return MigrationDirection_MIGRATION_DIRECTION_UNSPECIFIED
+}
+
+func (x *MigrationStep) GetSql() string {
+	if x != nil {
+		return x.Sql
+	}
+	return ""
+}
+
+// Response of DbService.Migrate.
+type MigrateResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The steps run (or, for a dry run, planned), in order; empty when already at the target.
+	Steps []*MigrationStep `protobuf:"bytes,1,rep,name=steps,proto3" json:"steps,omitempty"`
+	// The database's version after the call (for a dry run: now); 0 when none is applied.
+	Version       int64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MigrateResponse) Reset() {
+	*x = MigrateResponse{}
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MigrateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MigrateResponse) ProtoMessage() {}
+
+func (x *MigrateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MigrateResponse.ProtoReflect.Descriptor instead.
+func (*MigrateResponse) Descriptor() ([]byte, []int) {
+	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *MigrateResponse) GetSteps() []*MigrationStep {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+func (x *MigrateResponse) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+// Request of DbService.GetMigrationStatus.
+type GetMigrationStatusRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Configured database name, e.g. "main".
+	Database      string `protobuf:"bytes,1,opt,name=database,proto3" json:"database,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetMigrationStatusRequest) Reset() {
+	*x = GetMigrationStatusRequest{}
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetMigrationStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetMigrationStatusRequest) ProtoMessage() {}
+
+func (x *GetMigrationStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetMigrationStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetMigrationStatusRequest) Descriptor() ([]byte, []int) {
+	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *GetMigrationStatusRequest) GetDatabase() string {
+	if x != nil {
+		return x.Database
+	}
+	return ""
+}
+
+// One migration of a set, as the database has it.
+type MigrationState struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Version int64                  `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	Name    string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Applied bool                   `protobuf:"varint,3,opt,name=applied,proto3" json:"applied,omitempty"`
+	// When it was applied; unset when it is not.
+	ApplyTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=apply_time,json=applyTime,proto3" json:"apply_time,omitempty"`
+	// A NNNN_name.down.sql exists, so it can be rolled back.
+	Reversible bool `protobuf:"varint,5,opt,name=reversible,proto3" json:"reversible,omitempty"`
+	// Applied, but its file changed since (checksum mismatch), or its file is gone.
+	Drifted       bool `protobuf:"varint,6,opt,name=drifted,proto3" json:"drifted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MigrationState) Reset() {
+	*x = MigrationState{}
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MigrationState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MigrationState) ProtoMessage() {}
+
+func (x *MigrationState) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MigrationState.ProtoReflect.Descriptor instead.
+func (*MigrationState) Descriptor() ([]byte, []int) {
+	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *MigrationState) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *MigrationState) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *MigrationState) GetApplied() bool {
+	if x != nil {
+		return x.Applied
+	}
+	return false
+}
+
+func (x *MigrationState) GetApplyTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ApplyTime
+	}
+	return nil
+}
+
+func (x *MigrationState) GetReversible() bool {
+	if x != nil {
+		return x.Reversible
+	}
+	return false
+}
+
+func (x *MigrationState) GetDrifted() bool {
+	if x != nil {
+		return x.Drifted
+	}
+	return false
+}
+
+// Response of DbService.GetMigrationStatus.
+type GetMigrationStatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Highest applied version; 0 when none is.
+	CurrentVersion int64 `protobuf:"varint,1,opt,name=current_version,json=currentVersion,proto3" json:"current_version,omitempty"`
+	// Every migration of the set and every applied one, in version order.
+	Migrations    []*MigrationState `protobuf:"bytes,2,rep,name=migrations,proto3" json:"migrations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetMigrationStatusResponse) Reset() {
+	*x = GetMigrationStatusResponse{}
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetMigrationStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetMigrationStatusResponse) ProtoMessage() {}
+
+func (x *GetMigrationStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetMigrationStatusResponse.ProtoReflect.Descriptor instead.
+func (*GetMigrationStatusResponse) Descriptor() ([]byte, []int) {
+	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *GetMigrationStatusResponse) GetCurrentVersion() int64 {
+	if x != nil {
+		return x.CurrentVersion
+	}
+	return 0
+}
+
+func (x *GetMigrationStatusResponse) GetMigrations() []*MigrationState {
+	if x != nil {
+		return x.Migrations
+	}
+	return nil
+}
+
 // Request of DbService.RecordApiCalls.
 type RecordApiCallsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -636,7 +1593,7 @@ type RecordApiCallsRequest struct {
 
 func (x *RecordApiCallsRequest) Reset() {
 	*x = RecordApiCallsRequest{}
-	mi := &file_paca_db_v1_db_service_proto_msgTypes[8]
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -648,7 +1605,7 @@ func (x *RecordApiCallsRequest) String() string {
 func (*RecordApiCallsRequest) ProtoMessage() {}
 
 func (x *RecordApiCallsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paca_db_v1_db_service_proto_msgTypes[8]
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -661,7 +1618,7 @@ func (x *RecordApiCallsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordApiCallsRequest.ProtoReflect.Descriptor instead.
 func (*RecordApiCallsRequest) Descriptor() ([]byte, []int) {
-	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{8}
+	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RecordApiCallsRequest) GetDatabase() string {
@@ -691,7 +1648,7 @@ type RecordApiCallsResponse struct {
 
 func (x *RecordApiCallsResponse) Reset() {
 	*x = RecordApiCallsResponse{}
-	mi := &file_paca_db_v1_db_service_proto_msgTypes[9]
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -703,7 +1660,7 @@ func (x *RecordApiCallsResponse) String() string {
 func (*RecordApiCallsResponse) ProtoMessage() {}
 
 func (x *RecordApiCallsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paca_db_v1_db_service_proto_msgTypes[9]
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -716,7 +1673,7 @@ func (x *RecordApiCallsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordApiCallsResponse.ProtoReflect.Descriptor instead.
 func (*RecordApiCallsResponse) Descriptor() ([]byte, []int) {
-	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{9}
+	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RecordApiCallsResponse) GetInserted() int32 {
@@ -742,7 +1699,7 @@ type GetStatsRequest struct {
 
 func (x *GetStatsRequest) Reset() {
 	*x = GetStatsRequest{}
-	mi := &file_paca_db_v1_db_service_proto_msgTypes[10]
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -754,7 +1711,7 @@ func (x *GetStatsRequest) String() string {
 func (*GetStatsRequest) ProtoMessage() {}
 
 func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paca_db_v1_db_service_proto_msgTypes[10]
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -767,7 +1724,7 @@ func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsRequest.ProtoReflect.Descriptor instead.
 func (*GetStatsRequest) Descriptor() ([]byte, []int) {
-	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{10}
+	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{24}
 }
 
 // Response of DbService.GetStats.
@@ -780,7 +1737,7 @@ type GetStatsResponse struct {
 
 func (x *GetStatsResponse) Reset() {
 	*x = GetStatsResponse{}
-	mi := &file_paca_db_v1_db_service_proto_msgTypes[11]
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -792,7 +1749,7 @@ func (x *GetStatsResponse) String() string {
 func (*GetStatsResponse) ProtoMessage() {}
 
 func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paca_db_v1_db_service_proto_msgTypes[11]
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -805,7 +1762,7 @@ func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsResponse.ProtoReflect.Descriptor instead.
 func (*GetStatsResponse) Descriptor() ([]byte, []int) {
-	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{11}
+	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetStatsResponse) GetPools() []*PoolStats {
@@ -820,7 +1777,7 @@ var File_paca_db_v1_db_service_proto protoreflect.FileDescriptor
 const file_paca_db_v1_db_service_proto_rawDesc = "" +
 	"\n" +
 	"\x1bpaca/db/v1/db_service.proto\x12\n" +
-	"paca.db.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x19paca/db/v1/db_types.proto\x1a\x17paca/db/v1/values.proto\"\xe3\x02\n" +
+	"paca.db.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19paca/db/v1/db_types.proto\x1a\x17paca/db/v1/values.proto\"\xe3\x02\n" +
 	"\fQueryRequest\x12\x1a\n" +
 	"\bdatabase\x18\x01 \x01(\tR\bdatabase\x12\x10\n" +
 	"\x03sql\x18\x02 \x01(\tR\x03sql\x12)\n" +
@@ -866,7 +1823,71 @@ const file_paca_db_v1_db_service_proto_rawDesc = "" +
 	"\bmax_rows\x18\a \x01(\x03R\amaxRows\"h\n" +
 	"\x13StreamQueryResponse\x12,\n" +
 	"\acolumns\x18\x01 \x03(\v2\x12.paca.db.v1.ColumnR\acolumns\x12#\n" +
-	"\x04rows\x18\x02 \x03(\v2\x0f.paca.db.v1.RowR\x04rows\"h\n" +
+	"\x04rows\x18\x02 \x03(\v2\x0f.paca.db.v1.RowR\x04rows\"\xc4\x01\n" +
+	"\rSelectRequest\x12\x1a\n" +
+	"\bdatabase\x18\x01 \x01(\tR\bdatabase\x12*\n" +
+	"\x06select\x18\x02 \x01(\v2\x12.paca.db.v1.SelectR\x06select\x123\n" +
+	"\atimeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12\x19\n" +
+	"\bmax_rows\x18\x04 \x01(\x03R\amaxRows\x12\x1b\n" +
+	"\tmax_bytes\x18\x05 \x01(\x03R\bmaxBytes\"\x81\x01\n" +
+	"\x0eSelectResponse\x12,\n" +
+	"\acolumns\x18\x01 \x03(\v2\x12.paca.db.v1.ColumnR\acolumns\x12#\n" +
+	"\x04rows\x18\x02 \x03(\v2\x0f.paca.db.v1.RowR\x04rows\x12\x1c\n" +
+	"\ttruncated\x18\x03 \x01(\bR\ttruncated\"\x8c\x01\n" +
+	"\rInsertRequest\x12\x1a\n" +
+	"\bdatabase\x18\x01 \x01(\tR\bdatabase\x12*\n" +
+	"\x06insert\x18\x02 \x01(\v2\x12.paca.db.v1.InsertR\x06insert\x123\n" +
+	"\atimeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\x88\x01\n" +
+	"\x0eInsertResponse\x12#\n" +
+	"\rrows_affected\x18\x01 \x01(\x03R\frowsAffected\x12,\n" +
+	"\acolumns\x18\x02 \x03(\v2\x12.paca.db.v1.ColumnR\acolumns\x12#\n" +
+	"\x04rows\x18\x03 \x03(\v2\x0f.paca.db.v1.RowR\x04rows\"\x8c\x01\n" +
+	"\rUpdateRequest\x12\x1a\n" +
+	"\bdatabase\x18\x01 \x01(\tR\bdatabase\x12*\n" +
+	"\x06update\x18\x02 \x01(\v2\x12.paca.db.v1.UpdateR\x06update\x123\n" +
+	"\atimeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\x88\x01\n" +
+	"\x0eUpdateResponse\x12#\n" +
+	"\rrows_affected\x18\x01 \x01(\x03R\frowsAffected\x12,\n" +
+	"\acolumns\x18\x02 \x03(\v2\x12.paca.db.v1.ColumnR\acolumns\x12#\n" +
+	"\x04rows\x18\x03 \x03(\v2\x0f.paca.db.v1.RowR\x04rows\"\x8c\x01\n" +
+	"\rDeleteRequest\x12\x1a\n" +
+	"\bdatabase\x18\x01 \x01(\tR\bdatabase\x12*\n" +
+	"\x06delete\x18\x02 \x01(\v2\x12.paca.db.v1.DeleteR\x06delete\x123\n" +
+	"\atimeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\x88\x01\n" +
+	"\x0eDeleteResponse\x12#\n" +
+	"\rrows_affected\x18\x01 \x01(\x03R\frowsAffected\x12,\n" +
+	"\acolumns\x18\x02 \x03(\v2\x12.paca.db.v1.ColumnR\acolumns\x12#\n" +
+	"\x04rows\x18\x03 \x03(\v2\x0f.paca.db.v1.RowR\x04rows\"\x84\x01\n" +
+	"\x0eMigrateRequest\x12\x1a\n" +
+	"\bdatabase\x18\x01 \x01(\tR\bdatabase\x12*\n" +
+	"\x0etarget_version\x18\x02 \x01(\x03H\x00R\rtargetVersion\x88\x01\x01\x12\x17\n" +
+	"\adry_run\x18\x03 \x01(\bR\x06dryRunB\x11\n" +
+	"\x0f_target_version\"\x8d\x01\n" +
+	"\rMigrationStep\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x03R\aversion\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12<\n" +
+	"\tdirection\x18\x03 \x01(\x0e2\x1e.paca.db.v1.MigrationDirectionR\tdirection\x12\x10\n" +
+	"\x03sql\x18\x04 \x01(\tR\x03sql\"\\\n" +
+	"\x0fMigrateResponse\x12/\n" +
+	"\x05steps\x18\x01 \x03(\v2\x19.paca.db.v1.MigrationStepR\x05steps\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x03R\aversion\"7\n" +
+	"\x19GetMigrationStatusRequest\x12\x1a\n" +
+	"\bdatabase\x18\x01 \x01(\tR\bdatabase\"\xcd\x01\n" +
+	"\x0eMigrationState\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x03R\aversion\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
+	"\aapplied\x18\x03 \x01(\bR\aapplied\x129\n" +
+	"\n" +
+	"apply_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tapplyTime\x12\x1e\n" +
+	"\n" +
+	"reversible\x18\x05 \x01(\bR\n" +
+	"reversible\x12\x18\n" +
+	"\adrifted\x18\x06 \x01(\bR\adrifted\"\x81\x01\n" +
+	"\x1aGetMigrationStatusResponse\x12'\n" +
+	"\x0fcurrent_version\x18\x01 \x01(\x03R\x0ecurrentVersion\x12:\n" +
+	"\n" +
+	"migrations\x18\x02 \x03(\v2\x1a.paca.db.v1.MigrationStateR\n" +
+	"migrations\"h\n" +
 	"\x15RecordApiCallsRequest\x12\x1a\n" +
 	"\bdatabase\x18\x01 \x01(\tR\bdatabase\x123\n" +
 	"\arecords\x18\x02 \x03(\v2\x19.paca.db.v1.ApiCallRecordR\arecords\"T\n" +
@@ -877,12 +1898,22 @@ const file_paca_db_v1_db_service_proto_rawDesc = "" +
 	"duplicates\"\x11\n" +
 	"\x0fGetStatsRequest\"?\n" +
 	"\x10GetStatsResponse\x12+\n" +
-	"\x05pools\x18\x01 \x03(\v2\x15.paca.db.v1.PoolStatsR\x05pools2\xe1\x03\n" +
+	"\x05pools\x18\x01 \x03(\v2\x15.paca.db.v1.PoolStatsR\x05pools*s\n" +
+	"\x12MigrationDirection\x12#\n" +
+	"\x1fMIGRATION_DIRECTION_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16MIGRATION_DIRECTION_UP\x10\x01\x12\x1c\n" +
+	"\x18MIGRATION_DIRECTION_DOWN\x10\x022\x98\a\n" +
 	"\tDbService\x12<\n" +
 	"\x05Query\x12\x18.paca.db.v1.QueryRequest\x1a\x19.paca.db.v1.QueryResponse\x12B\n" +
 	"\aExecute\x12\x1a.paca.db.v1.ExecuteRequest\x1a\x1b.paca.db.v1.ExecuteResponse\x12Q\n" +
 	"\fExecuteBatch\x12\x1f.paca.db.v1.ExecuteBatchRequest\x1a .paca.db.v1.ExecuteBatchResponse\x12U\n" +
-	"\vStreamQuery\x12\x1e.paca.db.v1.StreamQueryRequest\x1a\x1f.paca.db.v1.StreamQueryResponse\"\x03\x90\x02\x010\x01\x12\\\n" +
+	"\vStreamQuery\x12\x1e.paca.db.v1.StreamQueryRequest\x1a\x1f.paca.db.v1.StreamQueryResponse\"\x03\x90\x02\x010\x01\x12D\n" +
+	"\x06Select\x12\x19.paca.db.v1.SelectRequest\x1a\x1a.paca.db.v1.SelectResponse\"\x03\x90\x02\x01\x12?\n" +
+	"\x06Insert\x12\x19.paca.db.v1.InsertRequest\x1a\x1a.paca.db.v1.InsertResponse\x12?\n" +
+	"\x06Update\x12\x19.paca.db.v1.UpdateRequest\x1a\x1a.paca.db.v1.UpdateResponse\x12?\n" +
+	"\x06Delete\x12\x19.paca.db.v1.DeleteRequest\x1a\x1a.paca.db.v1.DeleteResponse\x12B\n" +
+	"\aMigrate\x12\x1a.paca.db.v1.MigrateRequest\x1a\x1b.paca.db.v1.MigrateResponse\x12h\n" +
+	"\x12GetMigrationStatus\x12%.paca.db.v1.GetMigrationStatusRequest\x1a&.paca.db.v1.GetMigrationStatusResponse\"\x03\x90\x02\x01\x12\\\n" +
 	"\x0eRecordApiCalls\x12!.paca.db.v1.RecordApiCallsRequest\x1a\".paca.db.v1.RecordApiCallsResponse\"\x03\x90\x02\x02\x12J\n" +
 	"\bGetStats\x12\x1b.paca.db.v1.GetStatsRequest\x1a\x1c.paca.db.v1.GetStatsResponse\"\x03\x90\x02\x01b\x06proto3"
 
@@ -898,64 +1929,117 @@ func file_paca_db_v1_db_service_proto_rawDescGZIP() []byte {
 	return file_paca_db_v1_db_service_proto_rawDescData
 }
 
-var file_paca_db_v1_db_service_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_paca_db_v1_db_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_paca_db_v1_db_service_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_paca_db_v1_db_service_proto_goTypes = []any{
-	(*QueryRequest)(nil),           // 0: paca.db.v1.QueryRequest
-	(*QueryResponse)(nil),          // 1: paca.db.v1.QueryResponse
-	(*ExecuteRequest)(nil),         // 2: paca.db.v1.ExecuteRequest
-	(*ExecuteResponse)(nil),        // 3: paca.db.v1.ExecuteResponse
-	(*ExecuteBatchRequest)(nil),    // 4: paca.db.v1.ExecuteBatchRequest
-	(*ExecuteBatchResponse)(nil),   // 5: paca.db.v1.ExecuteBatchResponse
-	(*StreamQueryRequest)(nil),     // 6: paca.db.v1.StreamQueryRequest
-	(*StreamQueryResponse)(nil),    // 7: paca.db.v1.StreamQueryResponse
-	(*RecordApiCallsRequest)(nil),  // 8: paca.db.v1.RecordApiCallsRequest
-	(*RecordApiCallsResponse)(nil), // 9: paca.db.v1.RecordApiCallsResponse
-	(*GetStatsRequest)(nil),        // 10: paca.db.v1.GetStatsRequest
-	(*GetStatsResponse)(nil),       // 11: paca.db.v1.GetStatsResponse
-	(*Value)(nil),                  // 12: paca.db.v1.Value
-	(ReadPreference)(0),            // 13: paca.db.v1.ReadPreference
-	(*durationpb.Duration)(nil),    // 14: google.protobuf.Duration
-	(*Column)(nil),                 // 15: paca.db.v1.Column
-	(*Row)(nil),                    // 16: paca.db.v1.Row
-	(*ValueList)(nil),              // 17: paca.db.v1.ValueList
-	(*ApiCallRecord)(nil),          // 18: paca.db.v1.ApiCallRecord
-	(*PoolStats)(nil),              // 19: paca.db.v1.PoolStats
+	(MigrationDirection)(0),            // 0: paca.db.v1.MigrationDirection
+	(*QueryRequest)(nil),               // 1: paca.db.v1.QueryRequest
+	(*QueryResponse)(nil),              // 2: paca.db.v1.QueryResponse
+	(*ExecuteRequest)(nil),             // 3: paca.db.v1.ExecuteRequest
+	(*ExecuteResponse)(nil),            // 4: paca.db.v1.ExecuteResponse
+	(*ExecuteBatchRequest)(nil),        // 5: paca.db.v1.ExecuteBatchRequest
+	(*ExecuteBatchResponse)(nil),       // 6: paca.db.v1.ExecuteBatchResponse
+	(*StreamQueryRequest)(nil),         // 7: paca.db.v1.StreamQueryRequest
+	(*StreamQueryResponse)(nil),        // 8: paca.db.v1.StreamQueryResponse
+	(*SelectRequest)(nil),              // 9: paca.db.v1.SelectRequest
+	(*SelectResponse)(nil),             // 10: paca.db.v1.SelectResponse
+	(*InsertRequest)(nil),              // 11: paca.db.v1.InsertRequest
+	(*InsertResponse)(nil),             // 12: paca.db.v1.InsertResponse
+	(*UpdateRequest)(nil),              // 13: paca.db.v1.UpdateRequest
+	(*UpdateResponse)(nil),             // 14: paca.db.v1.UpdateResponse
+	(*DeleteRequest)(nil),              // 15: paca.db.v1.DeleteRequest
+	(*DeleteResponse)(nil),             // 16: paca.db.v1.DeleteResponse
+	(*MigrateRequest)(nil),             // 17: paca.db.v1.MigrateRequest
+	(*MigrationStep)(nil),              // 18: paca.db.v1.MigrationStep
+	(*MigrateResponse)(nil),            // 19: paca.db.v1.MigrateResponse
+	(*GetMigrationStatusRequest)(nil),  // 20: paca.db.v1.GetMigrationStatusRequest
+	(*MigrationState)(nil),             // 21: paca.db.v1.MigrationState
+	(*GetMigrationStatusResponse)(nil), // 22: paca.db.v1.GetMigrationStatusResponse
+	(*RecordApiCallsRequest)(nil),      // 23: paca.db.v1.RecordApiCallsRequest
+	(*RecordApiCallsResponse)(nil),     // 24: paca.db.v1.RecordApiCallsResponse
+	(*GetStatsRequest)(nil),            // 25: paca.db.v1.GetStatsRequest
+	(*GetStatsResponse)(nil),           // 26: paca.db.v1.GetStatsResponse
+	(*Value)(nil),                      // 27: paca.db.v1.Value
+	(ReadPreference)(0),                // 28: paca.db.v1.ReadPreference
+	(*durationpb.Duration)(nil),        // 29: google.protobuf.Duration
+	(*Column)(nil),                     // 30: paca.db.v1.Column
+	(*Row)(nil),                        // 31: paca.db.v1.Row
+	(*ValueList)(nil),                  // 32: paca.db.v1.ValueList
+	(*Select)(nil),                     // 33: paca.db.v1.Select
+	(*Insert)(nil),                     // 34: paca.db.v1.Insert
+	(*Update)(nil),                     // 35: paca.db.v1.Update
+	(*Delete)(nil),                     // 36: paca.db.v1.Delete
+	(*timestamppb.Timestamp)(nil),      // 37: google.protobuf.Timestamp
+	(*ApiCallRecord)(nil),              // 38: paca.db.v1.ApiCallRecord
+	(*PoolStats)(nil),                  // 39: paca.db.v1.PoolStats
 }
 var file_paca_db_v1_db_service_proto_depIdxs = []int32{
-	12, // 0: paca.db.v1.QueryRequest.params:type_name -> paca.db.v1.Value
-	13, // 1: paca.db.v1.QueryRequest.read_preference:type_name -> paca.db.v1.ReadPreference
-	14, // 2: paca.db.v1.QueryRequest.timeout:type_name -> google.protobuf.Duration
-	15, // 3: paca.db.v1.QueryResponse.columns:type_name -> paca.db.v1.Column
-	16, // 4: paca.db.v1.QueryResponse.rows:type_name -> paca.db.v1.Row
-	12, // 5: paca.db.v1.ExecuteRequest.params:type_name -> paca.db.v1.Value
-	14, // 6: paca.db.v1.ExecuteRequest.timeout:type_name -> google.protobuf.Duration
-	15, // 7: paca.db.v1.ExecuteResponse.columns:type_name -> paca.db.v1.Column
-	16, // 8: paca.db.v1.ExecuteResponse.rows:type_name -> paca.db.v1.Row
-	17, // 9: paca.db.v1.ExecuteBatchRequest.param_sets:type_name -> paca.db.v1.ValueList
-	14, // 10: paca.db.v1.ExecuteBatchRequest.timeout:type_name -> google.protobuf.Duration
-	12, // 11: paca.db.v1.StreamQueryRequest.params:type_name -> paca.db.v1.Value
-	14, // 12: paca.db.v1.StreamQueryRequest.timeout:type_name -> google.protobuf.Duration
-	15, // 13: paca.db.v1.StreamQueryResponse.columns:type_name -> paca.db.v1.Column
-	16, // 14: paca.db.v1.StreamQueryResponse.rows:type_name -> paca.db.v1.Row
-	18, // 15: paca.db.v1.RecordApiCallsRequest.records:type_name -> paca.db.v1.ApiCallRecord
-	19, // 16: paca.db.v1.GetStatsResponse.pools:type_name -> paca.db.v1.PoolStats
-	0,  // 17: paca.db.v1.DbService.Query:input_type -> paca.db.v1.QueryRequest
-	2,  // 18: paca.db.v1.DbService.Execute:input_type -> paca.db.v1.ExecuteRequest
-	4,  // 19: paca.db.v1.DbService.ExecuteBatch:input_type -> paca.db.v1.ExecuteBatchRequest
-	6,  // 20: paca.db.v1.DbService.StreamQuery:input_type -> paca.db.v1.StreamQueryRequest
-	8,  // 21: paca.db.v1.DbService.RecordApiCalls:input_type -> paca.db.v1.RecordApiCallsRequest
-	10, // 22: paca.db.v1.DbService.GetStats:input_type -> paca.db.v1.GetStatsRequest
-	1,  // 23: paca.db.v1.DbService.Query:output_type -> paca.db.v1.QueryResponse
-	3,  // 24: paca.db.v1.DbService.Execute:output_type -> paca.db.v1.ExecuteResponse
-	5,  // 25: paca.db.v1.DbService.ExecuteBatch:output_type -> paca.db.v1.ExecuteBatchResponse
-	7,  // 26: paca.db.v1.DbService.StreamQuery:output_type -> paca.db.v1.StreamQueryResponse
-	9,  // 27: paca.db.v1.DbService.RecordApiCalls:output_type -> paca.db.v1.RecordApiCallsResponse
-	11, // 28: paca.db.v1.DbService.GetStats:output_type -> paca.db.v1.GetStatsResponse
-	23, // [23:29] is the sub-list for method output_type
-	17, // [17:23] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	27, // 0: paca.db.v1.QueryRequest.params:type_name -> paca.db.v1.Value
+	28, // 1: paca.db.v1.QueryRequest.read_preference:type_name -> paca.db.v1.ReadPreference
+	29, // 2: paca.db.v1.QueryRequest.timeout:type_name -> google.protobuf.Duration
+	30, // 3: paca.db.v1.QueryResponse.columns:type_name -> paca.db.v1.Column
+	31, // 4: paca.db.v1.QueryResponse.rows:type_name -> paca.db.v1.Row
+	27, // 5: paca.db.v1.ExecuteRequest.params:type_name -> paca.db.v1.Value
+	29, // 6: paca.db.v1.ExecuteRequest.timeout:type_name -> google.protobuf.Duration
+	30, // 7: paca.db.v1.ExecuteResponse.columns:type_name -> paca.db.v1.Column
+	31, // 8: paca.db.v1.ExecuteResponse.rows:type_name -> paca.db.v1.Row
+	32, // 9: paca.db.v1.ExecuteBatchRequest.param_sets:type_name -> paca.db.v1.ValueList
+	29, // 10: paca.db.v1.ExecuteBatchRequest.timeout:type_name -> google.protobuf.Duration
+	27, // 11: paca.db.v1.StreamQueryRequest.params:type_name -> paca.db.v1.Value
+	29, // 12: paca.db.v1.StreamQueryRequest.timeout:type_name -> google.protobuf.Duration
+	30, // 13: paca.db.v1.StreamQueryResponse.columns:type_name -> paca.db.v1.Column
+	31, // 14: paca.db.v1.StreamQueryResponse.rows:type_name -> paca.db.v1.Row
+	33, // 15: paca.db.v1.SelectRequest.select:type_name -> paca.db.v1.Select
+	29, // 16: paca.db.v1.SelectRequest.timeout:type_name -> google.protobuf.Duration
+	30, // 17: paca.db.v1.SelectResponse.columns:type_name -> paca.db.v1.Column
+	31, // 18: paca.db.v1.SelectResponse.rows:type_name -> paca.db.v1.Row
+	34, // 19: paca.db.v1.InsertRequest.insert:type_name -> paca.db.v1.Insert
+	29, // 20: paca.db.v1.InsertRequest.timeout:type_name -> google.protobuf.Duration
+	30, // 21: paca.db.v1.InsertResponse.columns:type_name -> paca.db.v1.Column
+	31, // 22: paca.db.v1.InsertResponse.rows:type_name -> paca.db.v1.Row
+	35, // 23: paca.db.v1.UpdateRequest.update:type_name -> paca.db.v1.Update
+	29, // 24: paca.db.v1.UpdateRequest.timeout:type_name -> google.protobuf.Duration
+	30, // 25: paca.db.v1.UpdateResponse.columns:type_name -> paca.db.v1.Column
+	31, // 26: paca.db.v1.UpdateResponse.rows:type_name -> paca.db.v1.Row
+	36, // 27: paca.db.v1.DeleteRequest.delete:type_name -> paca.db.v1.Delete
+	29, // 28: paca.db.v1.DeleteRequest.timeout:type_name -> google.protobuf.Duration
+	30, // 29: paca.db.v1.DeleteResponse.columns:type_name -> paca.db.v1.Column
+	31, // 30: paca.db.v1.DeleteResponse.rows:type_name -> paca.db.v1.Row
+	0,  // 31: paca.db.v1.MigrationStep.direction:type_name -> paca.db.v1.MigrationDirection
+	18, // 32: paca.db.v1.MigrateResponse.steps:type_name -> paca.db.v1.MigrationStep
+	37, // 33: paca.db.v1.MigrationState.apply_time:type_name -> google.protobuf.Timestamp
+	21, // 34: paca.db.v1.GetMigrationStatusResponse.migrations:type_name -> paca.db.v1.MigrationState
+	38, // 35: paca.db.v1.RecordApiCallsRequest.records:type_name -> paca.db.v1.ApiCallRecord
+	39, // 36: paca.db.v1.GetStatsResponse.pools:type_name -> paca.db.v1.PoolStats
+	1,  // 37: paca.db.v1.DbService.Query:input_type -> paca.db.v1.QueryRequest
+	3,  // 38: paca.db.v1.DbService.Execute:input_type -> paca.db.v1.ExecuteRequest
+	5,  // 39: paca.db.v1.DbService.ExecuteBatch:input_type -> paca.db.v1.ExecuteBatchRequest
+	7,  // 40: paca.db.v1.DbService.StreamQuery:input_type -> paca.db.v1.StreamQueryRequest
+	9,  // 41: paca.db.v1.DbService.Select:input_type -> paca.db.v1.SelectRequest
+	11, // 42: paca.db.v1.DbService.Insert:input_type -> paca.db.v1.InsertRequest
+	13, // 43: paca.db.v1.DbService.Update:input_type -> paca.db.v1.UpdateRequest
+	15, // 44: paca.db.v1.DbService.Delete:input_type -> paca.db.v1.DeleteRequest
+	17, // 45: paca.db.v1.DbService.Migrate:input_type -> paca.db.v1.MigrateRequest
+	20, // 46: paca.db.v1.DbService.GetMigrationStatus:input_type -> paca.db.v1.GetMigrationStatusRequest
+	23, // 47: paca.db.v1.DbService.RecordApiCalls:input_type -> paca.db.v1.RecordApiCallsRequest
+	25, // 48: paca.db.v1.DbService.GetStats:input_type -> paca.db.v1.GetStatsRequest
+	2,  // 49: paca.db.v1.DbService.Query:output_type -> paca.db.v1.QueryResponse
+	4,  // 50: paca.db.v1.DbService.Execute:output_type -> paca.db.v1.ExecuteResponse
+	6,  // 51: paca.db.v1.DbService.ExecuteBatch:output_type -> paca.db.v1.ExecuteBatchResponse
+	8,  // 52: paca.db.v1.DbService.StreamQuery:output_type -> paca.db.v1.StreamQueryResponse
+	10, // 53: paca.db.v1.DbService.Select:output_type -> paca.db.v1.SelectResponse
+	12, // 54: paca.db.v1.DbService.Insert:output_type -> paca.db.v1.InsertResponse
+	14, // 55: paca.db.v1.DbService.Update:output_type -> paca.db.v1.UpdateResponse
+	16, // 56: paca.db.v1.DbService.Delete:output_type -> paca.db.v1.DeleteResponse
+	19, // 57: paca.db.v1.DbService.Migrate:output_type -> paca.db.v1.MigrateResponse
+	22, // 58: paca.db.v1.DbService.GetMigrationStatus:output_type -> paca.db.v1.GetMigrationStatusResponse
+	24, // 59: paca.db.v1.DbService.RecordApiCalls:output_type -> paca.db.v1.RecordApiCallsResponse
+	26, // 60: paca.db.v1.DbService.GetStats:output_type -> paca.db.v1.GetStatsResponse
+	49, // [49:61] is the sub-list for method output_type
+	37, // [37:49] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_paca_db_v1_db_service_proto_init() }
@@ -965,18 +2049,20 @@ func file_paca_db_v1_db_service_proto_init() {
 	}
 	file_paca_db_v1_db_types_proto_init()
 	file_paca_db_v1_values_proto_init()
+	file_paca_db_v1_db_service_proto_msgTypes[16].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_paca_db_v1_db_service_proto_rawDesc), len(file_paca_db_v1_db_service_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   12,
+			NumEnums:      1,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_paca_db_v1_db_service_proto_goTypes,
 		DependencyIndexes: file_paca_db_v1_db_service_proto_depIdxs,
+		EnumInfos:         file_paca_db_v1_db_service_proto_enumTypes,
 		MessageInfos:      file_paca_db_v1_db_service_proto_msgTypes,
 	}.Build()
 	File_paca_db_v1_db_service_proto = out.File

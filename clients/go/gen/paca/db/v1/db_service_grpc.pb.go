@@ -19,12 +19,18 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	DbService_Query_FullMethodName          = "/paca.db.v1.DbService/Query"
-	DbService_Execute_FullMethodName        = "/paca.db.v1.DbService/Execute"
-	DbService_ExecuteBatch_FullMethodName   = "/paca.db.v1.DbService/ExecuteBatch"
-	DbService_StreamQuery_FullMethodName    = "/paca.db.v1.DbService/StreamQuery"
-	DbService_RecordApiCalls_FullMethodName = "/paca.db.v1.DbService/RecordApiCalls"
-	DbService_GetStats_FullMethodName       = "/paca.db.v1.DbService/GetStats"
+	DbService_Query_FullMethodName              = "/paca.db.v1.DbService/Query"
+	DbService_Execute_FullMethodName            = "/paca.db.v1.DbService/Execute"
+	DbService_ExecuteBatch_FullMethodName       = "/paca.db.v1.DbService/ExecuteBatch"
+	DbService_StreamQuery_FullMethodName        = "/paca.db.v1.DbService/StreamQuery"
+	DbService_Select_FullMethodName             = "/paca.db.v1.DbService/Select"
+	DbService_Insert_FullMethodName             = "/paca.db.v1.DbService/Insert"
+	DbService_Update_FullMethodName             = "/paca.db.v1.DbService/Update"
+	DbService_Delete_FullMethodName             = "/paca.db.v1.DbService/Delete"
+	DbService_Migrate_FullMethodName            = "/paca.db.v1.DbService/Migrate"
+	DbService_GetMigrationStatus_FullMethodName = "/paca.db.v1.DbService/GetMigrationStatus"
+	DbService_RecordApiCalls_FullMethodName     = "/paca.db.v1.DbService/RecordApiCalls"
+	DbService_GetStats_FullMethodName           = "/paca.db.v1.DbService/GetStats"
 )
 
 // DbServiceClient is the client API for DbService service.
@@ -52,6 +58,28 @@ type DbServiceClient interface {
 	// any result size in bounded memory. A slow reader slows the cursor (flow control), it does
 	// not fill db_service's memory. The first response carries the columns.
 	StreamQuery(ctx context.Context, in *StreamQueryRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamQueryResponse], error)
+	// Reads rows of one table, built from parts (columns, filters, order, limit) and compiled to
+	// the database's own SQL. Table and column names must exist in the live schema; values are
+	// always bound parameters, never spliced into the SQL.
+	Select(ctx context.Context, in *SelectRequest, opts ...grpc.CallOption) (*SelectResponse, error)
+	// Inserts rows into one table. `returning` columns come back where the engine has RETURNING
+	// (PostgreSQL, SQLite, MariaDB); elsewhere asking for them is INVALID_ARGUMENT.
+	Insert(ctx context.Context, in *InsertRequest, opts ...grpc.CallOption) (*InsertResponse, error)
+	// Updates the rows of one table that match `where`; without `where` it is refused unless
+	// `all_rows` is set.
+	Update(ctx context.Context, in *UpdateRequest, opts ...grpc.CallOption) (*UpdateResponse, error)
+	// Deletes the rows of one table that match `where`; without `where` it is refused unless
+	// `all_rows` is set.
+	Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*DeleteResponse, error)
+	// Brings a database's migration set (configured per database, PACA_MIGRATIONS) to a version:
+	// applies pending migrations up to `target_version`, or rolls applied ones back down to it with
+	// their NNNN_name.down.sql files. Each step runs in a transaction where the engine allows,
+	// under the engine's migration lock, so concurrent runners apply each step once. `dry_run`
+	// returns the plan and its SQL and changes nothing. An applied file that changed since is drift:
+	// FAILED_PRECONDITION, nothing runs.
+	Migrate(ctx context.Context, in *MigrateRequest, opts ...grpc.CallOption) (*MigrateResponse, error)
+	// The migrations of a database's set: which are applied, when, and whether any drifted.
+	GetMigrationStatus(ctx context.Context, in *GetMigrationStatusRequest, opts ...grpc.CallOption) (*GetMigrationStatusResponse, error)
 	// Stores a batch of api_service call records in `external_api_logs`. Records are keyed by
 	// `record_id`, so a batch sent again after a lost reply is stored once.
 	RecordApiCalls(ctx context.Context, in *RecordApiCallsRequest, opts ...grpc.CallOption) (*RecordApiCallsResponse, error)
@@ -116,6 +144,66 @@ func (c *dbServiceClient) StreamQuery(ctx context.Context, in *StreamQueryReques
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type DbService_StreamQueryClient = grpc.ServerStreamingClient[StreamQueryResponse]
 
+func (c *dbServiceClient) Select(ctx context.Context, in *SelectRequest, opts ...grpc.CallOption) (*SelectResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SelectResponse)
+	err := c.cc.Invoke(ctx, DbService_Select_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *dbServiceClient) Insert(ctx context.Context, in *InsertRequest, opts ...grpc.CallOption) (*InsertResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(InsertResponse)
+	err := c.cc.Invoke(ctx, DbService_Insert_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *dbServiceClient) Update(ctx context.Context, in *UpdateRequest, opts ...grpc.CallOption) (*UpdateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateResponse)
+	err := c.cc.Invoke(ctx, DbService_Update_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *dbServiceClient) Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*DeleteResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteResponse)
+	err := c.cc.Invoke(ctx, DbService_Delete_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *dbServiceClient) Migrate(ctx context.Context, in *MigrateRequest, opts ...grpc.CallOption) (*MigrateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MigrateResponse)
+	err := c.cc.Invoke(ctx, DbService_Migrate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *dbServiceClient) GetMigrationStatus(ctx context.Context, in *GetMigrationStatusRequest, opts ...grpc.CallOption) (*GetMigrationStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetMigrationStatusResponse)
+	err := c.cc.Invoke(ctx, DbService_GetMigrationStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *dbServiceClient) RecordApiCalls(ctx context.Context, in *RecordApiCallsRequest, opts ...grpc.CallOption) (*RecordApiCallsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RecordApiCallsResponse)
@@ -161,6 +249,28 @@ type DbServiceServer interface {
 	// any result size in bounded memory. A slow reader slows the cursor (flow control), it does
 	// not fill db_service's memory. The first response carries the columns.
 	StreamQuery(*StreamQueryRequest, grpc.ServerStreamingServer[StreamQueryResponse]) error
+	// Reads rows of one table, built from parts (columns, filters, order, limit) and compiled to
+	// the database's own SQL. Table and column names must exist in the live schema; values are
+	// always bound parameters, never spliced into the SQL.
+	Select(context.Context, *SelectRequest) (*SelectResponse, error)
+	// Inserts rows into one table. `returning` columns come back where the engine has RETURNING
+	// (PostgreSQL, SQLite, MariaDB); elsewhere asking for them is INVALID_ARGUMENT.
+	Insert(context.Context, *InsertRequest) (*InsertResponse, error)
+	// Updates the rows of one table that match `where`; without `where` it is refused unless
+	// `all_rows` is set.
+	Update(context.Context, *UpdateRequest) (*UpdateResponse, error)
+	// Deletes the rows of one table that match `where`; without `where` it is refused unless
+	// `all_rows` is set.
+	Delete(context.Context, *DeleteRequest) (*DeleteResponse, error)
+	// Brings a database's migration set (configured per database, PACA_MIGRATIONS) to a version:
+	// applies pending migrations up to `target_version`, or rolls applied ones back down to it with
+	// their NNNN_name.down.sql files. Each step runs in a transaction where the engine allows,
+	// under the engine's migration lock, so concurrent runners apply each step once. `dry_run`
+	// returns the plan and its SQL and changes nothing. An applied file that changed since is drift:
+	// FAILED_PRECONDITION, nothing runs.
+	Migrate(context.Context, *MigrateRequest) (*MigrateResponse, error)
+	// The migrations of a database's set: which are applied, when, and whether any drifted.
+	GetMigrationStatus(context.Context, *GetMigrationStatusRequest) (*GetMigrationStatusResponse, error)
 	// Stores a batch of api_service call records in `external_api_logs`. Records are keyed by
 	// `record_id`, so a batch sent again after a lost reply is stored once.
 	RecordApiCalls(context.Context, *RecordApiCallsRequest) (*RecordApiCallsResponse, error)
@@ -187,6 +297,24 @@ func (UnimplementedDbServiceServer) ExecuteBatch(context.Context, *ExecuteBatchR
 }
 func (UnimplementedDbServiceServer) StreamQuery(*StreamQueryRequest, grpc.ServerStreamingServer[StreamQueryResponse]) error {
 	return status.Error(codes.Unimplemented, "method StreamQuery not implemented")
+}
+func (UnimplementedDbServiceServer) Select(context.Context, *SelectRequest) (*SelectResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Select not implemented")
+}
+func (UnimplementedDbServiceServer) Insert(context.Context, *InsertRequest) (*InsertResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Insert not implemented")
+}
+func (UnimplementedDbServiceServer) Update(context.Context, *UpdateRequest) (*UpdateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Update not implemented")
+}
+func (UnimplementedDbServiceServer) Delete(context.Context, *DeleteRequest) (*DeleteResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Delete not implemented")
+}
+func (UnimplementedDbServiceServer) Migrate(context.Context, *MigrateRequest) (*MigrateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Migrate not implemented")
+}
+func (UnimplementedDbServiceServer) GetMigrationStatus(context.Context, *GetMigrationStatusRequest) (*GetMigrationStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetMigrationStatus not implemented")
 }
 func (UnimplementedDbServiceServer) RecordApiCalls(context.Context, *RecordApiCallsRequest) (*RecordApiCallsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RecordApiCalls not implemented")
@@ -280,6 +408,114 @@ func _DbService_StreamQuery_Handler(srv interface{}, stream grpc.ServerStream) e
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type DbService_StreamQueryServer = grpc.ServerStreamingServer[StreamQueryResponse]
 
+func _DbService_Select_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SelectRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DbServiceServer).Select(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DbService_Select_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DbServiceServer).Select(ctx, req.(*SelectRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DbService_Insert_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InsertRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DbServiceServer).Insert(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DbService_Insert_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DbServiceServer).Insert(ctx, req.(*InsertRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DbService_Update_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DbServiceServer).Update(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DbService_Update_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DbServiceServer).Update(ctx, req.(*UpdateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DbService_Delete_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DbServiceServer).Delete(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DbService_Delete_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DbServiceServer).Delete(ctx, req.(*DeleteRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DbService_Migrate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MigrateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DbServiceServer).Migrate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DbService_Migrate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DbServiceServer).Migrate(ctx, req.(*MigrateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DbService_GetMigrationStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetMigrationStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DbServiceServer).GetMigrationStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DbService_GetMigrationStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DbServiceServer).GetMigrationStatus(ctx, req.(*GetMigrationStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _DbService_RecordApiCalls_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(RecordApiCallsRequest)
 	if err := dec(in); err != nil {
@@ -334,6 +570,30 @@ var DbService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ExecuteBatch",
 			Handler:    _DbService_ExecuteBatch_Handler,
+		},
+		{
+			MethodName: "Select",
+			Handler:    _DbService_Select_Handler,
+		},
+		{
+			MethodName: "Insert",
+			Handler:    _DbService_Insert_Handler,
+		},
+		{
+			MethodName: "Update",
+			Handler:    _DbService_Update_Handler,
+		},
+		{
+			MethodName: "Delete",
+			Handler:    _DbService_Delete_Handler,
+		},
+		{
+			MethodName: "Migrate",
+			Handler:    _DbService_Migrate_Handler,
+		},
+		{
+			MethodName: "GetMigrationStatus",
+			Handler:    _DbService_GetMigrationStatus_Handler,
 		},
 		{
 			MethodName: "RecordApiCalls",

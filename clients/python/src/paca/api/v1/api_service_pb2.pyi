@@ -130,8 +130,13 @@ class CallResponse(_message.Message):
     status_code: _builtins.int
     body: _builtins.bytes
     attempts: _builtins.int
-    """HTTP attempts made (1 without retries; 0 when served from the cache)."""
+    """HTTP attempts made (1 without retries; 0 when served from the cache without an upstream
+    request).
+    """
     from_cache: _builtins.bool
+    """The body came from the cache: a fresh entry, one revalidated with 304, a stale one served
+    because the upstream failed, or another identical call's response.
+    """
     url: _builtins.str
     """The URL of the final response (after redirects), without secrets."""
     @_builtins.property

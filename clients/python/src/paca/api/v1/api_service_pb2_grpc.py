@@ -32,7 +32,10 @@ class ApiServiceStub:
     mean no usable response: INVALID_ARGUMENT (bad request, google.rpc.BadRequest names the field),
     NOT_FOUND (unknown endpoint), DEADLINE_EXCEEDED (the upstream took too long),
     UNAVAILABLE (the upstream could not be reached), RESOURCE_EXHAUSTED (rate limited, with
-    google.rpc.RetryInfo). Every call is recorded in the call log.
+    google.rpc.RetryInfo), PERMISSION_DENIED (the target address is in a network api_service may
+    not call, google.rpc.ErrorInfo reason FORBIDDEN_NETWORK names the field `url`).
+    Every call that reaches the upstream is recorded in the call log; calls answered from the
+    cache without an upstream request are counted in GetStats instead.
     """
 
     def __init__(self, channel):
@@ -80,7 +83,10 @@ class ApiServiceServicer:
     mean no usable response: INVALID_ARGUMENT (bad request, google.rpc.BadRequest names the field),
     NOT_FOUND (unknown endpoint), DEADLINE_EXCEEDED (the upstream took too long),
     UNAVAILABLE (the upstream could not be reached), RESOURCE_EXHAUSTED (rate limited, with
-    google.rpc.RetryInfo). Every call is recorded in the call log.
+    google.rpc.RetryInfo), PERMISSION_DENIED (the target address is in a network api_service may
+    not call, google.rpc.ErrorInfo reason FORBIDDEN_NETWORK names the field `url`).
+    Every call that reaches the upstream is recorded in the call log; calls answered from the
+    cache without an upstream request are counted in GetStats instead.
     """
 
     def Call(self, request, context):
@@ -174,7 +180,10 @@ class ApiService:
     mean no usable response: INVALID_ARGUMENT (bad request, google.rpc.BadRequest names the field),
     NOT_FOUND (unknown endpoint), DEADLINE_EXCEEDED (the upstream took too long),
     UNAVAILABLE (the upstream could not be reached), RESOURCE_EXHAUSTED (rate limited, with
-    google.rpc.RetryInfo). Every call is recorded in the call log.
+    google.rpc.RetryInfo), PERMISSION_DENIED (the target address is in a network api_service may
+    not call, google.rpc.ErrorInfo reason FORBIDDEN_NETWORK names the field `url`).
+    Every call that reaches the upstream is recorded in the call log; calls answered from the
+    cache without an upstream request are counted in GetStats instead.
     """
 
     @staticmethod

@@ -33,7 +33,10 @@ class ApiServiceStub:
     mean no usable response: INVALID_ARGUMENT (bad request, google.rpc.BadRequest names the field),
     NOT_FOUND (unknown endpoint), DEADLINE_EXCEEDED (the upstream took too long),
     UNAVAILABLE (the upstream could not be reached), RESOURCE_EXHAUSTED (rate limited, with
-    google.rpc.RetryInfo). Every call is recorded in the call log.
+    google.rpc.RetryInfo), PERMISSION_DENIED (the target address is in a network api_service may
+    not call, google.rpc.ErrorInfo reason FORBIDDEN_NETWORK names the field `url`).
+    Every call that reaches the upstream is recorded in the call log; calls answered from the
+    cache without an upstream request are counted in GetStats instead.
     """
 
     @_typing.overload
@@ -63,7 +66,10 @@ class ApiServiceAsyncStub(ApiServiceStub):
     mean no usable response: INVALID_ARGUMENT (bad request, google.rpc.BadRequest names the field),
     NOT_FOUND (unknown endpoint), DEADLINE_EXCEEDED (the upstream took too long),
     UNAVAILABLE (the upstream could not be reached), RESOURCE_EXHAUSTED (rate limited, with
-    google.rpc.RetryInfo). Every call is recorded in the call log.
+    google.rpc.RetryInfo), PERMISSION_DENIED (the target address is in a network api_service may
+    not call, google.rpc.ErrorInfo reason FORBIDDEN_NETWORK names the field `url`).
+    Every call that reaches the upstream is recorded in the call log; calls answered from the
+    cache without an upstream request are counted in GetStats instead.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -89,7 +95,10 @@ class ApiServiceServicer(metaclass=_abc_1.ABCMeta):
     mean no usable response: INVALID_ARGUMENT (bad request, google.rpc.BadRequest names the field),
     NOT_FOUND (unknown endpoint), DEADLINE_EXCEEDED (the upstream took too long),
     UNAVAILABLE (the upstream could not be reached), RESOURCE_EXHAUSTED (rate limited, with
-    google.rpc.RetryInfo). Every call is recorded in the call log.
+    google.rpc.RetryInfo), PERMISSION_DENIED (the target address is in a network api_service may
+    not call, google.rpc.ErrorInfo reason FORBIDDEN_NETWORK names the field `url`).
+    Every call that reaches the upstream is recorded in the call log; calls answered from the
+    cache without an upstream request are counted in GetStats instead.
     """
 
     @_abc_1.abstractmethod

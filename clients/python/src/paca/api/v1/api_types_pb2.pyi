@@ -339,21 +339,39 @@ Global___RateLimitPolicy: _TypeAlias = RateLimitPolicy  # noqa: Y015
 
 @_typing.final
 class CachePolicy(_message.Message):
-    """Response caching of an endpoint (GET and HEAD only)."""
+    """Response caching of an endpoint (GET and HEAD only). The upstream's Cache-Control
+    (no-store, no-cache, max-age, s-maxage, must-revalidate, stale-if-error) and Expires are
+    honoured; a stale entry with an ETag or Last-Modified is revalidated with a conditional
+    request. Concurrent identical requests of a cached endpoint share one upstream request.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     ENABLED_FIELD_NUMBER: _builtins.int
     TTL_FIELD_NUMBER: _builtins.int
     VARY_HEADERS_FIELD_NUMBER: _builtins.int
+    OVERRIDE_UPSTREAM_FIELD_NUMBER: _builtins.int
+    STALE_IF_ERROR_FIELD_NUMBER: _builtins.int
     enabled: _builtins.bool
+    override_upstream: _builtins.bool
+    """Use `ttl` whatever the upstream's max-age, Expires or no-cache say (no-store is still
+    honoured).
+    """
     @_builtins.property
     def ttl(self) -> _duration_pb2.Duration:
-        """Time to live when the upstream gives no Cache-Control max-age."""
+        """Time to live when the upstream gives neither Cache-Control max-age nor Expires."""
 
     @_builtins.property
     def vary_headers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Request headers that are part of the cache key besides method and URL."""
+        """Request headers that are part of the cache key besides method and URL (Authorization
+        always is, as a digest).
+        """
+
+    @_builtins.property
+    def stale_if_error(self) -> _duration_pb2.Duration:
+        """How long past its freshness an entry may still be served when the upstream fails (no
+        reply, or 500, 502, 503, 504); the upstream's own stale-if-error extends it.
+        """
 
     def __init__(
         self,
@@ -361,10 +379,12 @@ class CachePolicy(_message.Message):
         enabled: _builtins.bool = ...,
         ttl: _duration_pb2.Duration | None = ...,
         vary_headers: _abc.Iterable[_builtins.str] | None = ...,
+        override_upstream: _builtins.bool = ...,
+        stale_if_error: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ttl", b"ttl"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["stale_if_error", b"stale_if_error", "ttl", b"ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["enabled", b"enabled", "ttl", b"ttl", "vary_headers", b"vary_headers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enabled", b"enabled", "override_upstream", b"override_upstream", "stale_if_error", b"stale_if_error", "ttl", b"ttl", "vary_headers", b"vary_headers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -508,6 +528,9 @@ class CallStats(_message.Message):
     LIMITER_WAIT_FIELD_NUMBER: _builtins.int
     LIMITER_REJECTIONS_FIELD_NUMBER: _builtins.int
     LIMITER_DEGRADED_FIELD_NUMBER: _builtins.int
+    CACHE_HITS_FIELD_NUMBER: _builtins.int
+    CACHE_MISSES_FIELD_NUMBER: _builtins.int
+    CACHE_HIT_RATIO_FIELD_NUMBER: _builtins.int
     endpoint: _builtins.str
     """Registered endpoint name; empty for calls to absolute URLs."""
     host: _builtins.str
@@ -530,6 +553,14 @@ class CallStats(_message.Message):
     """Calls refused by the rate limit or the host's concurrency limit."""
     limiter_degraded: _builtins.int
     """Global rate-limit decisions taken by the local bucket because Redis could not answer."""
+    cache_hits: _builtins.int
+    """Calls answered from the cache: fresh entries, entries revalidated with 304, stale entries
+    served on an upstream error, and calls that shared another call's upstream request.
+    """
+    cache_misses: _builtins.int
+    """Cacheable calls that needed an upstream response body."""
+    cache_hit_ratio: _builtins.float
+    """cache_hits / (cache_hits + cache_misses); 0 when the target has no cache."""
     @_builtins.property
     def latency_p50(self) -> _duration_pb2.Duration:
         """Latency percentiles over the most recent calls (up to 1024)."""
@@ -559,10 +590,13 @@ class CallStats(_message.Message):
         limiter_wait: _duration_pb2.Duration | None = ...,
         limiter_rejections: _builtins.int = ...,
         limiter_degraded: _builtins.int = ...,
+        cache_hits: _builtins.int = ...,
+        cache_misses: _builtins.int = ...,
+        cache_hit_ratio: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["latency_p50", b"latency_p50", "latency_p95", b"latency_p95", "latency_p99", b"latency_p99", "limiter_wait", b"limiter_wait"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "calls", b"calls", "circuit_rejections", b"circuit_rejections", "endpoint", b"endpoint", "endpoint_circuit", b"endpoint_circuit", "host", b"host", "host_circuit", b"host_circuit", "latency_p50", b"latency_p50", "latency_p95", b"latency_p95", "latency_p99", b"latency_p99", "limiter_degraded", b"limiter_degraded", "limiter_rejections", b"limiter_rejections", "limiter_wait", b"limiter_wait", "limiter_waits", b"limiter_waits", "retries_denied", b"retries_denied", "success_rate", b"success_rate"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cache_hit_ratio", b"cache_hit_ratio", "cache_hits", b"cache_hits", "cache_misses", b"cache_misses", "calls", b"calls", "circuit_rejections", b"circuit_rejections", "endpoint", b"endpoint", "endpoint_circuit", b"endpoint_circuit", "host", b"host", "host_circuit", b"host_circuit", "latency_p50", b"latency_p50", "latency_p95", b"latency_p95", "latency_p99", b"latency_p99", "limiter_degraded", b"limiter_degraded", "limiter_rejections", b"limiter_rejections", "limiter_wait", b"limiter_wait", "limiter_waits", b"limiter_waits", "retries_denied", b"retries_denied", "success_rate", b"success_rate"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

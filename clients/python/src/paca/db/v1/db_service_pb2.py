@@ -23,11 +23,12 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from paca.db.v1 import db_types_pb2 as paca_dot_db_dot_v1_dot_db__types__pb2
 from paca.db.v1 import values_pb2 as paca_dot_db_dot_v1_dot_values__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpaca/db/v1/db_service.proto\x12\npaca.db.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x19paca/db/v1/db_types.proto\x1a\x17paca/db/v1/values.proto\"\x84\x02\n\x0cQueryRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12!\n\x06params\x18\x03 \x03(\x0b\x32\x11.paca.db.v1.Value\x12\x11\n\tread_only\x18\x04 \x01(\x08\x12\x33\n\x0fread_preference\x18\x05 \x01(\x0e\x32\x1a.paca.db.v1.ReadPreference\x12\x19\n\x11\x63onsistency_token\x18\x06 \x01(\t\x12*\n\x07timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08max_rows\x18\x08 \x01(\x03\x12\x11\n\tmax_bytes\x18\t \x01(\x03\"\x98\x01\n\rQueryResponse\x12#\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x12.paca.db.v1.Column\x12\x1d\n\x04rows\x18\x02 \x03(\x0b\x32\x0f.paca.db.v1.Row\x12\x15\n\rrows_affected\x18\x03 \x01(\x03\x12\x11\n\ttruncated\x18\x04 \x01(\x08\x12\x19\n\x11\x63onsistency_token\x18\x05 \x01(\t\"~\n\x0e\x45xecuteRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12!\n\x06params\x18\x03 \x03(\x0b\x32\x11.paca.db.v1.Value\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"l\n\x0f\x45xecuteResponse\x12\x15\n\rrows_affected\x18\x01 \x01(\x03\x12#\n\x07\x63olumns\x18\x02 \x03(\x0b\x32\x12.paca.db.v1.Column\x12\x1d\n\x04rows\x18\x03 \x03(\x0b\x32\x0f.paca.db.v1.Row\"\x8b\x01\n\x13\x45xecuteBatchRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12)\n\nparam_sets\x18\x03 \x03(\x0b\x32\x15.paca.db.v1.ValueList\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"-\n\x14\x45xecuteBatchResponse\x12\x15\n\rrows_affected\x18\x01 \x01(\x03\"\xbd\x01\n\x12StreamQueryRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12!\n\x06params\x18\x03 \x03(\x0b\x32\x11.paca.db.v1.Value\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nchunk_rows\x18\x05 \x01(\x05\x12\x13\n\x0b\x63hunk_bytes\x18\x06 \x01(\x03\x12\x10\n\x08max_rows\x18\x07 \x01(\x03\"Y\n\x13StreamQueryResponse\x12#\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x12.paca.db.v1.Column\x12\x1d\n\x04rows\x18\x02 \x03(\x0b\x32\x0f.paca.db.v1.Row\"U\n\x15RecordApiCallsRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12*\n\x07records\x18\x02 \x03(\x0b\x32\x19.paca.db.v1.ApiCallRecord\">\n\x16RecordApiCallsResponse\x12\x10\n\x08inserted\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\"\x11\n\x0fGetStatsRequest\"8\n\x10GetStatsResponse\x12$\n\x05pools\x18\x01 \x03(\x0b\x32\x15.paca.db.v1.PoolStats2\xe1\x03\n\tDbService\x12<\n\x05Query\x12\x18.paca.db.v1.QueryRequest\x1a\x19.paca.db.v1.QueryResponse\x12\x42\n\x07\x45xecute\x12\x1a.paca.db.v1.ExecuteRequest\x1a\x1b.paca.db.v1.ExecuteResponse\x12Q\n\x0c\x45xecuteBatch\x12\x1f.paca.db.v1.ExecuteBatchRequest\x1a .paca.db.v1.ExecuteBatchResponse\x12U\n\x0bStreamQuery\x12\x1e.paca.db.v1.StreamQueryRequest\x1a\x1f.paca.db.v1.StreamQueryResponse\"\x03\x90\x02\x01\x30\x01\x12\\\n\x0eRecordApiCalls\x12!.paca.db.v1.RecordApiCallsRequest\x1a\".paca.db.v1.RecordApiCallsResponse\"\x03\x90\x02\x02\x12J\n\x08GetStats\x12\x1b.paca.db.v1.GetStatsRequest\x1a\x1c.paca.db.v1.GetStatsResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpaca/db/v1/db_service.proto\x12\npaca.db.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19paca/db/v1/db_types.proto\x1a\x17paca/db/v1/values.proto\"\x84\x02\n\x0cQueryRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12!\n\x06params\x18\x03 \x03(\x0b\x32\x11.paca.db.v1.Value\x12\x11\n\tread_only\x18\x04 \x01(\x08\x12\x33\n\x0fread_preference\x18\x05 \x01(\x0e\x32\x1a.paca.db.v1.ReadPreference\x12\x19\n\x11\x63onsistency_token\x18\x06 \x01(\t\x12*\n\x07timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08max_rows\x18\x08 \x01(\x03\x12\x11\n\tmax_bytes\x18\t \x01(\x03\"\x98\x01\n\rQueryResponse\x12#\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x12.paca.db.v1.Column\x12\x1d\n\x04rows\x18\x02 \x03(\x0b\x32\x0f.paca.db.v1.Row\x12\x15\n\rrows_affected\x18\x03 \x01(\x03\x12\x11\n\ttruncated\x18\x04 \x01(\x08\x12\x19\n\x11\x63onsistency_token\x18\x05 \x01(\t\"~\n\x0e\x45xecuteRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12!\n\x06params\x18\x03 \x03(\x0b\x32\x11.paca.db.v1.Value\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"l\n\x0f\x45xecuteResponse\x12\x15\n\rrows_affected\x18\x01 \x01(\x03\x12#\n\x07\x63olumns\x18\x02 \x03(\x0b\x32\x12.paca.db.v1.Column\x12\x1d\n\x04rows\x18\x03 \x03(\x0b\x32\x0f.paca.db.v1.Row\"\x8b\x01\n\x13\x45xecuteBatchRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12)\n\nparam_sets\x18\x03 \x03(\x0b\x32\x15.paca.db.v1.ValueList\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"-\n\x14\x45xecuteBatchResponse\x12\x15\n\rrows_affected\x18\x01 \x01(\x03\"\xbd\x01\n\x12StreamQueryRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12!\n\x06params\x18\x03 \x03(\x0b\x32\x11.paca.db.v1.Value\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nchunk_rows\x18\x05 \x01(\x05\x12\x13\n\x0b\x63hunk_bytes\x18\x06 \x01(\x03\x12\x10\n\x08max_rows\x18\x07 \x01(\x03\"Y\n\x13StreamQueryResponse\x12#\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x12.paca.db.v1.Column\x12\x1d\n\x04rows\x18\x02 \x03(\x0b\x32\x0f.paca.db.v1.Row\"\x96\x01\n\rSelectRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\"\n\x06select\x18\x02 \x01(\x0b\x32\x12.paca.db.v1.Select\x12*\n\x07timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08max_rows\x18\x04 \x01(\x03\x12\x11\n\tmax_bytes\x18\x05 \x01(\x03\"g\n\x0eSelectResponse\x12#\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x12.paca.db.v1.Column\x12\x1d\n\x04rows\x18\x02 \x03(\x0b\x32\x0f.paca.db.v1.Row\x12\x11\n\ttruncated\x18\x03 \x01(\x08\"q\n\rInsertRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\"\n\x06insert\x18\x02 \x01(\x0b\x32\x12.paca.db.v1.Insert\x12*\n\x07timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"k\n\x0eInsertResponse\x12\x15\n\rrows_affected\x18\x01 \x01(\x03\x12#\n\x07\x63olumns\x18\x02 \x03(\x0b\x32\x12.paca.db.v1.Column\x12\x1d\n\x04rows\x18\x03 \x03(\x0b\x32\x0f.paca.db.v1.Row\"q\n\rUpdateRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\"\n\x06update\x18\x02 \x01(\x0b\x32\x12.paca.db.v1.Update\x12*\n\x07timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"k\n\x0eUpdateResponse\x12\x15\n\rrows_affected\x18\x01 \x01(\x03\x12#\n\x07\x63olumns\x18\x02 \x03(\x0b\x32\x12.paca.db.v1.Column\x12\x1d\n\x04rows\x18\x03 \x03(\x0b\x32\x0f.paca.db.v1.Row\"q\n\rDeleteRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\"\n\x06\x64\x65lete\x18\x02 \x01(\x0b\x32\x12.paca.db.v1.Delete\x12*\n\x07timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"k\n\x0e\x44\x65leteResponse\x12\x15\n\rrows_affected\x18\x01 \x01(\x03\x12#\n\x07\x63olumns\x18\x02 \x03(\x0b\x32\x12.paca.db.v1.Column\x12\x1d\n\x04rows\x18\x03 \x03(\x0b\x32\x0f.paca.db.v1.Row\"c\n\x0eMigrateRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x1b\n\x0etarget_version\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\x42\x11\n\x0f_target_version\"n\n\rMigrationStep\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x31\n\tdirection\x18\x03 \x01(\x0e\x32\x1e.paca.db.v1.MigrationDirection\x12\x0b\n\x03sql\x18\x04 \x01(\t\"L\n\x0fMigrateResponse\x12(\n\x05steps\x18\x01 \x03(\x0b\x32\x19.paca.db.v1.MigrationStep\x12\x0f\n\x07version\x18\x02 \x01(\x03\"-\n\x19GetMigrationStatusRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\"\x95\x01\n\x0eMigrationState\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x61pplied\x18\x03 \x01(\x08\x12.\n\napply_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nreversible\x18\x05 \x01(\x08\x12\x0f\n\x07\x64rifted\x18\x06 \x01(\x08\"e\n\x1aGetMigrationStatusResponse\x12\x17\n\x0f\x63urrent_version\x18\x01 \x01(\x03\x12.\n\nmigrations\x18\x02 \x03(\x0b\x32\x1a.paca.db.v1.MigrationState\"U\n\x15RecordApiCallsRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12*\n\x07records\x18\x02 \x03(\x0b\x32\x19.paca.db.v1.ApiCallRecord\">\n\x16RecordApiCallsResponse\x12\x10\n\x08inserted\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\"\x11\n\x0fGetStatsRequest\"8\n\x10GetStatsResponse\x12$\n\x05pools\x18\x01 \x03(\x0b\x32\x15.paca.db.v1.PoolStats*s\n\x12MigrationDirection\x12#\n\x1fMIGRATION_DIRECTION_UNSPECIFIED\x10\x00\x12\x1a\n\x16MIGRATION_DIRECTION_UP\x10\x01\x12\x1c\n\x18MIGRATION_DIRECTION_DOWN\x10\x02\x32\x98\x07\n\tDbService\x12<\n\x05Query\x12\x18.paca.db.v1.QueryRequest\x1a\x19.paca.db.v1.QueryResponse\x12\x42\n\x07\x45xecute\x12\x1a.paca.db.v1.ExecuteRequest\x1a\x1b.paca.db.v1.ExecuteResponse\x12Q\n\x0c\x45xecuteBatch\x12\x1f.paca.db.v1.ExecuteBatchRequest\x1a .paca.db.v1.ExecuteBatchResponse\x12U\n\x0bStreamQuery\x12\x1e.paca.db.v1.StreamQueryRequest\x1a\x1f.paca.db.v1.StreamQueryResponse\"\x03\x90\x02\x01\x30\x01\x12\x44\n\x06Select\x12\x19.paca.db.v1.SelectRequest\x1a\x1a.paca.db.v1.SelectResponse\"\x03\x90\x02\x01\x12?\n\x06Insert\x12\x19.paca.db.v1.InsertRequest\x1a\x1a.paca.db.v1.InsertResponse\x12?\n\x06Update\x12\x19.paca.db.v1.UpdateRequest\x1a\x1a.paca.db.v1.UpdateResponse\x12?\n\x06\x44\x65lete\x12\x19.paca.db.v1.DeleteRequest\x1a\x1a.paca.db.v1.DeleteResponse\x12\x42\n\x07Migrate\x12\x1a.paca.db.v1.MigrateRequest\x1a\x1b.paca.db.v1.MigrateResponse\x12h\n\x12GetMigrationStatus\x12%.paca.db.v1.GetMigrationStatusRequest\x1a&.paca.db.v1.GetMigrationStatusResponse\"\x03\x90\x02\x01\x12\\\n\x0eRecordApiCalls\x12!.paca.db.v1.RecordApiCallsRequest\x1a\".paca.db.v1.RecordApiCallsResponse\"\x03\x90\x02\x02\x12J\n\x08GetStats\x12\x1b.paca.db.v1.GetStatsRequest\x1a\x1c.paca.db.v1.GetStatsResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,34 +37,68 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DBSERVICE'].methods_by_name['StreamQuery']._loaded_options = None
   _globals['_DBSERVICE'].methods_by_name['StreamQuery']._serialized_options = b'\220\002\001'
+  _globals['_DBSERVICE'].methods_by_name['Select']._loaded_options = None
+  _globals['_DBSERVICE'].methods_by_name['Select']._serialized_options = b'\220\002\001'
+  _globals['_DBSERVICE'].methods_by_name['GetMigrationStatus']._loaded_options = None
+  _globals['_DBSERVICE'].methods_by_name['GetMigrationStatus']._serialized_options = b'\220\002\001'
   _globals['_DBSERVICE'].methods_by_name['RecordApiCalls']._loaded_options = None
   _globals['_DBSERVICE'].methods_by_name['RecordApiCalls']._serialized_options = b'\220\002\002'
   _globals['_DBSERVICE'].methods_by_name['GetStats']._loaded_options = None
   _globals['_DBSERVICE'].methods_by_name['GetStats']._serialized_options = b'\220\002\001'
-  _globals['_QUERYREQUEST']._serialized_start=128
-  _globals['_QUERYREQUEST']._serialized_end=388
-  _globals['_QUERYRESPONSE']._serialized_start=391
-  _globals['_QUERYRESPONSE']._serialized_end=543
-  _globals['_EXECUTEREQUEST']._serialized_start=545
-  _globals['_EXECUTEREQUEST']._serialized_end=671
-  _globals['_EXECUTERESPONSE']._serialized_start=673
-  _globals['_EXECUTERESPONSE']._serialized_end=781
-  _globals['_EXECUTEBATCHREQUEST']._serialized_start=784
-  _globals['_EXECUTEBATCHREQUEST']._serialized_end=923
-  _globals['_EXECUTEBATCHRESPONSE']._serialized_start=925
-  _globals['_EXECUTEBATCHRESPONSE']._serialized_end=970
-  _globals['_STREAMQUERYREQUEST']._serialized_start=973
-  _globals['_STREAMQUERYREQUEST']._serialized_end=1162
-  _globals['_STREAMQUERYRESPONSE']._serialized_start=1164
-  _globals['_STREAMQUERYRESPONSE']._serialized_end=1253
-  _globals['_RECORDAPICALLSREQUEST']._serialized_start=1255
-  _globals['_RECORDAPICALLSREQUEST']._serialized_end=1340
-  _globals['_RECORDAPICALLSRESPONSE']._serialized_start=1342
-  _globals['_RECORDAPICALLSRESPONSE']._serialized_end=1404
-  _globals['_GETSTATSREQUEST']._serialized_start=1406
-  _globals['_GETSTATSREQUEST']._serialized_end=1423
-  _globals['_GETSTATSRESPONSE']._serialized_start=1425
-  _globals['_GETSTATSRESPONSE']._serialized_end=1481
-  _globals['_DBSERVICE']._serialized_start=1484
-  _globals['_DBSERVICE']._serialized_end=1965
+  _globals['_MIGRATIONDIRECTION']._serialized_start=3039
+  _globals['_MIGRATIONDIRECTION']._serialized_end=3154
+  _globals['_QUERYREQUEST']._serialized_start=161
+  _globals['_QUERYREQUEST']._serialized_end=421
+  _globals['_QUERYRESPONSE']._serialized_start=424
+  _globals['_QUERYRESPONSE']._serialized_end=576
+  _globals['_EXECUTEREQUEST']._serialized_start=578
+  _globals['_EXECUTEREQUEST']._serialized_end=704
+  _globals['_EXECUTERESPONSE']._serialized_start=706
+  _globals['_EXECUTERESPONSE']._serialized_end=814
+  _globals['_EXECUTEBATCHREQUEST']._serialized_start=817
+  _globals['_EXECUTEBATCHREQUEST']._serialized_end=956
+  _globals['_EXECUTEBATCHRESPONSE']._serialized_start=958
+  _globals['_EXECUTEBATCHRESPONSE']._serialized_end=1003
+  _globals['_STREAMQUERYREQUEST']._serialized_start=1006
+  _globals['_STREAMQUERYREQUEST']._serialized_end=1195
+  _globals['_STREAMQUERYRESPONSE']._serialized_start=1197
+  _globals['_STREAMQUERYRESPONSE']._serialized_end=1286
+  _globals['_SELECTREQUEST']._serialized_start=1289
+  _globals['_SELECTREQUEST']._serialized_end=1439
+  _globals['_SELECTRESPONSE']._serialized_start=1441
+  _globals['_SELECTRESPONSE']._serialized_end=1544
+  _globals['_INSERTREQUEST']._serialized_start=1546
+  _globals['_INSERTREQUEST']._serialized_end=1659
+  _globals['_INSERTRESPONSE']._serialized_start=1661
+  _globals['_INSERTRESPONSE']._serialized_end=1768
+  _globals['_UPDATEREQUEST']._serialized_start=1770
+  _globals['_UPDATEREQUEST']._serialized_end=1883
+  _globals['_UPDATERESPONSE']._serialized_start=1885
+  _globals['_UPDATERESPONSE']._serialized_end=1992
+  _globals['_DELETEREQUEST']._serialized_start=1994
+  _globals['_DELETEREQUEST']._serialized_end=2107
+  _globals['_DELETERESPONSE']._serialized_start=2109
+  _globals['_DELETERESPONSE']._serialized_end=2216
+  _globals['_MIGRATEREQUEST']._serialized_start=2218
+  _globals['_MIGRATEREQUEST']._serialized_end=2317
+  _globals['_MIGRATIONSTEP']._serialized_start=2319
+  _globals['_MIGRATIONSTEP']._serialized_end=2429
+  _globals['_MIGRATERESPONSE']._serialized_start=2431
+  _globals['_MIGRATERESPONSE']._serialized_end=2507
+  _globals['_GETMIGRATIONSTATUSREQUEST']._serialized_start=2509
+  _globals['_GETMIGRATIONSTATUSREQUEST']._serialized_end=2554
+  _globals['_MIGRATIONSTATE']._serialized_start=2557
+  _globals['_MIGRATIONSTATE']._serialized_end=2706
+  _globals['_GETMIGRATIONSTATUSRESPONSE']._serialized_start=2708
+  _globals['_GETMIGRATIONSTATUSRESPONSE']._serialized_end=2809
+  _globals['_RECORDAPICALLSREQUEST']._serialized_start=2811
+  _globals['_RECORDAPICALLSREQUEST']._serialized_end=2896
+  _globals['_RECORDAPICALLSRESPONSE']._serialized_start=2898
+  _globals['_RECORDAPICALLSRESPONSE']._serialized_end=2960
+  _globals['_GETSTATSREQUEST']._serialized_start=2962
+  _globals['_GETSTATSREQUEST']._serialized_end=2979
+  _globals['_GETSTATSRESPONSE']._serialized_start=2981
+  _globals['_GETSTATSRESPONSE']._serialized_end=3037
+  _globals['_DBSERVICE']._serialized_start=3157
+  _globals['_DBSERVICE']._serialized_end=4077
 # @@protoc_insertion_point(module_scope)

@@ -7,7 +7,9 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from paca.db.v1 import db_types_pb2 as _db_types_pb2
 from paca.db.v1 import values_pb2 as _values_pb2
 import builtins as _builtins
@@ -20,6 +22,28 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _MigrationDirection:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MigrationDirectionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MigrationDirection.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MIGRATION_DIRECTION_UNSPECIFIED: _MigrationDirection.ValueType  # 0
+    MIGRATION_DIRECTION_UP: _MigrationDirection.ValueType  # 1
+    """Applies NNNN_name.sql."""
+    MIGRATION_DIRECTION_DOWN: _MigrationDirection.ValueType  # 2
+    """Rolls back with NNNN_name.down.sql."""
+
+class MigrationDirection(_MigrationDirection, metaclass=_MigrationDirectionEnumTypeWrapper):
+    """Which way a migration step goes."""
+
+MIGRATION_DIRECTION_UNSPECIFIED: MigrationDirection.ValueType  # 0
+MIGRATION_DIRECTION_UP: MigrationDirection.ValueType  # 1
+"""Applies NNNN_name.sql."""
+MIGRATION_DIRECTION_DOWN: MigrationDirection.ValueType  # 2
+"""Rolls back with NNNN_name.down.sql."""
+Global___MigrationDirection: _TypeAlias = MigrationDirection  # noqa: Y015
 
 @_typing.final
 class QueryRequest(_message.Message):
@@ -317,6 +341,460 @@ class StreamQueryResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StreamQueryResponse: _TypeAlias = StreamQueryResponse  # noqa: Y015
+
+@_typing.final
+class SelectRequest(_message.Message):
+    """Request of DbService.Select."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    SELECT_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    MAX_ROWS_FIELD_NUMBER: _builtins.int
+    MAX_BYTES_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    """Configured database name, e.g. "main"."""
+    max_rows: _builtins.int
+    """Return at most this many rows (0: the server's limit); `truncated` says when rows were left."""
+    max_bytes: _builtins.int
+    """Return at most about this many bytes of rows (0: the server's limit)."""
+    @_builtins.property
+    def select(self) -> _db_types_pb2.Select:
+        """Required."""
+
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """Statement time limit; the gRPC deadline caps it. Unset: no limit but the deadline."""
+
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+        select: _db_types_pb2.Select | None = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+        max_rows: _builtins.int = ...,
+        max_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["select", b"select", "timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "max_bytes", b"max_bytes", "max_rows", b"max_rows", "select", b"select", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SelectRequest: _TypeAlias = SelectRequest  # noqa: Y015
+
+@_typing.final
+class SelectResponse(_message.Message):
+    """Response of DbService.Select."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COLUMNS_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    truncated: _builtins.bool
+    """More rows matched than `max_rows` or `max_bytes` allowed."""
+    @_builtins.property
+    def columns(self) -> _containers.RepeatedCompositeFieldContainer[_values_pb2.Column]: ...
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedCompositeFieldContainer[_values_pb2.Row]: ...
+    def __init__(
+        self,
+        *,
+        columns: _abc.Iterable[_values_pb2.Column] | None = ...,
+        rows: _abc.Iterable[_values_pb2.Row] | None = ...,
+        truncated: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "rows", b"rows", "truncated", b"truncated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SelectResponse: _TypeAlias = SelectResponse  # noqa: Y015
+
+@_typing.final
+class InsertRequest(_message.Message):
+    """Request of DbService.Insert."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    INSERT_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    """Configured database name, e.g. "main"."""
+    @_builtins.property
+    def insert(self) -> _db_types_pb2.Insert:
+        """Required."""
+
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """Statement time limit; the gRPC deadline caps it. Unset: no limit but the deadline."""
+
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+        insert: _db_types_pb2.Insert | None = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["insert", b"insert", "timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "insert", b"insert", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InsertRequest: _TypeAlias = InsertRequest  # noqa: Y015
+
+@_typing.final
+class InsertResponse(_message.Message):
+    """Response of DbService.Insert."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROWS_AFFECTED_FIELD_NUMBER: _builtins.int
+    COLUMNS_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    rows_affected: _builtins.int
+    """Rows inserted; -1 where the engine does not say."""
+    @_builtins.property
+    def columns(self) -> _containers.RepeatedCompositeFieldContainer[_values_pb2.Column]:
+        """The `returning` columns of the inserted rows."""
+
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedCompositeFieldContainer[_values_pb2.Row]: ...
+    def __init__(
+        self,
+        *,
+        rows_affected: _builtins.int = ...,
+        columns: _abc.Iterable[_values_pb2.Column] | None = ...,
+        rows: _abc.Iterable[_values_pb2.Row] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "rows", b"rows", "rows_affected", b"rows_affected"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InsertResponse: _TypeAlias = InsertResponse  # noqa: Y015
+
+@_typing.final
+class UpdateRequest(_message.Message):
+    """Request of DbService.Update."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    UPDATE_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    """Configured database name, e.g. "main"."""
+    @_builtins.property
+    def update(self) -> _db_types_pb2.Update:
+        """Required."""
+
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """Statement time limit; the gRPC deadline caps it. Unset: no limit but the deadline."""
+
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+        update: _db_types_pb2.Update | None = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timeout", b"timeout", "update", b"update"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "timeout", b"timeout", "update", b"update"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateRequest: _TypeAlias = UpdateRequest  # noqa: Y015
+
+@_typing.final
+class UpdateResponse(_message.Message):
+    """Response of DbService.Update."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROWS_AFFECTED_FIELD_NUMBER: _builtins.int
+    COLUMNS_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    rows_affected: _builtins.int
+    """Rows updated (MySQL/MariaDB: rows matched); -1 where the engine does not say."""
+    @_builtins.property
+    def columns(self) -> _containers.RepeatedCompositeFieldContainer[_values_pb2.Column]:
+        """The `returning` columns of the updated rows."""
+
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedCompositeFieldContainer[_values_pb2.Row]: ...
+    def __init__(
+        self,
+        *,
+        rows_affected: _builtins.int = ...,
+        columns: _abc.Iterable[_values_pb2.Column] | None = ...,
+        rows: _abc.Iterable[_values_pb2.Row] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "rows", b"rows", "rows_affected", b"rows_affected"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateResponse: _TypeAlias = UpdateResponse  # noqa: Y015
+
+@_typing.final
+class DeleteRequest(_message.Message):
+    """Request of DbService.Delete."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    DELETE_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    """Configured database name, e.g. "main"."""
+    @_builtins.property
+    def delete(self) -> _db_types_pb2.Delete:
+        """Required."""
+
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """Statement time limit; the gRPC deadline caps it. Unset: no limit but the deadline."""
+
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+        delete: _db_types_pb2.Delete | None = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delete", b"delete", "timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "delete", b"delete", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteRequest: _TypeAlias = DeleteRequest  # noqa: Y015
+
+@_typing.final
+class DeleteResponse(_message.Message):
+    """Response of DbService.Delete."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROWS_AFFECTED_FIELD_NUMBER: _builtins.int
+    COLUMNS_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    rows_affected: _builtins.int
+    """Rows deleted; -1 where the engine does not say."""
+    @_builtins.property
+    def columns(self) -> _containers.RepeatedCompositeFieldContainer[_values_pb2.Column]:
+        """The `returning` columns of the deleted rows."""
+
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedCompositeFieldContainer[_values_pb2.Row]: ...
+    def __init__(
+        self,
+        *,
+        rows_affected: _builtins.int = ...,
+        columns: _abc.Iterable[_values_pb2.Column] | None = ...,
+        rows: _abc.Iterable[_values_pb2.Row] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "rows", b"rows", "rows_affected", b"rows_affected"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteResponse: _TypeAlias = DeleteResponse  # noqa: Y015
+
+@_typing.final
+class MigrateRequest(_message.Message):
+    """Request of DbService.Migrate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    TARGET_VERSION_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    """Configured database name, e.g. "main"."""
+    target_version: _builtins.int
+    """The version to end at. Unset: the newest of the set. Below the current version: roll back
+    to it (0 rolls back every migration of the set).
+    """
+    dry_run: _builtins.bool
+    """Plan only: return the steps with their SQL and change nothing."""
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+        target_version: _builtins.int | None = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_target_version", b"_target_version", "target_version", b"target_version"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_target_version", b"_target_version", "database", b"database", "dry_run", b"dry_run", "target_version", b"target_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__target_version: _TypeAlias = _typing.Literal["target_version"]  # noqa: Y015
+    _WhichOneofArgType__target_version: _TypeAlias = _typing.Literal["_target_version", b"_target_version"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__target_version) -> _WhichOneofReturnType__target_version | None: ...
+
+Global___MigrateRequest: _TypeAlias = MigrateRequest  # noqa: Y015
+
+@_typing.final
+class MigrationStep(_message.Message):
+    """One step of a migration plan."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DIRECTION_FIELD_NUMBER: _builtins.int
+    SQL_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    name: _builtins.str
+    direction: Global___MigrationDirection.ValueType
+    sql: _builtins.str
+    """The SQL the step runs."""
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        name: _builtins.str = ...,
+        direction: Global___MigrationDirection.ValueType = ...,
+        sql: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["direction", b"direction", "name", b"name", "sql", b"sql", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MigrationStep: _TypeAlias = MigrationStep  # noqa: Y015
+
+@_typing.final
+class MigrateResponse(_message.Message):
+    """Response of DbService.Migrate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEPS_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    """The database's version after the call (for a dry run: now); 0 when none is applied."""
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___MigrationStep]:
+        """The steps run (or, for a dry run, planned), in order; empty when already at the target."""
+
+    def __init__(
+        self,
+        *,
+        steps: _abc.Iterable[Global___MigrationStep] | None = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["steps", b"steps", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MigrateResponse: _TypeAlias = MigrateResponse  # noqa: Y015
+
+@_typing.final
+class GetMigrationStatusRequest(_message.Message):
+    """Request of DbService.GetMigrationStatus."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    """Configured database name, e.g. "main"."""
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMigrationStatusRequest: _TypeAlias = GetMigrationStatusRequest  # noqa: Y015
+
+@_typing.final
+class MigrationState(_message.Message):
+    """One migration of a set, as the database has it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    APPLIED_FIELD_NUMBER: _builtins.int
+    APPLY_TIME_FIELD_NUMBER: _builtins.int
+    REVERSIBLE_FIELD_NUMBER: _builtins.int
+    DRIFTED_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    name: _builtins.str
+    applied: _builtins.bool
+    reversible: _builtins.bool
+    """A NNNN_name.down.sql exists, so it can be rolled back."""
+    drifted: _builtins.bool
+    """Applied, but its file changed since (checksum mismatch), or its file is gone."""
+    @_builtins.property
+    def apply_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was applied; unset when it is not."""
+
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        name: _builtins.str = ...,
+        applied: _builtins.bool = ...,
+        apply_time: _timestamp_pb2.Timestamp | None = ...,
+        reversible: _builtins.bool = ...,
+        drifted: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["apply_time", b"apply_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "apply_time", b"apply_time", "drifted", b"drifted", "name", b"name", "reversible", b"reversible", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MigrationState: _TypeAlias = MigrationState  # noqa: Y015
+
+@_typing.final
+class GetMigrationStatusResponse(_message.Message):
+    """Response of DbService.GetMigrationStatus."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENT_VERSION_FIELD_NUMBER: _builtins.int
+    MIGRATIONS_FIELD_NUMBER: _builtins.int
+    current_version: _builtins.int
+    """Highest applied version; 0 when none is."""
+    @_builtins.property
+    def migrations(self) -> _containers.RepeatedCompositeFieldContainer[Global___MigrationState]:
+        """Every migration of the set and every applied one, in version order."""
+
+    def __init__(
+        self,
+        *,
+        current_version: _builtins.int = ...,
+        migrations: _abc.Iterable[Global___MigrationState] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_version", b"current_version", "migrations", b"migrations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMigrationStatusResponse: _TypeAlias = GetMigrationStatusResponse  # noqa: Y015
 
 @_typing.final
 class RecordApiCallsRequest(_message.Message):

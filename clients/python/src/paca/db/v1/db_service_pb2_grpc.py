@@ -60,6 +60,36 @@ class DbServiceStub:
                 request_serializer=paca_dot_db_dot_v1_dot_db__service__pb2.StreamQueryRequest.SerializeToString,
                 response_deserializer=paca_dot_db_dot_v1_dot_db__service__pb2.StreamQueryResponse.FromString,
                 _registered_method=True)
+        self.Select = channel.unary_unary(
+                '/paca.db.v1.DbService/Select',
+                request_serializer=paca_dot_db_dot_v1_dot_db__service__pb2.SelectRequest.SerializeToString,
+                response_deserializer=paca_dot_db_dot_v1_dot_db__service__pb2.SelectResponse.FromString,
+                _registered_method=True)
+        self.Insert = channel.unary_unary(
+                '/paca.db.v1.DbService/Insert',
+                request_serializer=paca_dot_db_dot_v1_dot_db__service__pb2.InsertRequest.SerializeToString,
+                response_deserializer=paca_dot_db_dot_v1_dot_db__service__pb2.InsertResponse.FromString,
+                _registered_method=True)
+        self.Update = channel.unary_unary(
+                '/paca.db.v1.DbService/Update',
+                request_serializer=paca_dot_db_dot_v1_dot_db__service__pb2.UpdateRequest.SerializeToString,
+                response_deserializer=paca_dot_db_dot_v1_dot_db__service__pb2.UpdateResponse.FromString,
+                _registered_method=True)
+        self.Delete = channel.unary_unary(
+                '/paca.db.v1.DbService/Delete',
+                request_serializer=paca_dot_db_dot_v1_dot_db__service__pb2.DeleteRequest.SerializeToString,
+                response_deserializer=paca_dot_db_dot_v1_dot_db__service__pb2.DeleteResponse.FromString,
+                _registered_method=True)
+        self.Migrate = channel.unary_unary(
+                '/paca.db.v1.DbService/Migrate',
+                request_serializer=paca_dot_db_dot_v1_dot_db__service__pb2.MigrateRequest.SerializeToString,
+                response_deserializer=paca_dot_db_dot_v1_dot_db__service__pb2.MigrateResponse.FromString,
+                _registered_method=True)
+        self.GetMigrationStatus = channel.unary_unary(
+                '/paca.db.v1.DbService/GetMigrationStatus',
+                request_serializer=paca_dot_db_dot_v1_dot_db__service__pb2.GetMigrationStatusRequest.SerializeToString,
+                response_deserializer=paca_dot_db_dot_v1_dot_db__service__pb2.GetMigrationStatusResponse.FromString,
+                _registered_method=True)
         self.RecordApiCalls = channel.unary_unary(
                 '/paca.db.v1.DbService/RecordApiCalls',
                 request_serializer=paca_dot_db_dot_v1_dot_db__service__pb2.RecordApiCallsRequest.SerializeToString,
@@ -115,6 +145,58 @@ class DbServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Select(self, request, context):
+        """Reads rows of one table, built from parts (columns, filters, order, limit) and compiled to
+        the database's own SQL. Table and column names must exist in the live schema; values are
+        always bound parameters, never spliced into the SQL.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Insert(self, request, context):
+        """Inserts rows into one table. `returning` columns come back where the engine has RETURNING
+        (PostgreSQL, SQLite, MariaDB); elsewhere asking for them is INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Update(self, request, context):
+        """Updates the rows of one table that match `where`; without `where` it is refused unless
+        `all_rows` is set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Delete(self, request, context):
+        """Deletes the rows of one table that match `where`; without `where` it is refused unless
+        `all_rows` is set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Migrate(self, request, context):
+        """Brings a database's migration set (configured per database, PACA_MIGRATIONS) to a version:
+        applies pending migrations up to `target_version`, or rolls applied ones back down to it with
+        their NNNN_name.down.sql files. Each step runs in a transaction where the engine allows,
+        under the engine's migration lock, so concurrent runners apply each step once. `dry_run`
+        returns the plan and its SQL and changes nothing. An applied file that changed since is drift:
+        FAILED_PRECONDITION, nothing runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMigrationStatus(self, request, context):
+        """The migrations of a database's set: which are applied, when, and whether any drifted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RecordApiCalls(self, request, context):
         """Stores a batch of api_service call records in `external_api_logs`. Records are keyed by
         `record_id`, so a batch sent again after a lost reply is stored once.
@@ -152,6 +234,36 @@ def add_DbServiceServicer_to_server(servicer, server):
                     servicer.StreamQuery,
                     request_deserializer=paca_dot_db_dot_v1_dot_db__service__pb2.StreamQueryRequest.FromString,
                     response_serializer=paca_dot_db_dot_v1_dot_db__service__pb2.StreamQueryResponse.SerializeToString,
+            ),
+            'Select': grpc.unary_unary_rpc_method_handler(
+                    servicer.Select,
+                    request_deserializer=paca_dot_db_dot_v1_dot_db__service__pb2.SelectRequest.FromString,
+                    response_serializer=paca_dot_db_dot_v1_dot_db__service__pb2.SelectResponse.SerializeToString,
+            ),
+            'Insert': grpc.unary_unary_rpc_method_handler(
+                    servicer.Insert,
+                    request_deserializer=paca_dot_db_dot_v1_dot_db__service__pb2.InsertRequest.FromString,
+                    response_serializer=paca_dot_db_dot_v1_dot_db__service__pb2.InsertResponse.SerializeToString,
+            ),
+            'Update': grpc.unary_unary_rpc_method_handler(
+                    servicer.Update,
+                    request_deserializer=paca_dot_db_dot_v1_dot_db__service__pb2.UpdateRequest.FromString,
+                    response_serializer=paca_dot_db_dot_v1_dot_db__service__pb2.UpdateResponse.SerializeToString,
+            ),
+            'Delete': grpc.unary_unary_rpc_method_handler(
+                    servicer.Delete,
+                    request_deserializer=paca_dot_db_dot_v1_dot_db__service__pb2.DeleteRequest.FromString,
+                    response_serializer=paca_dot_db_dot_v1_dot_db__service__pb2.DeleteResponse.SerializeToString,
+            ),
+            'Migrate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Migrate,
+                    request_deserializer=paca_dot_db_dot_v1_dot_db__service__pb2.MigrateRequest.FromString,
+                    response_serializer=paca_dot_db_dot_v1_dot_db__service__pb2.MigrateResponse.SerializeToString,
+            ),
+            'GetMigrationStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMigrationStatus,
+                    request_deserializer=paca_dot_db_dot_v1_dot_db__service__pb2.GetMigrationStatusRequest.FromString,
+                    response_serializer=paca_dot_db_dot_v1_dot_db__service__pb2.GetMigrationStatusResponse.SerializeToString,
             ),
             'RecordApiCalls': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordApiCalls,
@@ -278,6 +390,168 @@ class DbService:
             '/paca.db.v1.DbService/StreamQuery',
             paca_dot_db_dot_v1_dot_db__service__pb2.StreamQueryRequest.SerializeToString,
             paca_dot_db_dot_v1_dot_db__service__pb2.StreamQueryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Select(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paca.db.v1.DbService/Select',
+            paca_dot_db_dot_v1_dot_db__service__pb2.SelectRequest.SerializeToString,
+            paca_dot_db_dot_v1_dot_db__service__pb2.SelectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Insert(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paca.db.v1.DbService/Insert',
+            paca_dot_db_dot_v1_dot_db__service__pb2.InsertRequest.SerializeToString,
+            paca_dot_db_dot_v1_dot_db__service__pb2.InsertResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Update(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paca.db.v1.DbService/Update',
+            paca_dot_db_dot_v1_dot_db__service__pb2.UpdateRequest.SerializeToString,
+            paca_dot_db_dot_v1_dot_db__service__pb2.UpdateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Delete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paca.db.v1.DbService/Delete',
+            paca_dot_db_dot_v1_dot_db__service__pb2.DeleteRequest.SerializeToString,
+            paca_dot_db_dot_v1_dot_db__service__pb2.DeleteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Migrate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paca.db.v1.DbService/Migrate',
+            paca_dot_db_dot_v1_dot_db__service__pb2.MigrateRequest.SerializeToString,
+            paca_dot_db_dot_v1_dot_db__service__pb2.MigrateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMigrationStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paca.db.v1.DbService/GetMigrationStatus',
+            paca_dot_db_dot_v1_dot_db__service__pb2.GetMigrationStatusRequest.SerializeToString,
+            paca_dot_db_dot_v1_dot_db__service__pb2.GetMigrationStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,33 @@ class DbServiceStub:
     any result size in bounded memory. A slow reader slows the cursor (flow control), it does
     not fill db_service's memory. The first response carries the columns.
     """
+    Select: _grpc.UnaryUnaryMultiCallable[_db_service_pb2.SelectRequest, _db_service_pb2.SelectResponse]
+    """Reads rows of one table, built from parts (columns, filters, order, limit) and compiled to
+    the database's own SQL. Table and column names must exist in the live schema; values are
+    always bound parameters, never spliced into the SQL.
+    """
+    Insert: _grpc.UnaryUnaryMultiCallable[_db_service_pb2.InsertRequest, _db_service_pb2.InsertResponse]
+    """Inserts rows into one table. `returning` columns come back where the engine has RETURNING
+    (PostgreSQL, SQLite, MariaDB); elsewhere asking for them is INVALID_ARGUMENT.
+    """
+    Update: _grpc.UnaryUnaryMultiCallable[_db_service_pb2.UpdateRequest, _db_service_pb2.UpdateResponse]
+    """Updates the rows of one table that match `where`; without `where` it is refused unless
+    `all_rows` is set.
+    """
+    Delete: _grpc.UnaryUnaryMultiCallable[_db_service_pb2.DeleteRequest, _db_service_pb2.DeleteResponse]
+    """Deletes the rows of one table that match `where`; without `where` it is refused unless
+    `all_rows` is set.
+    """
+    Migrate: _grpc.UnaryUnaryMultiCallable[_db_service_pb2.MigrateRequest, _db_service_pb2.MigrateResponse]
+    """Brings a database's migration set (configured per database, PACA_MIGRATIONS) to a version:
+    applies pending migrations up to `target_version`, or rolls applied ones back down to it with
+    their NNNN_name.down.sql files. Each step runs in a transaction where the engine allows,
+    under the engine's migration lock, so concurrent runners apply each step once. `dry_run`
+    returns the plan and its SQL and changes nothing. An applied file that changed since is drift:
+    FAILED_PRECONDITION, nothing runs.
+    """
+    GetMigrationStatus: _grpc.UnaryUnaryMultiCallable[_db_service_pb2.GetMigrationStatusRequest, _db_service_pb2.GetMigrationStatusResponse]
+    """The migrations of a database's set: which are applied, when, and whether any drifted."""
     RecordApiCalls: _grpc.UnaryUnaryMultiCallable[_db_service_pb2.RecordApiCallsRequest, _db_service_pb2.RecordApiCallsResponse]
     """Stores a batch of api_service call records in `external_api_logs`. Records are keyed by
     `record_id`, so a batch sent again after a lost reply is stored once.
@@ -93,6 +120,33 @@ class DbServiceAsyncStub(DbServiceStub):
     any result size in bounded memory. A slow reader slows the cursor (flow control), it does
     not fill db_service's memory. The first response carries the columns.
     """
+    Select: _aio.UnaryUnaryMultiCallable[_db_service_pb2.SelectRequest, _db_service_pb2.SelectResponse]  # type: ignore[assignment]
+    """Reads rows of one table, built from parts (columns, filters, order, limit) and compiled to
+    the database's own SQL. Table and column names must exist in the live schema; values are
+    always bound parameters, never spliced into the SQL.
+    """
+    Insert: _aio.UnaryUnaryMultiCallable[_db_service_pb2.InsertRequest, _db_service_pb2.InsertResponse]  # type: ignore[assignment]
+    """Inserts rows into one table. `returning` columns come back where the engine has RETURNING
+    (PostgreSQL, SQLite, MariaDB); elsewhere asking for them is INVALID_ARGUMENT.
+    """
+    Update: _aio.UnaryUnaryMultiCallable[_db_service_pb2.UpdateRequest, _db_service_pb2.UpdateResponse]  # type: ignore[assignment]
+    """Updates the rows of one table that match `where`; without `where` it is refused unless
+    `all_rows` is set.
+    """
+    Delete: _aio.UnaryUnaryMultiCallable[_db_service_pb2.DeleteRequest, _db_service_pb2.DeleteResponse]  # type: ignore[assignment]
+    """Deletes the rows of one table that match `where`; without `where` it is refused unless
+    `all_rows` is set.
+    """
+    Migrate: _aio.UnaryUnaryMultiCallable[_db_service_pb2.MigrateRequest, _db_service_pb2.MigrateResponse]  # type: ignore[assignment]
+    """Brings a database's migration set (configured per database, PACA_MIGRATIONS) to a version:
+    applies pending migrations up to `target_version`, or rolls applied ones back down to it with
+    their NNNN_name.down.sql files. Each step runs in a transaction where the engine allows,
+    under the engine's migration lock, so concurrent runners apply each step once. `dry_run`
+    returns the plan and its SQL and changes nothing. An applied file that changed since is drift:
+    FAILED_PRECONDITION, nothing runs.
+    """
+    GetMigrationStatus: _aio.UnaryUnaryMultiCallable[_db_service_pb2.GetMigrationStatusRequest, _db_service_pb2.GetMigrationStatusResponse]  # type: ignore[assignment]
+    """The migrations of a database's set: which are applied, when, and whether any drifted."""
     RecordApiCalls: _aio.UnaryUnaryMultiCallable[_db_service_pb2.RecordApiCallsRequest, _db_service_pb2.RecordApiCallsResponse]  # type: ignore[assignment]
     """Stores a batch of api_service call records in `external_api_logs`. Records are keyed by
     `record_id`, so a batch sent again after a lost reply is stored once.
@@ -150,6 +204,69 @@ class DbServiceServicer(metaclass=_abc_1.ABCMeta):
         any result size in bounded memory. A slow reader slows the cursor (flow control), it does
         not fill db_service's memory. The first response carries the columns.
         """
+
+    @_abc_1.abstractmethod
+    def Select(
+        self,
+        request: _db_service_pb2.SelectRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_db_service_pb2.SelectResponse, _abc.Awaitable[_db_service_pb2.SelectResponse]]:
+        """Reads rows of one table, built from parts (columns, filters, order, limit) and compiled to
+        the database's own SQL. Table and column names must exist in the live schema; values are
+        always bound parameters, never spliced into the SQL.
+        """
+
+    @_abc_1.abstractmethod
+    def Insert(
+        self,
+        request: _db_service_pb2.InsertRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_db_service_pb2.InsertResponse, _abc.Awaitable[_db_service_pb2.InsertResponse]]:
+        """Inserts rows into one table. `returning` columns come back where the engine has RETURNING
+        (PostgreSQL, SQLite, MariaDB); elsewhere asking for them is INVALID_ARGUMENT.
+        """
+
+    @_abc_1.abstractmethod
+    def Update(
+        self,
+        request: _db_service_pb2.UpdateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_db_service_pb2.UpdateResponse, _abc.Awaitable[_db_service_pb2.UpdateResponse]]:
+        """Updates the rows of one table that match `where`; without `where` it is refused unless
+        `all_rows` is set.
+        """
+
+    @_abc_1.abstractmethod
+    def Delete(
+        self,
+        request: _db_service_pb2.DeleteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_db_service_pb2.DeleteResponse, _abc.Awaitable[_db_service_pb2.DeleteResponse]]:
+        """Deletes the rows of one table that match `where`; without `where` it is refused unless
+        `all_rows` is set.
+        """
+
+    @_abc_1.abstractmethod
+    def Migrate(
+        self,
+        request: _db_service_pb2.MigrateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_db_service_pb2.MigrateResponse, _abc.Awaitable[_db_service_pb2.MigrateResponse]]:
+        """Brings a database's migration set (configured per database, PACA_MIGRATIONS) to a version:
+        applies pending migrations up to `target_version`, or rolls applied ones back down to it with
+        their NNNN_name.down.sql files. Each step runs in a transaction where the engine allows,
+        under the engine's migration lock, so concurrent runners apply each step once. `dry_run`
+        returns the plan and its SQL and changes nothing. An applied file that changed since is drift:
+        FAILED_PRECONDITION, nothing runs.
+        """
+
+    @_abc_1.abstractmethod
+    def GetMigrationStatus(
+        self,
+        request: _db_service_pb2.GetMigrationStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_db_service_pb2.GetMigrationStatusResponse, _abc.Awaitable[_db_service_pb2.GetMigrationStatusResponse]]:
+        """The migrations of a database's set: which are applied, when, and whether any drifted."""
 
     @_abc_1.abstractmethod
     def RecordApiCalls(
