@@ -82,7 +82,10 @@ class CallRecorder:
         self._sink_down = False
         self.rejected = 0
         self._rejected_spool = Spool(settings.spool_dir / "rejected")
+        # Set while nothing recorded is waiting or being sent; a batch taken off the queue but
+        # still on its way keeps it cleared, so flushed() cannot return early.
         self._idle = asyncio.Event()
+        self._idle.set()
         self._next_drain = 0.0
         self._backoff_s = 0.1
         self._spool_files = 0
@@ -126,7 +129,7 @@ class CallRecorder:
 
     async def flushed(self) -> None:
         """Wait until every record recorded so far is sent or spooled."""
-        if self._pending:
+        if not self._idle.is_set():
             self._wake.set()
             await self._idle.wait()
 

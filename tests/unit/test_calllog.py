@@ -152,3 +152,26 @@ async def test_corrupt_spool_file_is_set_aside_and_the_rest_drains(tmp_path: Pat
     await recorder.aclose()
     assert sink.stored == [record.record_id]
     assert files(tmp_path, "*.corrupt") == 1
+
+
+async def test_flushed_waits_for_a_batch_already_taken_off_the_queue(tmp_path: Path) -> None:
+    sink = Sink()
+    release, sending = asyncio.Event(), asyncio.Event()
+
+    async def slow_sink(records: Sequence[db_types_pb2.ApiCallRecord]) -> None:
+        sending.set()
+        await release.wait()
+        await sink(records)
+
+    recorder = CallRecorder(settings(tmp_path), slow_sink)
+    await recorder.start()
+    recorder.record(make_record())
+    await sending.wait()  # the record is off the queue, its batch not yet stored
+    assert recorder.pending == 0
+    flushed = asyncio.create_task(recorder.flushed())
+    await asyncio.sleep(0)
+    assert not flushed.done()
+    release.set()
+    await flushed
+    assert len(sink.stored) == 1
+    await recorder.aclose()
