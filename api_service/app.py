@@ -134,13 +134,8 @@ class ApiApp:
         addresses = {"grpc": self.server.bound_address}
         if self.webhooks is not None and (intake := await self.webhooks.start()):
             addresses["webhook"] = intake
-        self.reporter = MonitorReporter(
-            service=self.name,
-            address=self.server.bound_address,
-            monitor_address=self.runtime.monitor_address,
-            interval_s=self.runtime.report_interval_s,
-            figures=self.figures,
-            security=self.runtime.security,
+        self.reporter = MonitorReporter.for_service(
+            self.name, self.server.bound_address, self.runtime, self.figures
         )
         self.reporter.start()
         return addresses

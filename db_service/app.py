@@ -63,13 +63,8 @@ class DbApp:
     async def start(self) -> dict[str, str]:
         await self.databases.open()
         await self.server.start()
-        self.reporter = MonitorReporter(
-            service=self.name,
-            address=self.server.bound_address,
-            monitor_address=self.runtime.monitor_address,
-            interval_s=self.runtime.report_interval_s,
-            figures=self.figures,
-            security=self.runtime.security,
+        self.reporter = MonitorReporter.for_service(
+            self.name, self.server.bound_address, self.runtime, self.figures
         )
         self.reporter.start()
         return {"grpc": self.server.bound_address}

@@ -19,6 +19,7 @@ from paca.monitor.v1 import monitor_service_pb2, monitor_service_pb2_grpc, monit
 
 from paca_runtime.channels import open_channel
 from paca_runtime.security import SecuritySettings
+from paca_runtime.settings import RuntimeSettings
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,20 @@ class MonitorReporter:
         self._task: asyncio.Task[None] | None = None
         self._channel: grpc.aio.Channel | None = None
         self._stub: monitor_service_pb2_grpc.MonitorServiceStub | None = None
+
+    @classmethod
+    def for_service(
+        cls, service: str, address: str, runtime: RuntimeSettings, figures: FiguresFn
+    ) -> MonitorReporter:
+        """A reporter set up from the process's runtime settings (monitor, interval, security)."""
+        return cls(
+            service=service,
+            address=address,
+            monitor_address=runtime.monitor_address,
+            interval_s=runtime.report_interval_s,
+            figures=figures,
+            security=runtime.security,
+        )
 
     def __repr__(self) -> str:
         return (
