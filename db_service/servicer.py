@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import AsyncIterator
+from typing import Any, Literal
 
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -258,19 +259,27 @@ class DbServicer(db_service_pb2_grpc.DbServiceServicer):
             result.rows_affected = len(result.rows)
         return result
 
+    async def _change(
+        self,
+        # Insert-, Update- or DeleteRequest: the same database / timeout fields around `kind`.
+        request: Any,
+        kind: Literal["insert", "update", "delete"],
+        context: grpc.aio.ServicerContext,
+    ) -> ResultSet:
+        """Compile the request's ``kind`` message (insert / update / delete) and run it."""
+        if not request.HasField(kind):
+            raise InvalidArgument(kind, "required")
+        builder = self.builder(request.database)
+        compile_statement = getattr(builder, kind)
+        statement = await compile_statement(getattr(request, kind))
+        timeout = statement_timeout(request.timeout, request.HasField("timeout"), context)
+        return await self._write(builder, statement, timeout)
+
     @translate_errors
     async def Insert(
         self, request: db_service_pb2.InsertRequest, context: grpc.aio.ServicerContext
     ) -> db_service_pb2.InsertResponse:
-        if not request.HasField("insert"):
-            raise InvalidArgument("insert", "required")
-        builder = self.builder(request.database)
-        statement = await builder.insert(request.insert)
-        result = await self._write(
-            builder,
-            statement,
-            statement_timeout(request.timeout, request.HasField("timeout"), context),
-        )
+        result = await self._change(request, "insert", context)
         return db_service_pb2.InsertResponse(
             rows_affected=result.rows_affected, columns=result.columns, rows=result.rows
         )
@@ -279,15 +288,7 @@ class DbServicer(db_service_pb2_grpc.DbServiceServicer):
     async def Update(
         self, request: db_service_pb2.UpdateRequest, context: grpc.aio.ServicerContext
     ) -> db_service_pb2.UpdateResponse:
-        if not request.HasField("update"):
-            raise InvalidArgument("update", "required")
-        builder = self.builder(request.database)
-        statement = await builder.update(request.update)
-        result = await self._write(
-            builder,
-            statement,
-            statement_timeout(request.timeout, request.HasField("timeout"), context),
-        )
+        result = await self._change(request, "update", context)
         return db_service_pb2.UpdateResponse(
             rows_affected=result.rows_affected, columns=result.columns, rows=result.rows
         )
@@ -296,15 +297,7 @@ class DbServicer(db_service_pb2_grpc.DbServiceServicer):
     async def Delete(
         self, request: db_service_pb2.DeleteRequest, context: grpc.aio.ServicerContext
     ) -> db_service_pb2.DeleteResponse:
-        if not request.HasField("delete"):
-            raise InvalidArgument("delete", "required")
-        builder = self.builder(request.database)
-        statement = await builder.delete(request.delete)
-        result = await self._write(
-            builder,
-            statement,
-            statement_timeout(request.timeout, request.HasField("timeout"), context),
-        )
+        result = await self._change(request, "delete", context)
         return db_service_pb2.DeleteResponse(
             rows_affected=result.rows_affected, columns=result.columns, rows=result.rows
         )
