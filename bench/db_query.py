@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
-import statistics
 import sys
 import tempfile
 import time
@@ -28,6 +26,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 import grpc
+from harness import Figures, free_port, measure, wait_for_port
 from paca.db.v1 import db_service_pb2, db_service_pb2_grpc, db_types_pb2, values_pb2
 
 from paca_runtime.stack import ServiceProcess
@@ -65,44 +64,6 @@ async def main():
 
 asyncio.run(main())
 """
-
-Figures = tuple[float, float, float]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def wait_for_port(port: int) -> None:
-    for _ in range(200):  # up once it accepts a connection
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return
-        except OSError:
-            await asyncio.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
-async def measure(one: Callable[[], Awaitable[None]], seconds: float, concurrency: int) -> Figures:
-    latencies: list[float] = []
-    deadline = time.perf_counter() + seconds
-
-    async def worker() -> None:
-        while time.perf_counter() < deadline:
-            started = time.perf_counter()
-            await one()
-            latencies.append(time.perf_counter() - started)
-
-    for _ in range(concurrency):  # warm up connections and caches
-        await one()
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - started
-    quantiles = statistics.quantiles(latencies, n=100)
-    return len(latencies) / elapsed, quantiles[49] * 1000, quantiles[98] * 1000
 
 
 async def grpc_load(

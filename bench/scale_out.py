@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
-import socket
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import grpc
+from harness import Figures, free_port, measure, wait_for_port
 from paca.api.v1 import api_service_pb2, api_service_pb2_grpc
 
 from paca_runtime.stack import ServiceProcess
@@ -36,37 +35,20 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def load(
-    address: str, url: str, seconds: float, concurrency: int
-) -> tuple[float, float, float]:
+async def load(address: str, url: str, seconds: float, concurrency: int) -> Figures:
+    # Eight channels, eight TCP connections: SO_REUSEPORT spreads connections, not calls.
     channels = [grpc.aio.insecure_channel(address) for _ in range(8)]
-    stubs = [api_service_pb2_grpc.ApiServiceStub(c) for c in channels]
-    latencies: list[float] = []
+    stubs = itertools.cycle([api_service_pb2_grpc.ApiServiceStub(c) for c in channels])
     request = api_service_pb2.CallRequest(url=url, provider="bench")
-    deadline = time.perf_counter() + seconds
 
-    async def worker(i: int) -> None:
-        stub = stubs[i % len(stubs)]
-        while time.perf_counter() < deadline:
-            started = time.perf_counter()
-            await stub.Call(request, timeout=10)
-            latencies.append(time.perf_counter() - started)
+    async def one() -> None:
+        await next(stubs).Call(request, timeout=10)
 
-    for stub in stubs:  # connect every channel before measuring
-        await stub.Call(request, timeout=10)
-    started = time.perf_counter()
-    await asyncio.gather(*(worker(i) for i in range(concurrency)))
-    elapsed = time.perf_counter() - started
-    for channel in channels:
-        await channel.close()
-    quantiles = statistics.quantiles(latencies, n=100)
-    return len(latencies) / elapsed, quantiles[49] * 1000, quantiles[98] * 1000
+    try:
+        return await measure(one, seconds, concurrency)
+    finally:
+        for channel in channels:
+            await channel.close()
 
 
 async def run_layout(processes: int, url: str, seconds: float, concurrency: int) -> str:
@@ -111,13 +93,7 @@ async def main() -> None:
     upstream = await asyncio.create_subprocess_exec(sys.executable, "-c", UPSTREAM, str(port))
     try:
         url = f"http://127.0.0.1:{port}/ok"
-        for _ in range(100):  # the upstream is up once it accepts a connection
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.close()
-                break
-            except OSError:
-                await asyncio.sleep(0.05)
+        await wait_for_port(port)
         print(
             f"ApiService.Call -> local upstream, concurrency {options.concurrency}, "
             f"{options.seconds:g} s per layout, {len(os.sched_getaffinity(0))} cores"

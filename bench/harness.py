@@ -1,0 +1,54 @@
+"""What every benchmark here shares: free ports, waiting for a server, a closed-loop load.
+
+The scripts run as ``python bench/<name>.py``, so this module is imported by its plain name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+
+# calls/s, p50 ms, p99 ms
+Figures = tuple[float, float, float]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def wait_for_port(port: int) -> None:
+    """Return once something accepts connections on 127.0.0.1:``port`` (another process)."""
+    for _ in range(200):
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+async def measure(one: Callable[[], Awaitable[None]], seconds: float, concurrency: int) -> Figures:
+    """``concurrency`` workers call ``one`` back to back for ``seconds`` after a warm-up call
+    each; returns calls/s and the p50 / p99 latency in milliseconds."""
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            await one()
+            latencies.append(time.perf_counter() - started)
+
+    for _ in range(concurrency):  # warm up connections
+        await one()
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    quantiles = statistics.quantiles(latencies, n=100)
+    return len(latencies) / elapsed, quantiles[49] * 1000, quantiles[98] * 1000
