@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 from paca.api.v1 import api_service_pb2, api_service_pb2_grpc
 from paca.monitor.v1 import monitor_types_pb2
 
-from api_service.cache import MemoryStore, ResponseCache
+from api_service.auth.keys import KeyState
+from api_service.auth.manager import AuthManager
+from api_service.cache_redis import cache_degraded, response_cache
 from api_service.caller import OutboundCaller
 from api_service.calllog import CallRecorder, DbServiceSink
+from api_service.endpoints_config import load_endpoints
 from api_service.registry import APIRegistry
+from api_service.registry_store import DurableRegistry
 from api_service.resilience import BreakerState, Guards
 from api_service.safety import NetworkPolicy, parse_networks
 from api_service.servicer import ApiServicer
@@ -21,7 +30,10 @@ from api_service.webhooks import Webhooks, WebhookSettings
 from paca_runtime import GrpcServer, MonitorReporter, RuntimeSettings, SettingsSource
 from paca_runtime.channels import open_channel
 from paca_runtime.reporting import counter, gauge
+from paca_runtime.settings import SettingsError
 from paca_runtime.telemetry import grpc_client_interceptors
+
+logger = logging.getLogger(__name__)
 
 _CIRCUIT_LEVEL = {BreakerState.CLOSED: 0.0, BreakerState.HALF_OPEN: 1.0, BreakerState.OPEN: 2.0}
 SERVICE_NAME = api_service_pb2.DESCRIPTOR.services_by_name["ApiService"].full_name
@@ -43,11 +55,22 @@ class ApiApp:
         self.db_channel: grpc.aio.Channel | None = None
         if settings.db_address:
             self.db_channel = open_channel(
-                settings.db_address, runtime.security, interceptors=grpc_client_interceptors()
+                settings.db_address,
+                runtime.security,
+                interceptors=grpc_client_interceptors(settings.db_address),
             )
         sink = DbServiceSink(self.db_channel) if self.db_channel is not None else None
         self.recorder = CallRecorder(settings.calllog, sink)
-        self.registry = APIRegistry()
+        # Endpoints shared by every replica through db_service, else this process's memory.
+        self.registry: APIRegistry = (
+            DurableRegistry(self.db_channel, refresh_s=settings.registry_refresh_s)
+            if self.db_channel is not None and settings.registry_durable
+            else APIRegistry()
+        )
+        # Read (and checked) now: a bad endpoints file stops the process before it serves.
+        self.config_endpoints = (
+            load_endpoints(Path(settings.endpoints_file)) if settings.endpoints_file else []
+        )
         self.transport = HttpTransport(
             network_policy=NetworkPolicy(parse_networks(settings.allowed_networks)),
             max_response_bytes=settings.max_response_bytes,
@@ -59,11 +82,11 @@ class ApiApp:
             default_timeout_s=settings.api_timeout_s,
             max_data_bytes=settings.calllog.max_data_bytes,
             guards=Guards(settings.resilience),
-            cache=(
-                ResponseCache(MemoryStore(settings.cache_max_bytes))
-                if settings.cache_max_bytes
-                else None
+            cache=response_cache(
+                settings.cache_max_bytes, settings.cache_redis_url, settings.cache_redis_timeout_s
             ),
+            # Every secret source is read now: a missing key file stops the process, named.
+            auth=AuthManager(settings.auth),
         )
         self.server = GrpcServer(
             self.name,
@@ -119,16 +142,34 @@ class ApiApp:
         breakers = self.caller.guards.breakers_by_name()
         for name, breaker in breakers.items():
             # 0 closed, 1 half-open, 2 open: alert rules can compare against a threshold.
-            yield gauge("api_circuit_state", _CIRCUIT_LEVEL[breaker.current_state()], circuit=name)
+            state = breaker.current_state()
+            yield gauge("api_circuit_state", _CIRCUIT_LEVEL[state], circuit=name)
+            kind, _, target = name.partition(":")
+            if kind == "endpoint":
+                # The figure the default BreakerOpen alert rule watches.
+                yield gauge("api_breaker_open", float(state is BreakerState.OPEN), endpoint=target)
         limiter = self.caller.guards.global_limiter
         if limiter is not None:
             yield gauge("api_global_limits_degraded", float(limiter.degraded))
+        for key in self.caller.auth.health():
+            # 1 while the key is usable; its label names it, never the key.
+            usable = float(key.state is KeyState.ACTIVE)
+            yield gauge("api_key_usable", usable, pool=key.pool, key=key.label)
+        yield gauge("api_cache_degraded", float(cache_degraded(self.caller.cache)))
+        shared = self.caller.guards.shared_breakers
+        if shared is not None:
+            yield gauge("api_shared_breakers_degraded", float(shared.degraded))
         if self.webhooks is not None:
             yield from self.webhooks.figures()
 
     async def start(self) -> dict[str, str]:
         await self.transport.open()
         await self.caller.guards.open()
+        await self.registry.open()
+        await self._register_config_endpoints()
+        # SIGHUP re-reads every key source (a rotated key file) and lifts quarantines.
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload_keys)
         await self.recorder.start()
         await self.server.start()
         addresses = {"grpc": self.server.bound_address}
@@ -140,6 +181,21 @@ class ApiApp:
         self.reporter.start()
         return addresses
 
+    def reload_keys(self) -> None:
+        """Re-read every key source; a source that fails leaves the keys as they were."""
+        try:
+            self.caller.auth.reload()
+        except SettingsError as exc:
+            logger.error("key pools not reloaded: %s", exc)
+            return
+        logger.info("key pools reloaded")
+
+    async def _register_config_endpoints(self) -> None:
+        """Register the endpoints file's endpoints (they replace stored ones of their names)."""
+        for endpoint in self.config_endpoints:
+            # With db_service down it is served now and stored once db_service answers.
+            await self.registry.save(endpoint)
+
     async def stop(self) -> None:
         # In-flight calls finish first; then their records are sent or spooled.
         await self.server.stop(self.runtime.shutdown_grace_s, self.runtime.shutdown_drain_s)
@@ -148,6 +204,9 @@ class ApiApp:
         await self.recorder.aclose()
         await self.transport.aclose()
         await self.caller.guards.aclose()
+        await self.registry.aclose()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         if self.caller.cache is not None:
             await self.caller.cache.aclose()
         if self.reporter is not None:

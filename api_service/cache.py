@@ -261,13 +261,13 @@ class ResponseCache:
 
         Hashed so that no credential in the URL or headers is ever a readable key.
         """
-        digest = hashlib.sha256()
-        for part in (request.method, request.url, _header(request, "authorization") or ""):
-            digest.update(part.encode())
-            digest.update(b"\0")
-        for name in sorted(h.lower() for h in policy.vary_headers):
-            digest.update(f"{name}={_header(request, name) or ''}\0".encode())
-        return digest.hexdigest()
+        text = f"{request.method}\0{request.url}\0{_header(request, 'authorization') or ''}\0"
+        if policy.vary_headers:
+            text += "".join(
+                f"{name}={_header(request, name) or ''}\0"
+                for name in sorted(h.lower() for h in policy.vary_headers)
+            )
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def now(self) -> float:
         return self._clock()
@@ -277,7 +277,8 @@ class ResponseCache:
         entry = await self.store.get(key)
         if entry is None or not entry.matches(request):
             return None
-        if "no-cache" in cache_control(_header(request, "cache-control")):
+        directives = _header(request, "cache-control")
+        if directives and "no-cache" in cache_control(directives):
             return dataclasses.replace(entry, fresh_until=0.0)
         return entry
 

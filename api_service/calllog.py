@@ -73,6 +73,8 @@ class CallRecorder:
         self.recorded = 0
         self.stored = 0
         self.spooled = 0
+        # Spooled records since sent to db_service.
+        self.replayed = 0
         self.send_failures = 0
         self._clock = clock
         self._pending: deque[tuple[db_types_pb2.ApiCallRecord, trace.SpanContext]] = deque()
@@ -151,10 +153,13 @@ class CallRecorder:
         batch = [self._pending.popleft() for _ in range(size)]
         records = [record for record, _ in batch]
         contexts = [ctx for _, ctx in batch if ctx.is_valid]
-        parent = (
-            trace.set_span_in_context(trace.NonRecordingSpan(contexts[0])) if contexts else None
-        )
-        links = [trace.Link(ctx) for ctx in contexts[1:MAX_LINKS]]
+        # The flush belongs to a sampled call's trace when there is one (a trace nobody keeps
+        # is no place for it, and a link to one leads nowhere), else to an unsampled one, so
+        # that it is not recorded either.
+        sampled = [ctx for ctx in contexts if ctx.trace_flags.sampled]
+        first = sampled[0] if sampled else contexts[0] if contexts else None
+        parent = trace.set_span_in_context(trace.NonRecordingSpan(first)) if first else None
+        links = [trace.Link(ctx) for ctx in sampled[1:MAX_LINKS]]
         with tracer.start_as_current_span(
             "calllog.flush", context=parent, links=links, attributes={"calllog.records": size}
         ):
@@ -212,6 +217,7 @@ class CallRecorder:
                     self._next_drain = self._clock() + self._backoff_s
                     return
                 await asyncio.to_thread(self.spool.remove, path)
+                self.replayed += len(request.records)
                 self._spool_files = max(0, self._spool_files - 1)
         self._backoff_s = 0.1
         self._sink_down = False

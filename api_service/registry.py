@@ -18,6 +18,7 @@ from paca.api.v1 import api_types_pb2
 from api_service.errors import InvalidCall, UnknownEndpoint
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_WHITESPACE = re.compile(r"\s")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 MAX_PROVIDER_CHARS = 50
 
@@ -33,7 +34,7 @@ def check_http_url(url: str, field: str) -> None:
         raise InvalidCall(field, f"scheme must be http or https, got {parts.scheme or 'none'!r}")
     if not parts.hostname:
         raise InvalidCall(field, "URL has no host")
-    if any(c.isspace() for c in url):
+    if _WHITESPACE.search(url):  # what str.isspace() calls whitespace, in one C scan
         raise InvalidCall(field, "URL contains whitespace")
 
 
@@ -85,6 +86,18 @@ def _validate_policies(endpoint: api_types_pb2.Endpoint, field: str) -> None:
     for name in ("window", "open_duration"):
         if getattr(breaker, name).ToTimedelta().total_seconds() < 0:
             raise InvalidCall(f"{field}.circuit_breaker.{name}", "must be >= 0")
+    auth = endpoint.auth
+    if auth.placement not in api_types_pb2.KeyPlacement.values():
+        raise InvalidCall(f"{field}.auth.placement", f"unknown placement {auth.placement}")
+    if auth.strategy not in api_types_pb2.KeyStrategy.values():
+        raise InvalidCall(f"{field}.auth.strategy", f"unknown strategy {auth.strategy}")
+    named = {api_types_pb2.KEY_PLACEMENT_HEADER, api_types_pb2.KEY_PLACEMENT_QUERY}
+    if auth.placement in named and not _TOKEN.match(auth.parameter_name):
+        raise InvalidCall(
+            f"{field}.auth.parameter_name", "a header or query parameter name is required"
+        )
+    if auth.key_pool and not _NAME.match(auth.key_pool):
+        raise InvalidCall(f"{field}.auth.key_pool", "letters, digits, '.', '_' or '-'")
     limit = endpoint.rate_limit
     if limit.requests_per_second < 0:
         raise InvalidCall(f"{field}.rate_limit.requests_per_second", "must be >= 0")
@@ -108,7 +121,11 @@ def path_placeholders(path: str) -> list[str]:
 
 
 class APIRegistry:
-    """Registered endpoints by name.
+    """Registered endpoints by name, in process memory (the default without db_service).
+
+    The call engine and the servicer use the async methods (``save``, ``delete``, ``fetch``):
+    a registry kept elsewhere (:class:`api_service.registry_store.DurableRegistry`) does I/O
+    there. ``get`` never waits: it answers from memory.
 
     Args:
         clock: Wall clock for create/update times (injectable for tests).
@@ -150,6 +167,27 @@ class APIRegistry:
     def remove(self, name: str) -> None:
         if self._endpoints.pop(name, None) is None:
             raise UnknownEndpoint(name, "name")
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._endpoints
+
+    async def save(self, endpoint: api_types_pb2.Endpoint) -> tuple[api_types_pb2.Endpoint, bool]:
+        """``register``, where the registry is kept (here: memory)."""
+        return self.register(endpoint)
+
+    async def delete(self, name: str) -> None:
+        """``remove``, where the registry is kept (here: memory)."""
+        self.remove(name)
+
+    async def fetch(self, name: str, field: str = "name") -> api_types_pb2.Endpoint:
+        """``get``, looking where the registry is kept when memory does not know ``name``."""
+        return self.get(name, field)
+
+    async def open(self) -> None:
+        """Load what the registry is kept in (nothing to do in memory)."""
+
+    async def aclose(self) -> None:
+        """Stop background work (none in memory); idempotent."""
 
 
 def _now() -> timestamp_pb2.Timestamp:

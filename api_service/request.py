@@ -6,6 +6,8 @@ INVALID_ARGUMENT naming the field and never reaches the upstream or the call log
 
 from __future__ import annotations
 
+import dataclasses
+import gzip
 import json
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode, urlsplit
@@ -97,9 +99,10 @@ def build(
             headers.append(("Content-Type", "application/json"))
     elif request.WhichOneof("body") == "raw_body":
         body = request.raw_body
-    if urlsplit(target.url).password is not None and "authorization" in overridden | {
-        k.lower() for k, _ in target.headers
-    }:
+    if (
+        "authorization" in overridden | {k.lower() for k, _ in target.headers}
+        and urlsplit(target.url).password is not None
+    ):
         # aiohttp would refuse the pair deep in the send; say which field is at fault first.
         raise InvalidCall(
             "headers", "an Authorization header cannot be combined with a URL's password"
@@ -120,3 +123,15 @@ def build(
             raise UpstreamTimeout("the caller's deadline had passed before the call")
         timeout_s = min(timeout_s, time_remaining_s)
     return HttpRequest(target.method, url, headers, body, timeout_s)
+
+
+def gzipped(request: HttpRequest) -> HttpRequest:
+    """The request with its body gzip-compressed, unless it already names an encoding."""
+    if any(k.lower() == "content-encoding" for k, _ in request.headers):
+        return request
+    assert request.body is not None
+    return dataclasses.replace(
+        request,
+        body=gzip.compress(request.body),
+        headers=[*request.headers, ("Content-Encoding", "gzip")],
+    )

@@ -31,6 +31,8 @@ from api_service.errors import ForbiddenTarget
 LOOPBACK = "127.0.0.0/8,::1/128"
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# Distinct URL netlocs whose verdict check_url remembers; past that it starts over.
+MAX_REMEMBERED_NETLOCS = 4096
 
 
 class BlockedAddress(OSError):
@@ -46,6 +48,9 @@ class NetworkPolicy:
 
     def __init__(self, allowed: Sequence[IpNetwork] = ()) -> None:
         self.allowed = tuple(allowed)
+        # check_url runs on every call: its verdicts by URL netloc (None: no literal IP to
+        # refuse, else the refused host), so ``ipaddress`` parses each netloc once.
+        self._netlocs: dict[str, str | None] = {}
 
     def __repr__(self) -> str:
         return f"<NetworkPolicy allowed={[str(n) for n in self.allowed]}>"
@@ -62,13 +67,23 @@ class NetworkPolicy:
 
     def check_url(self, url: str) -> None:
         """Refuse a URL whose host is a literal IP outside the policy (names are checked later)."""
-        host = urlsplit(url).hostname or ""
+        parts = urlsplit(url)
+        try:
+            refused = self._netlocs[parts.netloc]
+        except KeyError:
+            refused = self._refused_host(parts.hostname or "")
+            if len(self._netlocs) >= MAX_REMEMBERED_NETLOCS:
+                self._netlocs.clear()
+            self._netlocs[parts.netloc] = refused
+        if refused is not None:
+            raise ForbiddenTarget(refused)
+
+    def _refused_host(self, host: str) -> str | None:
         try:
             ip = ipaddress.ip_address(host)
         except ValueError:
-            return
-        if not self.permits(ip):
-            raise ForbiddenTarget(host)
+            return None
+        return None if self.permits(ip) else host
 
     def socket_factory(self, addr_info: aiohttp.AddrInfoType) -> socket.socket:
         """aiohttp's socket factory: every connection's address passes the policy first."""

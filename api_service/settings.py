@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from api_service.safety import LOOPBACK, parse_networks
 from paca_runtime.settings import RuntimeSettings, SettingsError, SettingsSource
+
+if TYPE_CHECKING:
+    from api_service.auth.settings import AuthSettings
 
 LISTEN: Final = "PACA_API_LISTEN"
 DB_ADDRESS: Final = "PACA_DB_ADDRESS"
@@ -32,6 +35,12 @@ REDIS_TIMEOUT: Final = "PACA_API_REDIS_TIMEOUT_S"
 CACHE_MAX_BYTES: Final = "PACA_API_CACHE_MAX_BYTES"
 ALLOWED_NETWORKS: Final = "PACA_API_ALLOWED_NETWORKS"
 MAX_RESPONSE_BYTES: Final = "PACA_API_MAX_RESPONSE_BYTES"
+HOST_BREAKER_SHARED: Final = "PACA_API_HOST_BREAKER_SHARED"
+CACHE_REDIS_URL: Final = "PACA_API_CACHE_REDIS_URL"
+CACHE_REDIS_TIMEOUT: Final = "PACA_API_CACHE_REDIS_TIMEOUT_S"
+REGISTRY_DURABLE: Final = "PACA_API_REGISTRY_DURABLE"
+REGISTRY_REFRESH: Final = "PACA_API_REGISTRY_REFRESH_S"
+ENDPOINTS_FILE: Final = "PACA_API_ENDPOINTS_FILE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +84,9 @@ class ResilienceSettings:
     redis_url: str = field(default="", repr=False)
     # Longest a global limit decision may take before the local bucket decides instead.
     redis_timeout_s: float = 0.1
+    # Share host breakers' trips with every replica through redis_url (endpoint breakers say
+    # so in their own policy).
+    host_breaker_shared: bool = False
 
     def __post_init__(self) -> None:
         if self.retry_max_attempts < 1:
@@ -124,6 +136,7 @@ class ResilienceSettings:
             host_breaker_open_s=source.number(HOST_BREAKER_OPEN, 5.0),
             redis_url=source.text(REDIS_URL, ""),
             redis_timeout_s=source.number(REDIS_TIMEOUT, 0.1),
+            host_breaker_shared=source.flag(HOST_BREAKER_SHARED, False),
         )
 
 
@@ -145,6 +158,19 @@ class ApiSettings:
     allowed_networks: str = LOOPBACK
     # Longest upstream body returned; the default leaves room under gRPC's 4 MiB message limit.
     max_response_bytes: int = 4 * 1024 * 1024 - 64 * 1024
+    # Key pools and OAuth2 clients (see api_service.auth.settings).
+    auth: AuthSettings = field(default_factory=lambda: _auth_settings(None))
+    # Redis shared by every replica's response cache; empty: memory only. While it is slow or
+    # down the memory cache serves instead.
+    cache_redis_url: str = field(default="", repr=False)
+    cache_redis_timeout_s: float = 0.05
+    # Keep the endpoint registry in db_service (when db_address is set), so restarts and
+    # replicas share it; off: process memory only.
+    registry_durable: bool = True
+    # Period of the registry's reload from db_service (changes made by other replicas).
+    registry_refresh_s: float = 5.0
+    # TOML file of endpoints registered at start (see api_service.endpoints_config).
+    endpoints_file: str = ""
 
     def __post_init__(self) -> None:
         if self.api_timeout_s <= 0:
@@ -159,6 +185,17 @@ class ApiSettings:
             )
         if self.cache_max_bytes < 0:
             raise SettingsError(f'"{CACHE_MAX_BYTES}" must be >= 0, got {self.cache_max_bytes}')
+        if self.cache_redis_url and not self.cache_redis_url.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            # The value is not echoed: it may hold a password.
+            raise SettingsError(f'"{CACHE_REDIS_URL}" must be a redis://, rediss:// or unix:// URL')
+        for name, value in (
+            (CACHE_REDIS_TIMEOUT, self.cache_redis_timeout_s),
+            (REGISTRY_REFRESH, self.registry_refresh_s),
+        ):
+            if value <= 0:
+                raise SettingsError(f'"{name}" must be > 0, got {value}')
 
     @classmethod
     def from_source(cls, source: SettingsSource, runtime: RuntimeSettings) -> ApiSettings:
@@ -180,4 +217,18 @@ class ApiSettings:
             max_response_bytes=source.integer(
                 MAX_RESPONSE_BYTES, 4 * 1024 * 1024 - 64 * 1024, minimum=1
             ),
+            auth=_auth_settings(source),
+            cache_redis_url=source.text(CACHE_REDIS_URL, ""),
+            cache_redis_timeout_s=source.number(CACHE_REDIS_TIMEOUT, 0.05),
+            registry_durable=source.flag(REGISTRY_DURABLE, True),
+            registry_refresh_s=source.number(REGISTRY_REFRESH, 5.0),
+            endpoints_file=source.text(ENDPOINTS_FILE, ""),
         )
+
+
+# The auth package imports the call engine's modules, which import these settings: it is
+# imported when first needed (as paca_runtime.settings does for security).
+def _auth_settings(source: SettingsSource | None) -> AuthSettings:
+    from api_service.auth.settings import AuthSettings
+
+    return AuthSettings() if source is None else AuthSettings.from_source(source)

@@ -38,6 +38,8 @@ class TargetStats:
     # of a cached endpoint that needed an upstream body.
     cache_hits: int = 0
     cache_misses: int = 0
+    # Replies whose body did not fit the endpoint's JSON Schema.
+    validation_errors: int = 0
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
 
     def record_call(self, *, success: bool, attempts: int, latency_ms: float) -> None:
@@ -123,4 +125,5 @@ def to_message(
         cache_hits=stats.cache_hits,
         cache_misses=stats.cache_misses,
         cache_hit_ratio=stats.cache_hit_ratio,
+        validation_errors=stats.validation_errors,
     )

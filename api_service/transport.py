@@ -9,12 +9,11 @@ passes the ``NetworkPolicy`` (see ``api_service.safety``), and a body is read on
 from __future__ import annotations
 
 import contextvars
+import weakref
 from dataclasses import dataclass
 
 import aiohttp
 from opentelemetry import trace
-from opentelemetry.instrumentation.aiohttp_client import create_trace_config
-from yarl import URL
 
 from api_service.errors import (
     ForbiddenTarget,
@@ -30,7 +29,8 @@ from api_service.safety import (
     NetworkPolicy,
     parse_networks,
 )
-from paca_runtime.redact import redact_url
+from paca_runtime.http_spans import http_client_trace_config
+from paca_runtime.semconv import HTTP_REQUEST_RESEND_COUNT
 
 USER_AGENT = "paca-api-service/0.1"
 # The attempt number of the request being sent (1 = first), set by the call engine so the HTTP
@@ -60,14 +60,20 @@ class HttpResponse:
         return next((v for k, v in self.headers if k.lower() == lowered), None)
 
 
+# Requests already sent under each call's span (the current one when a request starts): a
+# retry, a redirect hop and a revalidation are all resends (``http.request.resend_count``).
+_SENT: weakref.WeakKeyDictionary[trace.Span, int] = weakref.WeakKeyDictionary()
+
+
 def _request_hook(span: trace.Span, params: aiohttp.TraceRequestStartParams) -> None:
-    attempt = ATTEMPT.get()
-    if span.is_recording() and attempt > 1:
-        span.set_attribute("http.request.resend_count", attempt - 1)
-
-
-def _url_filter(url: URL) -> str:
-    return redact_url(str(url))
+    call = trace.get_current_span()
+    if call.is_recording():
+        sent = _SENT.get(call, 0)
+        _SENT[call] = sent + 1
+    else:  # a sampler that records this request but not its call: attempts are all we know
+        sent = ATTEMPT.get() - 1
+    if sent:
+        span.set_attribute(HTTP_REQUEST_RESEND_COUNT, sent)
 
 
 class HttpTransport:
@@ -109,9 +115,16 @@ class HttpTransport:
         self._session = aiohttp.ClientSession(
             connector=connector,
             headers={"User-Agent": USER_AGENT},
-            trace_configs=[create_trace_config(url_filter=_url_filter, request_hook=_request_hook)],
+            trace_configs=[http_client_trace_config(_request_hook)],
             auto_decompress=True,
         )
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The open session, for exchanges that manage the response themselves (streaming)."""
+        if self._session is None:
+            raise UpstreamUnavailable("HTTP transport is not open")
+        return self._session
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -135,6 +148,8 @@ class HttpTransport:
                 headers=request.headers,
                 data=request.body,
                 timeout=aiohttp.ClientTimeout(total=request.timeout_s),
+                # Redirects are the call engine's (api_service.redirects): its policy, its checks.
+                allow_redirects=False,
             ) as response:
                 body = await self._read(response)
                 return HttpResponse(
@@ -159,8 +174,12 @@ class HttpTransport:
     async def _read(self, response: aiohttp.ClientResponse) -> bytes:
         """The whole body, or ResponseTooLarge as soon as it passes the limit."""
         limit = self.max_response_bytes
-        if response.content_length is not None and response.content_length > limit:
+        length = response.content_length
+        if length is not None and length > limit:
             raise ResponseTooLarge(limit)
+        if length is not None and "Content-Encoding" not in response.headers:
+            # The parser stops at Content-Length and nothing decodes it larger: read at once.
+            return await response.read()
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.content.iter_chunked(64 * 1024):

@@ -11,7 +11,14 @@ In one run against the same local upstream (its own process), at one concurrency
     that needs no upstream;
 (e) api_service answering from its cache (an endpoint with a one-hour cache TTL).
 
-    .venv/bin/python bench/api_call.py [--seconds 10] [--concurrency 64]
+The baselines run on uvloop when it is installed, as api_service does. Every server is started
+once; the five loads then take turns for ``--rounds`` rounds, so drift on a shared machine
+spreads evenly, and each line of the summary is the median of its rounds. Beside throughput,
+each line shows the CPU time the serving process spent per call (all its threads): on a machine
+shared with other work it moves much less than throughput, and its ratio to the baseline's is
+the throughput ratio the two would have on an otherwise idle core.
+
+    .venv/bin/python bench/api_call.py [--seconds 10] [--concurrency 64] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -19,12 +26,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import grpc
-from harness import free_port, measure, wait_for_port
+import psutil
+from harness import Figures, free_port, measure, wait_for_port
 from paca.api.v1 import api_service_pb2, api_service_pb2_grpc, api_types_pb2
 
 from paca_runtime.stack import ServiceProcess
@@ -56,11 +66,6 @@ class Forwarder(api_service_pb2_grpc.ApiServiceServicer):
             return api_service_pb2.CallResponse(status_code=response.status, body=body)
 
 async def main():
-    try:
-        import uvloop
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    except ImportError:
-        pass
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=512)) as session:
         server = grpc.aio.server()
         api_service_pb2_grpc.add_ApiServiceServicer_to_server(Forwarder(session), server)
@@ -68,8 +73,22 @@ async def main():
         await server.start()
         await server.wait_for_termination()
 
-asyncio.run(main())
+try:
+    import uvloop
+except ImportError:
+    asyncio.run(main())
+else:
+    uvloop.run(main())
 """
+
+# calls/s, p50 ms, p99 ms, the serving process's CPU ms per call
+Run = tuple[float, float, float, float]
+DIRECT = "(a) direct aiohttp"
+FORWARD = "(b) bare grpc.aio forwarder"
+API = "(c) api_service, default policies"
+ECHO = "(d) bare grpc.aio echo"
+CACHED = "(e) api_service, cache hits"
+NAMES = (DIRECT, FORWARD, API, ECHO, CACHED)
 
 
 async def grpc_load(
@@ -97,18 +116,8 @@ async def grpc_load(
             await channel.close()
 
 
-def line(
-    name: str, figures: tuple[float, float, float], base: float | None = None, of: str = "(b)"
-) -> str:
-    rate, p50, p99 = figures
-    ratio = f"   {rate / base:6.0%} of {of}" if base else ""
-    return f"{name:<34} {rate:8.0f} calls/s   p50 {p50:6.1f} ms   p99 {p99:6.1f} ms{ratio}"
-
-
-async def cache_hit_load(
-    address: str, url: str, options: argparse.Namespace
-) -> tuple[float, float, float]:
-    """Register a cached endpoint for ``url`` and load it: every call after the first is a hit."""
+async def register_cached(address: str, url: str) -> api_service_pb2.CallRequest:
+    """Register an endpoint for ``url`` with a one-hour cache TTL; its calls are cache hits."""
     async with grpc.aio.insecure_channel(address) as channel:
         endpoint = api_types_pb2.Endpoint(
             name="bench.cached",
@@ -120,41 +129,73 @@ async def cache_hit_load(
         await api_service_pb2_grpc.ApiServiceStub(channel).RegisterEndpoint(
             api_service_pb2.RegisterEndpointRequest(endpoint=endpoint)
         )
-    request = api_service_pb2.CallRequest(endpoint="bench.cached")
+    return api_service_pb2.CallRequest(endpoint="bench.cached")
+
+
+async def cache_hit_load(
+    address: str, url: str, options: argparse.Namespace
+) -> tuple[float, float, float]:
+    """Register a cached endpoint for ``url`` and load it: every call after the first is a hit."""
+    request = await register_cached(address, url)
     return await grpc_load(address, url, options.seconds, options.concurrency, request)
+
+
+async def with_cpu(pid: int, load: Awaitable[Figures], calls_extra: int, seconds: float) -> Run:
+    """``load``'s figures and the CPU time process ``pid`` spent per call meanwhile."""
+    process = psutil.Process(pid)
+    before = process.cpu_times()
+    rate, p50, p99 = await load
+    after = process.cpu_times()
+    cpu_s = (after.user - before.user) + (after.system - before.system)
+    calls = rate * seconds + calls_extra  # the timed calls and the warm-up
+    return rate, p50, p99, cpu_s / calls * 1000
+
+
+def median(runs: list[Run]) -> Run:
+    rate, p50, p99, cpu = zip(*runs, strict=True)
+    return (
+        statistics.median(rate),
+        statistics.median(p50),
+        statistics.median(p99),
+        statistics.median(cpu),
+    )
+
+
+def line(name: str, run: Run, base: Run | None = None, of: str = "") -> str:
+    rate, p50, p99, cpu = run
+    text = (
+        f"{name:<34} {rate:6.0f} calls/s  p50 {p50:6.1f} ms  p99 {p99:6.1f} ms"
+        f"  {cpu:5.2f} ms CPU/call"
+    )
+    if base is not None:
+        text += f"   {rate / base[0]:4.0%} of {of} (by CPU/call {base[3] / cpu:4.0%})"
+    return text
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
     options = parser.parse_args()
     up_port, fwd_port, echo_port = free_port(), free_port(), free_port()
-    echo: asyncio.subprocess.Process | None = None
-    upstream = await asyncio.create_subprocess_exec(sys.executable, "-c", UPSTREAM, str(up_port))
-    forwarder = await asyncio.create_subprocess_exec(sys.executable, "-c", FORWARDER, str(fwd_port))
+    children = [
+        await asyncio.create_subprocess_exec(sys.executable, "-c", code, str(port), *extra)
+        for code, port, extra in (
+            (UPSTREAM, up_port, ()),
+            (FORWARDER, fwd_port, ()),
+            (FORWARDER, echo_port, ("echo",)),
+        )
+    ]
+    _, forwarder, echo = children
     url = f"http://127.0.0.1:{up_port}/ok"
+    forward, echo_address = f"127.0.0.1:{fwd_port}", f"127.0.0.1:{echo_port}"
+    seconds, concurrency = options.seconds, options.concurrency
+    load = (seconds, concurrency)
+    runs: dict[str, list[Run]] = {name: [] for name in NAMES}
     try:
-        await wait_for_port(up_port)
-        await wait_for_port(fwd_port)
-        print(
-            f"GET {url} at concurrency {options.concurrency}, {options.seconds:g} s each, "
-            f"{len(os.sched_getaffinity(0))} cores"
-        )
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=512)) as session:
-
-            async def direct() -> None:
-                async with session.get(url) as response:
-                    await response.read()
-
-            figures = await measure(direct, options.seconds, options.concurrency)
-        print(line("(a) direct aiohttp", figures), flush=True)
-        forwarder_figures = await grpc_load(
-            f"127.0.0.1:{fwd_port}", url, options.seconds, options.concurrency
-        )
-        print(line("(b) bare grpc.aio forwarder", forwarder_figures), flush=True)
-        forwarder.terminate()
-        await forwarder.wait()
+        for port in (up_port, fwd_port, echo_port):
+            await wait_for_port(port)
         with tempfile.TemporaryDirectory() as tmp:
             env = {
                 "PACA_STATE_DIR": tmp,
@@ -168,26 +209,52 @@ async def main() -> None:
             api = ServiceProcess("api_service", {**env, "PACA_DB_ADDRESS": db_address})
             try:
                 api_address = (await api.start())["grpc"]
-                figures = await grpc_load(api_address, url, options.seconds, options.concurrency)
-                print(line("(c) api_service, default policies", figures, forwarder_figures[0]))
-                cached = await cache_hit_load(api_address, url, options)
+                assert api.proc is not None
+                cached = await register_cached(api_address, url)
+                print(
+                    f"GET {url} at concurrency {concurrency}, {seconds:g} s x "
+                    f"{options.rounds} rounds each, {len(os.sched_getaffinity(0))} cores; "
+                    "CPU/call is the serving process's (all threads)"
+                )
+                async with aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=512)
+                ) as session:
+
+                    async def direct() -> None:
+                        async with session.get(url) as response:
+                            await response.read()
+
+                    for round_number in range(options.rounds):
+                        # Built as each turn comes, so a failed load leaves none unawaited.
+                        loads: dict[str, tuple[int, Callable[[], Awaitable[Figures]]]] = {
+                            DIRECT: (os.getpid(), lambda: measure(direct, seconds, concurrency)),
+                            FORWARD: (forwarder.pid, lambda: grpc_load(forward, url, *load)),
+                            API: (api.proc.pid, lambda: grpc_load(api_address, url, *load)),
+                            ECHO: (echo.pid, lambda: grpc_load(echo_address, url, *load)),
+                            CACHED: (
+                                api.proc.pid,
+                                lambda: grpc_load(api_address, url, *load, cached),
+                            ),
+                        }
+                        for name, (pid, start) in loads.items():
+                            run = await with_cpu(pid, start(), concurrency, seconds)
+                            runs[name].append(run)
+                            print(f"  round {round_number + 1} {line(name, run)}", flush=True)
             finally:
                 await api.stop()
                 await db.stop()
-        echo = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", FORWARDER, str(echo_port), "echo"
-        )
-        await wait_for_port(echo_port)
-        echo_figures = await grpc_load(
-            f"127.0.0.1:{echo_port}", url, options.seconds, options.concurrency
-        )
-        print(line("(d) bare grpc.aio echo", echo_figures))
-        print(line("(e) api_service, cache hits", cached, echo_figures[0], "(d)"))
     finally:
-        for child in (forwarder, upstream, echo):
-            if child is not None and child.returncode is None:
+        for child in children:
+            if child.returncode is None:
                 child.terminate()
                 await child.wait()
+    figures = {name: median(name_runs) for name, name_runs in runs.items()}
+    print("medians:")
+    print(line(DIRECT, figures[DIRECT]))
+    print(line(FORWARD, figures[FORWARD]))
+    print(line(API, figures[API], figures[FORWARD], "(b)"))
+    print(line(ECHO, figures[ECHO]))
+    print(line(CACHED, figures[CACHED], figures[ECHO], "(d)"))
 
 
 if __name__ == "__main__":

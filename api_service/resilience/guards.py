@@ -21,6 +21,7 @@ from api_service.resilience.bulkhead import Bulkhead
 from api_service.resilience.global_limit import GlobalRateLimiter
 from api_service.resilience.ratelimit import TokenBucket
 from api_service.resilience.retry import RetryBudget, RetryStrategy
+from api_service.resilience.shared_breaker import SharedBreakers
 from api_service.settings import ResilienceSettings
 
 
@@ -101,6 +102,12 @@ class Guards:
             if settings.redis_url
             else None
         )
+        # Breakers whose policy (or host_breaker_shared) says so share trips through Redis.
+        self.shared_breakers = (
+            SharedBreakers(settings.redis_url, timeout_s=settings.redis_timeout_s, clock=clock)
+            if settings.redis_url
+            else None
+        )
 
     def __repr__(self) -> str:
         return (
@@ -135,25 +142,28 @@ class Guards:
             key = endpoint.circuit_breaker.SerializeToString(deterministic=True)
             cached = self._endpoint_breakers.get(endpoint.name)
             if cached is None or cached[0] != key:
-                breaker = CircuitBreaker(
+                breaker = self._breaker(
                     f"endpoint:{endpoint.name}",
                     breaker_config(endpoint.circuit_breaker),
-                    clock=self._clock,
-                    on_transition=_on_transition,
+                    shared=endpoint.circuit_breaker.shared,
                 )
                 cached = self._endpoint_breakers[endpoint.name] = (key, breaker)
             found.append(cached[1])
         if self._host_breaker_config is not None:
             host_breaker = self._host_breakers.get(host)
             if host_breaker is None:
-                host_breaker = self._host_breakers[host] = CircuitBreaker(
+                host_breaker = self._host_breakers[host] = self._breaker(
                     f"host:{host}",
                     self._host_breaker_config,
-                    clock=self._clock,
-                    on_transition=_on_transition,
+                    shared=self.settings.host_breaker_shared,
                 )
             found.append(host_breaker)
         return found
+
+    def _breaker(self, name: str, config: BreakerConfig, *, shared: bool) -> CircuitBreaker:
+        if shared and self.shared_breakers is not None:
+            return self.shared_breakers.breaker(name, config, _on_transition)
+        return CircuitBreaker(name, config, clock=self._clock, on_transition=_on_transition)
 
     def bucket(self, endpoint: api_types_pb2.Endpoint | None) -> TokenBucket | None:
         if endpoint is None or endpoint.rate_limit.requests_per_second <= 0:
@@ -212,6 +222,8 @@ class Guards:
         """Drop an endpoint's objects (it was removed)."""
         for table in (self._retries, self._endpoint_breakers, self._buckets):
             table.pop(endpoint, None)
+        if self.shared_breakers is not None:
+            self.shared_breakers.forget(f"endpoint:{endpoint}")
 
     async def open(self) -> None:
         """Warm up what needs a connection (the Redis of global limits)."""
@@ -221,3 +233,5 @@ class Guards:
     async def aclose(self) -> None:
         if self.global_limiter is not None:
             await self.global_limiter.aclose()
+        if self.shared_breakers is not None:
+            await self.shared_breakers.aclose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,11 +43,8 @@ class ClientOptions:
             raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
 
 
-class _ClientInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[misc]
-    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[misc]
-):
-    """Default deadline and token on every call; typed exceptions for unary failures."""
+class _CallDetails:
+    """The default deadline and the bearer token, added to a call's details."""
 
     def __init__(self, options: ClientOptions) -> None:
         self._options = options
@@ -60,6 +58,15 @@ class _ClientInterceptor(
             details.method, timeout, metadata, details.credentials, details.wait_for_ready
         )
 
+
+# One object per kind of RPC: grpc.aio files an interceptor under the first kind it implements
+# only, so one object implementing several would leave the others' calls without deadline and
+# token.
+
+
+class _UnaryUnary(_CallDetails, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Deadline and token; typed exceptions."""
+
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         call = await continuation(self._details(details), request)
         try:
@@ -67,8 +74,40 @@ class _ClientInterceptor(
         except grpc.aio.AioRpcError as error:
             raise translate(error) from None
 
+
+class _UnaryStream(_CallDetails, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    """Deadline and token; typed exceptions when a server stream (``CallStream``,
+    ``StreamQuery``, ...) fails while it is iterated or read."""
+
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(self._details(details), request)
+        # An async iterator in place of the call: gRPC hands it to the caller behind a call
+        # object that still answers cancel(), code(), details() and read() (grpc.aio's
+        # interceptor contract), so only the exception a caller sees changes.
+        call = await continuation(self._details(details), request)
+        return _translated(call)
+
+
+class _StreamUnary(_CallDetails, grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
+    """Deadline and token."""
+
+    async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(self._details(details), requests)
+
+
+class _StreamStream(_CallDetails, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
+    """Deadline and token (``Transaction``, ...)."""
+
+    async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(self._details(details), requests)
+
+
+async def _translated(call: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """The messages of a server stream; its failure raised as the typed exception."""
+    try:
+        async for message in call:
+            yield message
+    except grpc.aio.AioRpcError as error:
+        raise translate(error) from None
 
 
 def connect(address: str, options: ClientOptions | None = None) -> grpc.aio.Channel:
@@ -86,7 +125,9 @@ def connect(address: str, options: ClientOptions | None = None) -> grpc.aio.Chan
         ("grpc.service_config", service_config(options.max_attempts)),
         ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ]
-    interceptors = [_ClientInterceptor(options)]
+    interceptors = [
+        kind(options) for kind in (_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream)
+    ]
     if options.ca_file is None and options.cert_file is None:
         return grpc.aio.insecure_channel(
             address, options=channel_options, interceptors=interceptors

@@ -4,24 +4,45 @@ round-robin over replicas, and client-side health checking.
 The .proto files mark RPCs ``idempotency_level = IDEMPOTENT`` or ``NO_SIDE_EFFECTS``; this reads
 those options from the generated descriptors, so the retry policy follows the contract instead of
 a hand-kept list. gRPC's own retry machinery (with backoff and retry throttling) does the work.
+
+The services are found the same way: every ``*_service_pb2`` module generated into
+``paca.{api,db,monitor}.v1`` contributes its services, so an RPC or a service added to the
+contract is covered by the next ``make protos`` with no edit here. An RPC that declares no
+idempotency (``Call``, ``GraphQL``, ``CallStream``, ``FanOut``: each may send a non-idempotent
+request upstream) is never retried by the channel.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
+from types import ModuleType
 from typing import Any
 
 from google.protobuf import descriptor, descriptor_pb2
 
-from paca.api.v1 import api_service_pb2
-from paca.db.v1 import db_service_pb2
-from paca.monitor.v1 import monitor_service_pb2
+import paca.api.v1
+import paca.db.v1
+import paca.monitor.v1
 
-SERVICES = (
-    api_service_pb2.DESCRIPTOR.services_by_name["ApiService"],
-    db_service_pb2.DESCRIPTOR.services_by_name["DbService"],
-    monitor_service_pb2.DESCRIPTOR.services_by_name["MonitorService"],
-)
+PACKAGES: tuple[ModuleType, ...] = (paca.api.v1, paca.db.v1, paca.monitor.v1)
+
+
+def _services() -> tuple[descriptor.ServiceDescriptor, ...]:
+    """Every service of the generated ``*_service_pb2`` modules, by full name."""
+    found: dict[str, descriptor.ServiceDescriptor] = {}
+    for package in PACKAGES:
+        for module in pkgutil.iter_modules(package.__path__):
+            if not module.name.endswith("_service_pb2"):
+                continue
+            generated = importlib.import_module(f"{package.__name__}.{module.name}")
+            for service in generated.DESCRIPTOR.services_by_name.values():
+                found[service.full_name] = service
+    return tuple(found[name] for name in sorted(found))
+
+
+SERVICES = _services()
 _SAFE = {
     descriptor_pb2.MethodOptions.IDEMPOTENT,
     descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS,

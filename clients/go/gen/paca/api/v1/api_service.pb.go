@@ -51,7 +51,11 @@ type CallRequest struct {
 	// Makes a non-idempotent method safe to retry; sent upstream as Idempotency-Key.
 	IdempotencyKey string `protobuf:"bytes,10,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// Provider name for the call log of a URL call; endpoints carry their own.
-	Provider      string `protobuf:"bytes,11,opt,name=provider,proto3" json:"provider,omitempty"`
+	Provider string `protobuf:"bytes,11,opt,name=provider,proto3" json:"provider,omitempty"`
+	// Overrides the endpoint's redirect policy where set.
+	Redirect *RedirectPolicy `protobuf:"bytes,12,opt,name=redirect,proto3" json:"redirect,omitempty"`
+	// Send the body gzip-compressed (Content-Encoding: gzip); the endpoint may ask for it too.
+	CompressBody  bool `protobuf:"varint,13,opt,name=compress_body,json=compressBody,proto3" json:"compress_body,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -185,6 +189,20 @@ func (x *CallRequest) GetProvider() string {
 	return ""
 }
 
+func (x *CallRequest) GetRedirect() *RedirectPolicy {
+	if x != nil {
+		return x.Redirect
+	}
+	return nil
+}
+
+func (x *CallRequest) GetCompressBody() bool {
+	if x != nil {
+		return x.CompressBody
+	}
+	return false
+}
+
 type isCallRequest_Target interface {
 	isCallRequest_Target()
 }
@@ -235,9 +253,12 @@ type CallResponse struct {
 	// because the upstream failed, or another identical call's response.
 	FromCache bool `protobuf:"varint,6,opt,name=from_cache,json=fromCache,proto3" json:"from_cache,omitempty"`
 	// The URL of the final response (after redirects), without secrets.
-	Url           string `protobuf:"bytes,7,opt,name=url,proto3" json:"url,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Url string `protobuf:"bytes,7,opt,name=url,proto3" json:"url,omitempty"`
+	// Why the body does not fit the endpoint's response schema; empty when it fits or there is
+	// no schema. The call is then recorded as a validation error.
+	ValidationError string `protobuf:"bytes,8,opt,name=validation_error,json=validationError,proto3" json:"validation_error,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *CallResponse) Reset() {
@@ -319,6 +340,812 @@ func (x *CallResponse) GetUrl() string {
 	return ""
 }
 
+func (x *CallResponse) GetValidationError() string {
+	if x != nil {
+		return x.ValidationError
+	}
+	return ""
+}
+
+// Request of ApiService.CallStream.
+type CallStreamRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The call, as for ApiService.Call. Required.
+	Call          *CallRequest `protobuf:"bytes,1,opt,name=call,proto3" json:"call,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallStreamRequest) Reset() {
+	*x = CallStreamRequest{}
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallStreamRequest) ProtoMessage() {}
+
+func (x *CallStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallStreamRequest.ProtoReflect.Descriptor instead.
+func (*CallStreamRequest) Descriptor() ([]byte, []int) {
+	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *CallStreamRequest) GetCall() *CallRequest {
+	if x != nil {
+		return x.Call
+	}
+	return nil
+}
+
+// One message of ApiService.CallStream: the head first, then body chunks.
+type CallStreamResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Part:
+	//
+	//	*CallStreamResponse_Head
+	//	*CallStreamResponse_Chunk
+	Part          isCallStreamResponse_Part `protobuf_oneof:"part"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallStreamResponse) Reset() {
+	*x = CallStreamResponse{}
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallStreamResponse) ProtoMessage() {}
+
+func (x *CallStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallStreamResponse.ProtoReflect.Descriptor instead.
+func (*CallStreamResponse) Descriptor() ([]byte, []int) {
+	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *CallStreamResponse) GetPart() isCallStreamResponse_Part {
+	if x != nil {
+		return x.Part
+	}
+	return nil
+}
+
+func (x *CallStreamResponse) GetHead() *CallStreamHead {
+	if x != nil {
+		if x, ok := x.Part.(*CallStreamResponse_Head); ok {
+			return x.Head
+		}
+	}
+	return nil
+}
+
+func (x *CallStreamResponse) GetChunk() []byte {
+	if x != nil {
+		if x, ok := x.Part.(*CallStreamResponse_Chunk); ok {
+			return x.Chunk
+		}
+	}
+	return nil
+}
+
+type isCallStreamResponse_Part interface {
+	isCallStreamResponse_Part()
+}
+
+type CallStreamResponse_Head struct {
+	Head *CallStreamHead `protobuf:"bytes,1,opt,name=head,proto3,oneof"`
+}
+
+type CallStreamResponse_Chunk struct {
+	// The next piece of the body (at most 64 KiB).
+	Chunk []byte `protobuf:"bytes,2,opt,name=chunk,proto3,oneof"`
+}
+
+func (*CallStreamResponse_Head) isCallStreamResponse_Part() {}
+
+func (*CallStreamResponse_Chunk) isCallStreamResponse_Part() {}
+
+// Status and headers of a streamed response.
+type CallStreamHead struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	StatusCode int32                  `protobuf:"varint,1,opt,name=status_code,json=statusCode,proto3" json:"status_code,omitempty"`
+	Headers    []*Header              `protobuf:"bytes,2,rep,name=headers,proto3" json:"headers,omitempty"`
+	// HTTP attempts made before the response was accepted.
+	Attempts int32 `protobuf:"varint,3,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	// The URL of the final response (after redirects), without secrets.
+	Url           string `protobuf:"bytes,4,opt,name=url,proto3" json:"url,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallStreamHead) Reset() {
+	*x = CallStreamHead{}
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallStreamHead) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallStreamHead) ProtoMessage() {}
+
+func (x *CallStreamHead) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallStreamHead.ProtoReflect.Descriptor instead.
+func (*CallStreamHead) Descriptor() ([]byte, []int) {
+	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *CallStreamHead) GetStatusCode() int32 {
+	if x != nil {
+		return x.StatusCode
+	}
+	return 0
+}
+
+func (x *CallStreamHead) GetHeaders() []*Header {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+func (x *CallStreamHead) GetAttempts() int32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *CallStreamHead) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+// Request of ApiService.GraphQL.
+type GraphQLRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What to call. Required.
+	//
+	// Types that are valid to be assigned to Target:
+	//
+	//	*GraphQLRequest_Endpoint
+	//	*GraphQLRequest_Url
+	Target isGraphQLRequest_Target `protobuf_oneof:"target"`
+	// The GraphQL document. Required.
+	Query string `protobuf:"bytes,3,opt,name=query,proto3" json:"query,omitempty"`
+	// Variables as a JSON object; empty means none.
+	VariablesJson string `protobuf:"bytes,4,opt,name=variables_json,json=variablesJson,proto3" json:"variables_json,omitempty"`
+	// Which operation of the document to run (operationName).
+	OperationName string `protobuf:"bytes,5,opt,name=operation_name,json=operationName,proto3" json:"operation_name,omitempty"`
+	// Added to the endpoint's default headers, replacing those of the same name.
+	Headers []*Header `protobuf:"bytes,6,rep,name=headers,proto3" json:"headers,omitempty"`
+	// Per-attempt time limit; the RPC deadline still caps the whole call.
+	Timeout *durationpb.Duration `protobuf:"bytes,7,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// Makes a mutation safe to retry; sent upstream as Idempotency-Key.
+	IdempotencyKey string `protobuf:"bytes,8,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	// Provider name for the call log of a URL call.
+	Provider      string `protobuf:"bytes,9,opt,name=provider,proto3" json:"provider,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GraphQLRequest) Reset() {
+	*x = GraphQLRequest{}
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GraphQLRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GraphQLRequest) ProtoMessage() {}
+
+func (x *GraphQLRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GraphQLRequest.ProtoReflect.Descriptor instead.
+func (*GraphQLRequest) Descriptor() ([]byte, []int) {
+	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *GraphQLRequest) GetTarget() isGraphQLRequest_Target {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
+func (x *GraphQLRequest) GetEndpoint() string {
+	if x != nil {
+		if x, ok := x.Target.(*GraphQLRequest_Endpoint); ok {
+			return x.Endpoint
+		}
+	}
+	return ""
+}
+
+func (x *GraphQLRequest) GetUrl() string {
+	if x != nil {
+		if x, ok := x.Target.(*GraphQLRequest_Url); ok {
+			return x.Url
+		}
+	}
+	return ""
+}
+
+func (x *GraphQLRequest) GetQuery() string {
+	if x != nil {
+		return x.Query
+	}
+	return ""
+}
+
+func (x *GraphQLRequest) GetVariablesJson() string {
+	if x != nil {
+		return x.VariablesJson
+	}
+	return ""
+}
+
+func (x *GraphQLRequest) GetOperationName() string {
+	if x != nil {
+		return x.OperationName
+	}
+	return ""
+}
+
+func (x *GraphQLRequest) GetHeaders() []*Header {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+func (x *GraphQLRequest) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+func (x *GraphQLRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *GraphQLRequest) GetProvider() string {
+	if x != nil {
+		return x.Provider
+	}
+	return ""
+}
+
+type isGraphQLRequest_Target interface {
+	isGraphQLRequest_Target()
+}
+
+type GraphQLRequest_Endpoint struct {
+	// A registered endpoint name (its path is the GraphQL URL).
+	Endpoint string `protobuf:"bytes,1,opt,name=endpoint,proto3,oneof"`
+}
+
+type GraphQLRequest_Url struct {
+	// An absolute http(s) URL of the GraphQL server.
+	Url string `protobuf:"bytes,2,opt,name=url,proto3,oneof"`
+}
+
+func (*GraphQLRequest_Endpoint) isGraphQLRequest_Target() {}
+
+func (*GraphQLRequest_Url) isGraphQLRequest_Target() {}
+
+// One entry of a GraphQL response's `errors`.
+type GraphQLError struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Message string                 `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	// Where in `data` the error happened: field names and list indexes as text.
+	Path      []string           `protobuf:"bytes,2,rep,name=path,proto3" json:"path,omitempty"`
+	Locations []*GraphQLLocation `protobuf:"bytes,3,rep,name=locations,proto3" json:"locations,omitempty"`
+	// The error's `extensions` as JSON text; empty when absent.
+	ExtensionsJson string `protobuf:"bytes,4,opt,name=extensions_json,json=extensionsJson,proto3" json:"extensions_json,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *GraphQLError) Reset() {
+	*x = GraphQLError{}
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GraphQLError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GraphQLError) ProtoMessage() {}
+
+func (x *GraphQLError) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GraphQLError.ProtoReflect.Descriptor instead.
+func (*GraphQLError) Descriptor() ([]byte, []int) {
+	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *GraphQLError) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *GraphQLError) GetPath() []string {
+	if x != nil {
+		return x.Path
+	}
+	return nil
+}
+
+func (x *GraphQLError) GetLocations() []*GraphQLLocation {
+	if x != nil {
+		return x.Locations
+	}
+	return nil
+}
+
+func (x *GraphQLError) GetExtensionsJson() string {
+	if x != nil {
+		return x.ExtensionsJson
+	}
+	return ""
+}
+
+// A line and column in the GraphQL document.
+type GraphQLLocation struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Line          int32                  `protobuf:"varint,1,opt,name=line,proto3" json:"line,omitempty"`
+	Column        int32                  `protobuf:"varint,2,opt,name=column,proto3" json:"column,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GraphQLLocation) Reset() {
+	*x = GraphQLLocation{}
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GraphQLLocation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GraphQLLocation) ProtoMessage() {}
+
+func (x *GraphQLLocation) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GraphQLLocation.ProtoReflect.Descriptor instead.
+func (*GraphQLLocation) Descriptor() ([]byte, []int) {
+	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *GraphQLLocation) GetLine() int32 {
+	if x != nil {
+		return x.Line
+	}
+	return 0
+}
+
+func (x *GraphQLLocation) GetColumn() int32 {
+	if x != nil {
+		return x.Column
+	}
+	return 0
+}
+
+// Response of ApiService.GraphQL.
+type GraphQLResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The HTTP status of the reply.
+	StatusCode int32 `protobuf:"varint,1,opt,name=status_code,json=statusCode,proto3" json:"status_code,omitempty"`
+	// `data` as JSON text, partial when there are errors; empty when the reply had none (null).
+	DataJson string `protobuf:"bytes,2,opt,name=data_json,json=dataJson,proto3" json:"data_json,omitempty"`
+	// The reply's GraphQL errors; empty when the operation succeeded.
+	Errors []*GraphQLError `protobuf:"bytes,3,rep,name=errors,proto3" json:"errors,omitempty"`
+	// The reply's `extensions` as JSON text; empty when absent.
+	ExtensionsJson string               `protobuf:"bytes,4,opt,name=extensions_json,json=extensionsJson,proto3" json:"extensions_json,omitempty"`
+	Headers        []*Header            `protobuf:"bytes,5,rep,name=headers,proto3" json:"headers,omitempty"`
+	Latency        *durationpb.Duration `protobuf:"bytes,6,opt,name=latency,proto3" json:"latency,omitempty"`
+	Attempts       int32                `protobuf:"varint,7,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	FromCache      bool                 `protobuf:"varint,8,opt,name=from_cache,json=fromCache,proto3" json:"from_cache,omitempty"`
+	// Why `data` does not fit the endpoint's response schema (the schema describes `data`);
+	// empty when it fits or there is no schema.
+	ValidationError string `protobuf:"bytes,9,opt,name=validation_error,json=validationError,proto3" json:"validation_error,omitempty"`
+	// The raw body when it is not a GraphQL JSON reply (e.g. an HTML error page).
+	Body          []byte `protobuf:"bytes,10,opt,name=body,proto3" json:"body,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GraphQLResponse) Reset() {
+	*x = GraphQLResponse{}
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GraphQLResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GraphQLResponse) ProtoMessage() {}
+
+func (x *GraphQLResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GraphQLResponse.ProtoReflect.Descriptor instead.
+func (*GraphQLResponse) Descriptor() ([]byte, []int) {
+	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *GraphQLResponse) GetStatusCode() int32 {
+	if x != nil {
+		return x.StatusCode
+	}
+	return 0
+}
+
+func (x *GraphQLResponse) GetDataJson() string {
+	if x != nil {
+		return x.DataJson
+	}
+	return ""
+}
+
+func (x *GraphQLResponse) GetErrors() []*GraphQLError {
+	if x != nil {
+		return x.Errors
+	}
+	return nil
+}
+
+func (x *GraphQLResponse) GetExtensionsJson() string {
+	if x != nil {
+		return x.ExtensionsJson
+	}
+	return ""
+}
+
+func (x *GraphQLResponse) GetHeaders() []*Header {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+func (x *GraphQLResponse) GetLatency() *durationpb.Duration {
+	if x != nil {
+		return x.Latency
+	}
+	return nil
+}
+
+func (x *GraphQLResponse) GetAttempts() int32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *GraphQLResponse) GetFromCache() bool {
+	if x != nil {
+		return x.FromCache
+	}
+	return false
+}
+
+func (x *GraphQLResponse) GetValidationError() string {
+	if x != nil {
+		return x.ValidationError
+	}
+	return ""
+}
+
+func (x *GraphQLResponse) GetBody() []byte {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
+// Request of ApiService.FanOut.
+type FanOutRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The calls, made in parallel. At least one, at most 100.
+	Calls []*CallRequest `protobuf:"bytes,1,rep,name=calls,proto3" json:"calls,omitempty"`
+	// Deadline of each call (unset: only the overall one).
+	CallTimeout *durationpb.Duration `protobuf:"bytes,2,opt,name=call_timeout,json=callTimeout,proto3" json:"call_timeout,omitempty"`
+	// Deadline of the whole fan-out; the RPC deadline caps it. Calls still running then end
+	// with DEADLINE_EXCEEDED results.
+	Timeout       *durationpb.Duration `protobuf:"bytes,3,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FanOutRequest) Reset() {
+	*x = FanOutRequest{}
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FanOutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FanOutRequest) ProtoMessage() {}
+
+func (x *FanOutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FanOutRequest.ProtoReflect.Descriptor instead.
+func (*FanOutRequest) Descriptor() ([]byte, []int) {
+	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *FanOutRequest) GetCalls() []*CallRequest {
+	if x != nil {
+		return x.Calls
+	}
+	return nil
+}
+
+func (x *FanOutRequest) GetCallTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.CallTimeout
+	}
+	return nil
+}
+
+func (x *FanOutRequest) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+// The result of one call of a fan-out: a reply, or the error the call would have had.
+type FanOutResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The call's index in FanOutRequest.calls.
+	Index    int32         `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Response *CallResponse `protobuf:"bytes,2,opt,name=response,proto3" json:"response,omitempty"`
+	// gRPC status code (google.rpc.Code) of the error; 0 (OK) when there is a response.
+	ErrorCode     int32  `protobuf:"varint,3,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	ErrorMessage  string `protobuf:"bytes,4,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FanOutResult) Reset() {
+	*x = FanOutResult{}
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FanOutResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FanOutResult) ProtoMessage() {}
+
+func (x *FanOutResult) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FanOutResult.ProtoReflect.Descriptor instead.
+func (*FanOutResult) Descriptor() ([]byte, []int) {
+	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *FanOutResult) GetIndex() int32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *FanOutResult) GetResponse() *CallResponse {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
+func (x *FanOutResult) GetErrorCode() int32 {
+	if x != nil {
+		return x.ErrorCode
+	}
+	return 0
+}
+
+func (x *FanOutResult) GetErrorMessage() string {
+	if x != nil {
+		return x.ErrorMessage
+	}
+	return ""
+}
+
+// Response of ApiService.FanOut.
+type FanOutResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One per call, in the order of FanOutRequest.calls.
+	Results []*FanOutResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	// Results with a 2xx or 3xx response.
+	Succeeded int32 `protobuf:"varint,2,opt,name=succeeded,proto3" json:"succeeded,omitempty"`
+	// Results with an error or another status.
+	Failed        int32 `protobuf:"varint,3,opt,name=failed,proto3" json:"failed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FanOutResponse) Reset() {
+	*x = FanOutResponse{}
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FanOutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FanOutResponse) ProtoMessage() {}
+
+func (x *FanOutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FanOutResponse.ProtoReflect.Descriptor instead.
+func (*FanOutResponse) Descriptor() ([]byte, []int) {
+	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *FanOutResponse) GetResults() []*FanOutResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+func (x *FanOutResponse) GetSucceeded() int32 {
+	if x != nil {
+		return x.Succeeded
+	}
+	return 0
+}
+
+func (x *FanOutResponse) GetFailed() int32 {
+	if x != nil {
+		return x.Failed
+	}
+	return 0
+}
+
 // Request of ApiService.GetStats.
 type GetStatsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -330,7 +1157,7 @@ type GetStatsRequest struct {
 
 func (x *GetStatsRequest) Reset() {
 	*x = GetStatsRequest{}
-	mi := &file_paca_api_v1_api_service_proto_msgTypes[2]
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -342,7 +1169,7 @@ func (x *GetStatsRequest) String() string {
 func (*GetStatsRequest) ProtoMessage() {}
 
 func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paca_api_v1_api_service_proto_msgTypes[2]
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -355,7 +1182,7 @@ func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsRequest.ProtoReflect.Descriptor instead.
 func (*GetStatsRequest) Descriptor() ([]byte, []int) {
-	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{2}
+	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetStatsRequest) GetEndpoint() string {
@@ -373,13 +1200,25 @@ type GetStatsResponse struct {
 	// Global (Redis) rate limits are being decided by each replica's local bucket because Redis
 	// is slow or unreachable.
 	GlobalLimitsDegraded bool `protobuf:"varint,2,opt,name=global_limits_degraded,json=globalLimitsDegraded,proto3" json:"global_limits_degraded,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// Call records that could not be sent to db_service when made and went to the disk spool,
+	// and spooled records since sent (both since the start of the process).
+	CalllogDelayedRecords  int64 `protobuf:"varint,3,opt,name=calllog_delayed_records,json=calllogDelayedRecords,proto3" json:"calllog_delayed_records,omitempty"`
+	CalllogReplayedRecords int64 `protobuf:"varint,4,opt,name=calllog_replayed_records,json=calllogReplayedRecords,proto3" json:"calllog_replayed_records,omitempty"`
+	// Health of every key of every key pool of this replica (never the keys themselves).
+	KeyHealth []*KeyHealth `protobuf:"bytes,5,rep,name=key_health,json=keyHealth,proto3" json:"key_health,omitempty"`
+	// The shared (Redis) response cache is slow or unreachable: this replica's memory cache (or
+	// none) serves instead.
+	CacheDegraded bool `protobuf:"varint,6,opt,name=cache_degraded,json=cacheDegraded,proto3" json:"cache_degraded,omitempty"`
+	// Breaker trips are not shared with other replicas because Redis is slow or unreachable;
+	// each replica's breakers decide alone.
+	SharedBreakersDegraded bool `protobuf:"varint,7,opt,name=shared_breakers_degraded,json=sharedBreakersDegraded,proto3" json:"shared_breakers_degraded,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *GetStatsResponse) Reset() {
 	*x = GetStatsResponse{}
-	mi := &file_paca_api_v1_api_service_proto_msgTypes[3]
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -391,7 +1230,7 @@ func (x *GetStatsResponse) String() string {
 func (*GetStatsResponse) ProtoMessage() {}
 
 func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paca_api_v1_api_service_proto_msgTypes[3]
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -404,7 +1243,7 @@ func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsResponse.ProtoReflect.Descriptor instead.
 func (*GetStatsResponse) Descriptor() ([]byte, []int) {
-	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{3}
+	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetStatsResponse) GetStats() []*CallStats {
@@ -421,6 +1260,41 @@ func (x *GetStatsResponse) GetGlobalLimitsDegraded() bool {
 	return false
 }
 
+func (x *GetStatsResponse) GetCalllogDelayedRecords() int64 {
+	if x != nil {
+		return x.CalllogDelayedRecords
+	}
+	return 0
+}
+
+func (x *GetStatsResponse) GetCalllogReplayedRecords() int64 {
+	if x != nil {
+		return x.CalllogReplayedRecords
+	}
+	return 0
+}
+
+func (x *GetStatsResponse) GetKeyHealth() []*KeyHealth {
+	if x != nil {
+		return x.KeyHealth
+	}
+	return nil
+}
+
+func (x *GetStatsResponse) GetCacheDegraded() bool {
+	if x != nil {
+		return x.CacheDegraded
+	}
+	return false
+}
+
+func (x *GetStatsResponse) GetSharedBreakersDegraded() bool {
+	if x != nil {
+		return x.SharedBreakersDegraded
+	}
+	return false
+}
+
 // Request of ApiService.RegisterEndpoint.
 type RegisterEndpointRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -431,7 +1305,7 @@ type RegisterEndpointRequest struct {
 
 func (x *RegisterEndpointRequest) Reset() {
 	*x = RegisterEndpointRequest{}
-	mi := &file_paca_api_v1_api_service_proto_msgTypes[4]
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -443,7 +1317,7 @@ func (x *RegisterEndpointRequest) String() string {
 func (*RegisterEndpointRequest) ProtoMessage() {}
 
 func (x *RegisterEndpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paca_api_v1_api_service_proto_msgTypes[4]
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -456,7 +1330,7 @@ func (x *RegisterEndpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterEndpointRequest.ProtoReflect.Descriptor instead.
 func (*RegisterEndpointRequest) Descriptor() ([]byte, []int) {
-	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{4}
+	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RegisterEndpointRequest) GetEndpoint() *Endpoint {
@@ -479,7 +1353,7 @@ type RegisterEndpointResponse struct {
 
 func (x *RegisterEndpointResponse) Reset() {
 	*x = RegisterEndpointResponse{}
-	mi := &file_paca_api_v1_api_service_proto_msgTypes[5]
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -491,7 +1365,7 @@ func (x *RegisterEndpointResponse) String() string {
 func (*RegisterEndpointResponse) ProtoMessage() {}
 
 func (x *RegisterEndpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paca_api_v1_api_service_proto_msgTypes[5]
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -504,7 +1378,7 @@ func (x *RegisterEndpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterEndpointResponse.ProtoReflect.Descriptor instead.
 func (*RegisterEndpointResponse) Descriptor() ([]byte, []int) {
-	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{5}
+	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RegisterEndpointResponse) GetEndpoint() *Endpoint {
@@ -531,7 +1405,7 @@ type GetEndpointRequest struct {
 
 func (x *GetEndpointRequest) Reset() {
 	*x = GetEndpointRequest{}
-	mi := &file_paca_api_v1_api_service_proto_msgTypes[6]
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -543,7 +1417,7 @@ func (x *GetEndpointRequest) String() string {
 func (*GetEndpointRequest) ProtoMessage() {}
 
 func (x *GetEndpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paca_api_v1_api_service_proto_msgTypes[6]
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -556,7 +1430,7 @@ func (x *GetEndpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEndpointRequest.ProtoReflect.Descriptor instead.
 func (*GetEndpointRequest) Descriptor() ([]byte, []int) {
-	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{6}
+	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetEndpointRequest) GetName() string {
@@ -576,7 +1450,7 @@ type GetEndpointResponse struct {
 
 func (x *GetEndpointResponse) Reset() {
 	*x = GetEndpointResponse{}
-	mi := &file_paca_api_v1_api_service_proto_msgTypes[7]
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -588,7 +1462,7 @@ func (x *GetEndpointResponse) String() string {
 func (*GetEndpointResponse) ProtoMessage() {}
 
 func (x *GetEndpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paca_api_v1_api_service_proto_msgTypes[7]
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -601,7 +1475,7 @@ func (x *GetEndpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEndpointResponse.ProtoReflect.Descriptor instead.
 func (*GetEndpointResponse) Descriptor() ([]byte, []int) {
-	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{7}
+	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetEndpointResponse) GetEndpoint() *Endpoint {
@@ -622,7 +1496,7 @@ type ListEndpointsRequest struct {
 
 func (x *ListEndpointsRequest) Reset() {
 	*x = ListEndpointsRequest{}
-	mi := &file_paca_api_v1_api_service_proto_msgTypes[8]
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -634,7 +1508,7 @@ func (x *ListEndpointsRequest) String() string {
 func (*ListEndpointsRequest) ProtoMessage() {}
 
 func (x *ListEndpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paca_api_v1_api_service_proto_msgTypes[8]
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -647,7 +1521,7 @@ func (x *ListEndpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEndpointsRequest.ProtoReflect.Descriptor instead.
 func (*ListEndpointsRequest) Descriptor() ([]byte, []int) {
-	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{8}
+	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListEndpointsRequest) GetProvider() string {
@@ -668,7 +1542,7 @@ type ListEndpointsResponse struct {
 
 func (x *ListEndpointsResponse) Reset() {
 	*x = ListEndpointsResponse{}
-	mi := &file_paca_api_v1_api_service_proto_msgTypes[9]
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -680,7 +1554,7 @@ func (x *ListEndpointsResponse) String() string {
 func (*ListEndpointsResponse) ProtoMessage() {}
 
 func (x *ListEndpointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paca_api_v1_api_service_proto_msgTypes[9]
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -693,7 +1567,7 @@ func (x *ListEndpointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEndpointsResponse.ProtoReflect.Descriptor instead.
 func (*ListEndpointsResponse) Descriptor() ([]byte, []int) {
-	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{9}
+	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListEndpointsResponse) GetEndpoints() []*Endpoint {
@@ -713,7 +1587,7 @@ type RemoveEndpointRequest struct {
 
 func (x *RemoveEndpointRequest) Reset() {
 	*x = RemoveEndpointRequest{}
-	mi := &file_paca_api_v1_api_service_proto_msgTypes[10]
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -725,7 +1599,7 @@ func (x *RemoveEndpointRequest) String() string {
 func (*RemoveEndpointRequest) ProtoMessage() {}
 
 func (x *RemoveEndpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_paca_api_v1_api_service_proto_msgTypes[10]
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -738,7 +1612,7 @@ func (x *RemoveEndpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveEndpointRequest.ProtoReflect.Descriptor instead.
 func (*RemoveEndpointRequest) Descriptor() ([]byte, []int) {
-	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{10}
+	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RemoveEndpointRequest) GetName() string {
@@ -757,7 +1631,7 @@ type RemoveEndpointResponse struct {
 
 func (x *RemoveEndpointResponse) Reset() {
 	*x = RemoveEndpointResponse{}
-	mi := &file_paca_api_v1_api_service_proto_msgTypes[11]
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -769,7 +1643,7 @@ func (x *RemoveEndpointResponse) String() string {
 func (*RemoveEndpointResponse) ProtoMessage() {}
 
 func (x *RemoveEndpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_paca_api_v1_api_service_proto_msgTypes[11]
+	mi := &file_paca_api_v1_api_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -782,14 +1656,14 @@ func (x *RemoveEndpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveEndpointResponse.ProtoReflect.Descriptor instead.
 func (*RemoveEndpointResponse) Descriptor() ([]byte, []int) {
-	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{11}
+	return file_paca_api_v1_api_service_proto_rawDescGZIP(), []int{21}
 }
 
 var File_paca_api_v1_api_service_proto protoreflect.FileDescriptor
 
 const file_paca_api_v1_api_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1dpaca/api/v1/api_service.proto\x12\vpaca.api.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bpaca/api/v1/api_types.proto\"\xa0\x04\n" +
+	"\x1dpaca/api/v1/api_service.proto\x12\vpaca.api.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bpaca/api/v1/api_types.proto\"\xfe\x04\n" +
 	"\vCallRequest\x12\x1c\n" +
 	"\bendpoint\x18\x01 \x01(\tH\x00R\bendpoint\x12\x12\n" +
 	"\x03url\x18\x02 \x01(\tH\x00R\x03url\x12/\n" +
@@ -803,12 +1677,14 @@ const file_paca_api_v1_api_service_proto_rawDesc = "" +
 	"\atimeout\x18\t \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12'\n" +
 	"\x0fidempotency_key\x18\n" +
 	" \x01(\tR\x0eidempotencyKey\x12\x1a\n" +
-	"\bprovider\x18\v \x01(\tR\bprovider\x1a=\n" +
+	"\bprovider\x18\v \x01(\tR\bprovider\x127\n" +
+	"\bredirect\x18\f \x01(\v2\x1b.paca.api.v1.RedirectPolicyR\bredirect\x12#\n" +
+	"\rcompress_body\x18\r \x01(\bR\fcompressBody\x1a=\n" +
 	"\x0fPathParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\b\n" +
 	"\x06targetB\x06\n" +
-	"\x04body\"\xf4\x01\n" +
+	"\x04body\"\x9f\x02\n" +
 	"\fCallResponse\x12\x1f\n" +
 	"\vstatus_code\x18\x01 \x01(\x05R\n" +
 	"statusCode\x12-\n" +
@@ -818,12 +1694,78 @@ const file_paca_api_v1_api_service_proto_rawDesc = "" +
 	"\battempts\x18\x05 \x01(\x05R\battempts\x12\x1d\n" +
 	"\n" +
 	"from_cache\x18\x06 \x01(\bR\tfromCache\x12\x10\n" +
-	"\x03url\x18\a \x01(\tR\x03url\"-\n" +
+	"\x03url\x18\a \x01(\tR\x03url\x12)\n" +
+	"\x10validation_error\x18\b \x01(\tR\x0fvalidationError\"A\n" +
+	"\x11CallStreamRequest\x12,\n" +
+	"\x04call\x18\x01 \x01(\v2\x18.paca.api.v1.CallRequestR\x04call\"g\n" +
+	"\x12CallStreamResponse\x121\n" +
+	"\x04head\x18\x01 \x01(\v2\x1b.paca.api.v1.CallStreamHeadH\x00R\x04head\x12\x16\n" +
+	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x06\n" +
+	"\x04part\"\x8e\x01\n" +
+	"\x0eCallStreamHead\x12\x1f\n" +
+	"\vstatus_code\x18\x01 \x01(\x05R\n" +
+	"statusCode\x12-\n" +
+	"\aheaders\x18\x02 \x03(\v2\x13.paca.api.v1.HeaderR\aheaders\x12\x1a\n" +
+	"\battempts\x18\x03 \x01(\x05R\battempts\x12\x10\n" +
+	"\x03url\x18\x04 \x01(\tR\x03url\"\xd9\x02\n" +
+	"\x0eGraphQLRequest\x12\x1c\n" +
+	"\bendpoint\x18\x01 \x01(\tH\x00R\bendpoint\x12\x12\n" +
+	"\x03url\x18\x02 \x01(\tH\x00R\x03url\x12\x14\n" +
+	"\x05query\x18\x03 \x01(\tR\x05query\x12%\n" +
+	"\x0evariables_json\x18\x04 \x01(\tR\rvariablesJson\x12%\n" +
+	"\x0eoperation_name\x18\x05 \x01(\tR\roperationName\x12-\n" +
+	"\aheaders\x18\x06 \x03(\v2\x13.paca.api.v1.HeaderR\aheaders\x123\n" +
+	"\atimeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12'\n" +
+	"\x0fidempotency_key\x18\b \x01(\tR\x0eidempotencyKey\x12\x1a\n" +
+	"\bprovider\x18\t \x01(\tR\bproviderB\b\n" +
+	"\x06target\"\xa1\x01\n" +
+	"\fGraphQLError\x12\x18\n" +
+	"\amessage\x18\x01 \x01(\tR\amessage\x12\x12\n" +
+	"\x04path\x18\x02 \x03(\tR\x04path\x12:\n" +
+	"\tlocations\x18\x03 \x03(\v2\x1c.paca.api.v1.GraphQLLocationR\tlocations\x12'\n" +
+	"\x0fextensions_json\x18\x04 \x01(\tR\x0eextensionsJson\"=\n" +
+	"\x0fGraphQLLocation\x12\x12\n" +
+	"\x04line\x18\x01 \x01(\x05R\x04line\x12\x16\n" +
+	"\x06column\x18\x02 \x01(\x05R\x06column\"\x89\x03\n" +
+	"\x0fGraphQLResponse\x12\x1f\n" +
+	"\vstatus_code\x18\x01 \x01(\x05R\n" +
+	"statusCode\x12\x1b\n" +
+	"\tdata_json\x18\x02 \x01(\tR\bdataJson\x121\n" +
+	"\x06errors\x18\x03 \x03(\v2\x19.paca.api.v1.GraphQLErrorR\x06errors\x12'\n" +
+	"\x0fextensions_json\x18\x04 \x01(\tR\x0eextensionsJson\x12-\n" +
+	"\aheaders\x18\x05 \x03(\v2\x13.paca.api.v1.HeaderR\aheaders\x123\n" +
+	"\alatency\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\alatency\x12\x1a\n" +
+	"\battempts\x18\a \x01(\x05R\battempts\x12\x1d\n" +
+	"\n" +
+	"from_cache\x18\b \x01(\bR\tfromCache\x12)\n" +
+	"\x10validation_error\x18\t \x01(\tR\x0fvalidationError\x12\x12\n" +
+	"\x04body\x18\n" +
+	" \x01(\fR\x04body\"\xb2\x01\n" +
+	"\rFanOutRequest\x12.\n" +
+	"\x05calls\x18\x01 \x03(\v2\x18.paca.api.v1.CallRequestR\x05calls\x12<\n" +
+	"\fcall_timeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\vcallTimeout\x123\n" +
+	"\atimeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\x9f\x01\n" +
+	"\fFanOutResult\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x05R\x05index\x125\n" +
+	"\bresponse\x18\x02 \x01(\v2\x19.paca.api.v1.CallResponseR\bresponse\x12\x1d\n" +
+	"\n" +
+	"error_code\x18\x03 \x01(\x05R\terrorCode\x12#\n" +
+	"\rerror_message\x18\x04 \x01(\tR\ferrorMessage\"{\n" +
+	"\x0eFanOutResponse\x123\n" +
+	"\aresults\x18\x01 \x03(\v2\x19.paca.api.v1.FanOutResultR\aresults\x12\x1c\n" +
+	"\tsucceeded\x18\x02 \x01(\x05R\tsucceeded\x12\x16\n" +
+	"\x06failed\x18\x03 \x01(\x05R\x06failed\"-\n" +
 	"\x0fGetStatsRequest\x12\x1a\n" +
-	"\bendpoint\x18\x01 \x01(\tR\bendpoint\"v\n" +
+	"\bendpoint\x18\x01 \x01(\tR\bendpoint\"\x80\x03\n" +
 	"\x10GetStatsResponse\x12,\n" +
 	"\x05stats\x18\x01 \x03(\v2\x16.paca.api.v1.CallStatsR\x05stats\x124\n" +
-	"\x16global_limits_degraded\x18\x02 \x01(\bR\x14globalLimitsDegraded\"L\n" +
+	"\x16global_limits_degraded\x18\x02 \x01(\bR\x14globalLimitsDegraded\x126\n" +
+	"\x17calllog_delayed_records\x18\x03 \x01(\x03R\x15calllogDelayedRecords\x128\n" +
+	"\x18calllog_replayed_records\x18\x04 \x01(\x03R\x16calllogReplayedRecords\x125\n" +
+	"\n" +
+	"key_health\x18\x05 \x03(\v2\x16.paca.api.v1.KeyHealthR\tkeyHealth\x12%\n" +
+	"\x0ecache_degraded\x18\x06 \x01(\bR\rcacheDegraded\x128\n" +
+	"\x18shared_breakers_degraded\x18\a \x01(\bR\x16sharedBreakersDegraded\"L\n" +
 	"\x17RegisterEndpointRequest\x121\n" +
 	"\bendpoint\x18\x01 \x01(\v2\x15.paca.api.v1.EndpointR\bendpoint\"g\n" +
 	"\x18RegisterEndpointResponse\x121\n" +
@@ -839,10 +1781,14 @@ const file_paca_api_v1_api_service_proto_rawDesc = "" +
 	"\tendpoints\x18\x01 \x03(\v2\x15.paca.api.v1.EndpointR\tendpoints\"+\n" +
 	"\x15RemoveEndpointRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x18\n" +
-	"\x16RemoveEndpointResponse2\x91\x04\n" +
+	"\x16RemoveEndpointResponse2\xeb\x05\n" +
 	"\n" +
 	"ApiService\x12;\n" +
-	"\x04Call\x12\x18.paca.api.v1.CallRequest\x1a\x19.paca.api.v1.CallResponse\x12d\n" +
+	"\x04Call\x12\x18.paca.api.v1.CallRequest\x1a\x19.paca.api.v1.CallResponse\x12O\n" +
+	"\n" +
+	"CallStream\x12\x1e.paca.api.v1.CallStreamRequest\x1a\x1f.paca.api.v1.CallStreamResponse0\x01\x12D\n" +
+	"\aGraphQL\x12\x1b.paca.api.v1.GraphQLRequest\x1a\x1c.paca.api.v1.GraphQLResponse\x12A\n" +
+	"\x06FanOut\x12\x1a.paca.api.v1.FanOutRequest\x1a\x1b.paca.api.v1.FanOutResponse\x12d\n" +
 	"\x10RegisterEndpoint\x12$.paca.api.v1.RegisterEndpointRequest\x1a%.paca.api.v1.RegisterEndpointResponse\"\x03\x90\x02\x02\x12U\n" +
 	"\vGetEndpoint\x12\x1f.paca.api.v1.GetEndpointRequest\x1a .paca.api.v1.GetEndpointResponse\"\x03\x90\x02\x01\x12[\n" +
 	"\rListEndpoints\x12!.paca.api.v1.ListEndpointsRequest\x1a\".paca.api.v1.ListEndpointsResponse\"\x03\x90\x02\x01\x12^\n" +
@@ -861,58 +1807,92 @@ func file_paca_api_v1_api_service_proto_rawDescGZIP() []byte {
 	return file_paca_api_v1_api_service_proto_rawDescData
 }
 
-var file_paca_api_v1_api_service_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_paca_api_v1_api_service_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_paca_api_v1_api_service_proto_goTypes = []any{
 	(*CallRequest)(nil),              // 0: paca.api.v1.CallRequest
 	(*CallResponse)(nil),             // 1: paca.api.v1.CallResponse
-	(*GetStatsRequest)(nil),          // 2: paca.api.v1.GetStatsRequest
-	(*GetStatsResponse)(nil),         // 3: paca.api.v1.GetStatsResponse
-	(*RegisterEndpointRequest)(nil),  // 4: paca.api.v1.RegisterEndpointRequest
-	(*RegisterEndpointResponse)(nil), // 5: paca.api.v1.RegisterEndpointResponse
-	(*GetEndpointRequest)(nil),       // 6: paca.api.v1.GetEndpointRequest
-	(*GetEndpointResponse)(nil),      // 7: paca.api.v1.GetEndpointResponse
-	(*ListEndpointsRequest)(nil),     // 8: paca.api.v1.ListEndpointsRequest
-	(*ListEndpointsResponse)(nil),    // 9: paca.api.v1.ListEndpointsResponse
-	(*RemoveEndpointRequest)(nil),    // 10: paca.api.v1.RemoveEndpointRequest
-	(*RemoveEndpointResponse)(nil),   // 11: paca.api.v1.RemoveEndpointResponse
-	nil,                              // 12: paca.api.v1.CallRequest.PathParamsEntry
-	(HttpMethod)(0),                  // 13: paca.api.v1.HttpMethod
-	(*QueryParam)(nil),               // 14: paca.api.v1.QueryParam
-	(*Header)(nil),                   // 15: paca.api.v1.Header
-	(*durationpb.Duration)(nil),      // 16: google.protobuf.Duration
-	(*CallStats)(nil),                // 17: paca.api.v1.CallStats
-	(*Endpoint)(nil),                 // 18: paca.api.v1.Endpoint
+	(*CallStreamRequest)(nil),        // 2: paca.api.v1.CallStreamRequest
+	(*CallStreamResponse)(nil),       // 3: paca.api.v1.CallStreamResponse
+	(*CallStreamHead)(nil),           // 4: paca.api.v1.CallStreamHead
+	(*GraphQLRequest)(nil),           // 5: paca.api.v1.GraphQLRequest
+	(*GraphQLError)(nil),             // 6: paca.api.v1.GraphQLError
+	(*GraphQLLocation)(nil),          // 7: paca.api.v1.GraphQLLocation
+	(*GraphQLResponse)(nil),          // 8: paca.api.v1.GraphQLResponse
+	(*FanOutRequest)(nil),            // 9: paca.api.v1.FanOutRequest
+	(*FanOutResult)(nil),             // 10: paca.api.v1.FanOutResult
+	(*FanOutResponse)(nil),           // 11: paca.api.v1.FanOutResponse
+	(*GetStatsRequest)(nil),          // 12: paca.api.v1.GetStatsRequest
+	(*GetStatsResponse)(nil),         // 13: paca.api.v1.GetStatsResponse
+	(*RegisterEndpointRequest)(nil),  // 14: paca.api.v1.RegisterEndpointRequest
+	(*RegisterEndpointResponse)(nil), // 15: paca.api.v1.RegisterEndpointResponse
+	(*GetEndpointRequest)(nil),       // 16: paca.api.v1.GetEndpointRequest
+	(*GetEndpointResponse)(nil),      // 17: paca.api.v1.GetEndpointResponse
+	(*ListEndpointsRequest)(nil),     // 18: paca.api.v1.ListEndpointsRequest
+	(*ListEndpointsResponse)(nil),    // 19: paca.api.v1.ListEndpointsResponse
+	(*RemoveEndpointRequest)(nil),    // 20: paca.api.v1.RemoveEndpointRequest
+	(*RemoveEndpointResponse)(nil),   // 21: paca.api.v1.RemoveEndpointResponse
+	nil,                              // 22: paca.api.v1.CallRequest.PathParamsEntry
+	(HttpMethod)(0),                  // 23: paca.api.v1.HttpMethod
+	(*QueryParam)(nil),               // 24: paca.api.v1.QueryParam
+	(*Header)(nil),                   // 25: paca.api.v1.Header
+	(*durationpb.Duration)(nil),      // 26: google.protobuf.Duration
+	(*RedirectPolicy)(nil),           // 27: paca.api.v1.RedirectPolicy
+	(*CallStats)(nil),                // 28: paca.api.v1.CallStats
+	(*KeyHealth)(nil),                // 29: paca.api.v1.KeyHealth
+	(*Endpoint)(nil),                 // 30: paca.api.v1.Endpoint
 }
 var file_paca_api_v1_api_service_proto_depIdxs = []int32{
-	13, // 0: paca.api.v1.CallRequest.method:type_name -> paca.api.v1.HttpMethod
-	12, // 1: paca.api.v1.CallRequest.path_params:type_name -> paca.api.v1.CallRequest.PathParamsEntry
-	14, // 2: paca.api.v1.CallRequest.query:type_name -> paca.api.v1.QueryParam
-	15, // 3: paca.api.v1.CallRequest.headers:type_name -> paca.api.v1.Header
-	16, // 4: paca.api.v1.CallRequest.timeout:type_name -> google.protobuf.Duration
-	15, // 5: paca.api.v1.CallResponse.headers:type_name -> paca.api.v1.Header
-	16, // 6: paca.api.v1.CallResponse.latency:type_name -> google.protobuf.Duration
-	17, // 7: paca.api.v1.GetStatsResponse.stats:type_name -> paca.api.v1.CallStats
-	18, // 8: paca.api.v1.RegisterEndpointRequest.endpoint:type_name -> paca.api.v1.Endpoint
-	18, // 9: paca.api.v1.RegisterEndpointResponse.endpoint:type_name -> paca.api.v1.Endpoint
-	18, // 10: paca.api.v1.GetEndpointResponse.endpoint:type_name -> paca.api.v1.Endpoint
-	18, // 11: paca.api.v1.ListEndpointsResponse.endpoints:type_name -> paca.api.v1.Endpoint
-	0,  // 12: paca.api.v1.ApiService.Call:input_type -> paca.api.v1.CallRequest
-	4,  // 13: paca.api.v1.ApiService.RegisterEndpoint:input_type -> paca.api.v1.RegisterEndpointRequest
-	6,  // 14: paca.api.v1.ApiService.GetEndpoint:input_type -> paca.api.v1.GetEndpointRequest
-	8,  // 15: paca.api.v1.ApiService.ListEndpoints:input_type -> paca.api.v1.ListEndpointsRequest
-	10, // 16: paca.api.v1.ApiService.RemoveEndpoint:input_type -> paca.api.v1.RemoveEndpointRequest
-	2,  // 17: paca.api.v1.ApiService.GetStats:input_type -> paca.api.v1.GetStatsRequest
-	1,  // 18: paca.api.v1.ApiService.Call:output_type -> paca.api.v1.CallResponse
-	5,  // 19: paca.api.v1.ApiService.RegisterEndpoint:output_type -> paca.api.v1.RegisterEndpointResponse
-	7,  // 20: paca.api.v1.ApiService.GetEndpoint:output_type -> paca.api.v1.GetEndpointResponse
-	9,  // 21: paca.api.v1.ApiService.ListEndpoints:output_type -> paca.api.v1.ListEndpointsResponse
-	11, // 22: paca.api.v1.ApiService.RemoveEndpoint:output_type -> paca.api.v1.RemoveEndpointResponse
-	3,  // 23: paca.api.v1.ApiService.GetStats:output_type -> paca.api.v1.GetStatsResponse
-	18, // [18:24] is the sub-list for method output_type
-	12, // [12:18] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	23, // 0: paca.api.v1.CallRequest.method:type_name -> paca.api.v1.HttpMethod
+	22, // 1: paca.api.v1.CallRequest.path_params:type_name -> paca.api.v1.CallRequest.PathParamsEntry
+	24, // 2: paca.api.v1.CallRequest.query:type_name -> paca.api.v1.QueryParam
+	25, // 3: paca.api.v1.CallRequest.headers:type_name -> paca.api.v1.Header
+	26, // 4: paca.api.v1.CallRequest.timeout:type_name -> google.protobuf.Duration
+	27, // 5: paca.api.v1.CallRequest.redirect:type_name -> paca.api.v1.RedirectPolicy
+	25, // 6: paca.api.v1.CallResponse.headers:type_name -> paca.api.v1.Header
+	26, // 7: paca.api.v1.CallResponse.latency:type_name -> google.protobuf.Duration
+	0,  // 8: paca.api.v1.CallStreamRequest.call:type_name -> paca.api.v1.CallRequest
+	4,  // 9: paca.api.v1.CallStreamResponse.head:type_name -> paca.api.v1.CallStreamHead
+	25, // 10: paca.api.v1.CallStreamHead.headers:type_name -> paca.api.v1.Header
+	25, // 11: paca.api.v1.GraphQLRequest.headers:type_name -> paca.api.v1.Header
+	26, // 12: paca.api.v1.GraphQLRequest.timeout:type_name -> google.protobuf.Duration
+	7,  // 13: paca.api.v1.GraphQLError.locations:type_name -> paca.api.v1.GraphQLLocation
+	6,  // 14: paca.api.v1.GraphQLResponse.errors:type_name -> paca.api.v1.GraphQLError
+	25, // 15: paca.api.v1.GraphQLResponse.headers:type_name -> paca.api.v1.Header
+	26, // 16: paca.api.v1.GraphQLResponse.latency:type_name -> google.protobuf.Duration
+	0,  // 17: paca.api.v1.FanOutRequest.calls:type_name -> paca.api.v1.CallRequest
+	26, // 18: paca.api.v1.FanOutRequest.call_timeout:type_name -> google.protobuf.Duration
+	26, // 19: paca.api.v1.FanOutRequest.timeout:type_name -> google.protobuf.Duration
+	1,  // 20: paca.api.v1.FanOutResult.response:type_name -> paca.api.v1.CallResponse
+	10, // 21: paca.api.v1.FanOutResponse.results:type_name -> paca.api.v1.FanOutResult
+	28, // 22: paca.api.v1.GetStatsResponse.stats:type_name -> paca.api.v1.CallStats
+	29, // 23: paca.api.v1.GetStatsResponse.key_health:type_name -> paca.api.v1.KeyHealth
+	30, // 24: paca.api.v1.RegisterEndpointRequest.endpoint:type_name -> paca.api.v1.Endpoint
+	30, // 25: paca.api.v1.RegisterEndpointResponse.endpoint:type_name -> paca.api.v1.Endpoint
+	30, // 26: paca.api.v1.GetEndpointResponse.endpoint:type_name -> paca.api.v1.Endpoint
+	30, // 27: paca.api.v1.ListEndpointsResponse.endpoints:type_name -> paca.api.v1.Endpoint
+	0,  // 28: paca.api.v1.ApiService.Call:input_type -> paca.api.v1.CallRequest
+	2,  // 29: paca.api.v1.ApiService.CallStream:input_type -> paca.api.v1.CallStreamRequest
+	5,  // 30: paca.api.v1.ApiService.GraphQL:input_type -> paca.api.v1.GraphQLRequest
+	9,  // 31: paca.api.v1.ApiService.FanOut:input_type -> paca.api.v1.FanOutRequest
+	14, // 32: paca.api.v1.ApiService.RegisterEndpoint:input_type -> paca.api.v1.RegisterEndpointRequest
+	16, // 33: paca.api.v1.ApiService.GetEndpoint:input_type -> paca.api.v1.GetEndpointRequest
+	18, // 34: paca.api.v1.ApiService.ListEndpoints:input_type -> paca.api.v1.ListEndpointsRequest
+	20, // 35: paca.api.v1.ApiService.RemoveEndpoint:input_type -> paca.api.v1.RemoveEndpointRequest
+	12, // 36: paca.api.v1.ApiService.GetStats:input_type -> paca.api.v1.GetStatsRequest
+	1,  // 37: paca.api.v1.ApiService.Call:output_type -> paca.api.v1.CallResponse
+	3,  // 38: paca.api.v1.ApiService.CallStream:output_type -> paca.api.v1.CallStreamResponse
+	8,  // 39: paca.api.v1.ApiService.GraphQL:output_type -> paca.api.v1.GraphQLResponse
+	11, // 40: paca.api.v1.ApiService.FanOut:output_type -> paca.api.v1.FanOutResponse
+	15, // 41: paca.api.v1.ApiService.RegisterEndpoint:output_type -> paca.api.v1.RegisterEndpointResponse
+	17, // 42: paca.api.v1.ApiService.GetEndpoint:output_type -> paca.api.v1.GetEndpointResponse
+	19, // 43: paca.api.v1.ApiService.ListEndpoints:output_type -> paca.api.v1.ListEndpointsResponse
+	21, // 44: paca.api.v1.ApiService.RemoveEndpoint:output_type -> paca.api.v1.RemoveEndpointResponse
+	13, // 45: paca.api.v1.ApiService.GetStats:output_type -> paca.api.v1.GetStatsResponse
+	37, // [37:46] is the sub-list for method output_type
+	28, // [28:37] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_paca_api_v1_api_service_proto_init() }
@@ -927,13 +1907,21 @@ func file_paca_api_v1_api_service_proto_init() {
 		(*CallRequest_RawBody)(nil),
 		(*CallRequest_JsonBody)(nil),
 	}
+	file_paca_api_v1_api_service_proto_msgTypes[3].OneofWrappers = []any{
+		(*CallStreamResponse_Head)(nil),
+		(*CallStreamResponse_Chunk)(nil),
+	}
+	file_paca_api_v1_api_service_proto_msgTypes[5].OneofWrappers = []any{
+		(*GraphQLRequest_Endpoint)(nil),
+		(*GraphQLRequest_Url)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_paca_api_v1_api_service_proto_rawDesc), len(file_paca_api_v1_api_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -20,6 +20,9 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	ApiService_Call_FullMethodName             = "/paca.api.v1.ApiService/Call"
+	ApiService_CallStream_FullMethodName       = "/paca.api.v1.ApiService/CallStream"
+	ApiService_GraphQL_FullMethodName          = "/paca.api.v1.ApiService/GraphQL"
+	ApiService_FanOut_FullMethodName           = "/paca.api.v1.ApiService/FanOut"
 	ApiService_RegisterEndpoint_FullMethodName = "/paca.api.v1.ApiService/RegisterEndpoint"
 	ApiService_GetEndpoint_FullMethodName      = "/paca.api.v1.ApiService/GetEndpoint"
 	ApiService_ListEndpoints_FullMethodName    = "/paca.api.v1.ApiService/ListEndpoints"
@@ -44,6 +47,22 @@ const (
 type ApiServiceClient interface {
 	// Makes one HTTP call to a registered endpoint or an absolute URL.
 	Call(ctx context.Context, in *CallRequest, opts ...grpc.CallOption) (*CallResponse, error)
+	// Makes one HTTP call and relays the response in chunks as it arrives, for bodies too large
+	// to hold (no response size limit applies). The first message carries the status and
+	// headers; the following ones the body, in order. Retries happen only before the first
+	// message; the call is recorded without its body.
+	CallStream(ctx context.Context, in *CallStreamRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[CallStreamResponse], error)
+	// Sends one GraphQL operation (POST, JSON) to a GRAPHQL endpoint or a URL. GraphQL errors
+	// are part of the reply, next to whatever partial data came back. A query is retried like an
+	// idempotent request and may be cached (CachePolicy); a mutation is retried only with an
+	// idempotency key and never cached.
+	GraphQL(ctx context.Context, in *GraphQLRequest, opts ...grpc.CallOption) (*GraphQLResponse, error)
+	// Makes many calls in parallel under a per-call and an overall deadline; every call has its
+	// own result (a reply or an error) in the order given, and every call is recorded.
+	//
+	// Like Call, CallStream, GraphQL and FanOut declare no idempotency level: whether repeating
+	// them is safe depends on the upstream request (its method, a mutation, an idempotency key).
+	FanOut(ctx context.Context, in *FanOutRequest, opts ...grpc.CallOption) (*FanOutResponse, error)
 	// Registers an endpoint, replacing one of the same name.
 	RegisterEndpoint(ctx context.Context, in *RegisterEndpointRequest, opts ...grpc.CallOption) (*RegisterEndpointResponse, error)
 	// Returns one registered endpoint.
@@ -69,6 +88,45 @@ func (c *apiServiceClient) Call(ctx context.Context, in *CallRequest, opts ...gr
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CallResponse)
 	err := c.cc.Invoke(ctx, ApiService_Call_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *apiServiceClient) CallStream(ctx context.Context, in *CallStreamRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[CallStreamResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ApiService_ServiceDesc.Streams[0], ApiService_CallStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[CallStreamRequest, CallStreamResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ApiService_CallStreamClient = grpc.ServerStreamingClient[CallStreamResponse]
+
+func (c *apiServiceClient) GraphQL(ctx context.Context, in *GraphQLRequest, opts ...grpc.CallOption) (*GraphQLResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GraphQLResponse)
+	err := c.cc.Invoke(ctx, ApiService_GraphQL_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *apiServiceClient) FanOut(ctx context.Context, in *FanOutRequest, opts ...grpc.CallOption) (*FanOutResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FanOutResponse)
+	err := c.cc.Invoke(ctx, ApiService_FanOut_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -142,6 +200,22 @@ func (c *apiServiceClient) GetStats(ctx context.Context, in *GetStatsRequest, op
 type ApiServiceServer interface {
 	// Makes one HTTP call to a registered endpoint or an absolute URL.
 	Call(context.Context, *CallRequest) (*CallResponse, error)
+	// Makes one HTTP call and relays the response in chunks as it arrives, for bodies too large
+	// to hold (no response size limit applies). The first message carries the status and
+	// headers; the following ones the body, in order. Retries happen only before the first
+	// message; the call is recorded without its body.
+	CallStream(*CallStreamRequest, grpc.ServerStreamingServer[CallStreamResponse]) error
+	// Sends one GraphQL operation (POST, JSON) to a GRAPHQL endpoint or a URL. GraphQL errors
+	// are part of the reply, next to whatever partial data came back. A query is retried like an
+	// idempotent request and may be cached (CachePolicy); a mutation is retried only with an
+	// idempotency key and never cached.
+	GraphQL(context.Context, *GraphQLRequest) (*GraphQLResponse, error)
+	// Makes many calls in parallel under a per-call and an overall deadline; every call has its
+	// own result (a reply or an error) in the order given, and every call is recorded.
+	//
+	// Like Call, CallStream, GraphQL and FanOut declare no idempotency level: whether repeating
+	// them is safe depends on the upstream request (its method, a mutation, an idempotency key).
+	FanOut(context.Context, *FanOutRequest) (*FanOutResponse, error)
 	// Registers an endpoint, replacing one of the same name.
 	RegisterEndpoint(context.Context, *RegisterEndpointRequest) (*RegisterEndpointResponse, error)
 	// Returns one registered endpoint.
@@ -165,6 +239,15 @@ type UnimplementedApiServiceServer struct{}
 
 func (UnimplementedApiServiceServer) Call(context.Context, *CallRequest) (*CallResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Call not implemented")
+}
+func (UnimplementedApiServiceServer) CallStream(*CallStreamRequest, grpc.ServerStreamingServer[CallStreamResponse]) error {
+	return status.Error(codes.Unimplemented, "method CallStream not implemented")
+}
+func (UnimplementedApiServiceServer) GraphQL(context.Context, *GraphQLRequest) (*GraphQLResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GraphQL not implemented")
+}
+func (UnimplementedApiServiceServer) FanOut(context.Context, *FanOutRequest) (*FanOutResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method FanOut not implemented")
 }
 func (UnimplementedApiServiceServer) RegisterEndpoint(context.Context, *RegisterEndpointRequest) (*RegisterEndpointResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RegisterEndpoint not implemented")
@@ -216,6 +299,53 @@ func _ApiService_Call_Handler(srv interface{}, ctx context.Context, dec func(int
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(ApiServiceServer).Call(ctx, req.(*CallRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ApiService_CallStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(CallStreamRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ApiServiceServer).CallStream(m, &grpc.GenericServerStream[CallStreamRequest, CallStreamResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ApiService_CallStreamServer = grpc.ServerStreamingServer[CallStreamResponse]
+
+func _ApiService_GraphQL_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GraphQLRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ApiServiceServer).GraphQL(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ApiService_GraphQL_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ApiServiceServer).GraphQL(ctx, req.(*GraphQLRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ApiService_FanOut_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FanOutRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ApiServiceServer).FanOut(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ApiService_FanOut_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ApiServiceServer).FanOut(ctx, req.(*FanOutRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -322,6 +452,14 @@ var ApiService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _ApiService_Call_Handler,
 		},
 		{
+			MethodName: "GraphQL",
+			Handler:    _ApiService_GraphQL_Handler,
+		},
+		{
+			MethodName: "FanOut",
+			Handler:    _ApiService_FanOut_Handler,
+		},
+		{
 			MethodName: "RegisterEndpoint",
 			Handler:    _ApiService_RegisterEndpoint_Handler,
 		},
@@ -342,6 +480,12 @@ var ApiService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _ApiService_GetStats_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "CallStream",
+			Handler:       _ApiService_CallStream_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "paca/api/v1/api_service.proto",
 }

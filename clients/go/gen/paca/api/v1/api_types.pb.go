@@ -191,6 +191,63 @@ func (RateLimitScope) EnumDescriptor() ([]byte, []int) {
 	return file_paca_api_v1_api_types_proto_rawDescGZIP(), []int{2}
 }
 
+// What a call does with a 3xx reply that carries a Location.
+type RedirectMode int32
+
+const (
+	// The endpoint's mode, else FOLLOW.
+	RedirectMode_REDIRECT_MODE_UNSPECIFIED RedirectMode = 0
+	// Follow to any host (Authorization and Cookie are dropped when the origin changes).
+	RedirectMode_REDIRECT_MODE_FOLLOW RedirectMode = 1
+	// Return the 3xx reply as is.
+	RedirectMode_REDIRECT_MODE_OFF RedirectMode = 2
+	// Follow only within the same scheme, host and port; return a redirect elsewhere as is.
+	RedirectMode_REDIRECT_MODE_SAME_HOST RedirectMode = 3
+)
+
+// Enum value maps for RedirectMode.
+var (
+	RedirectMode_name = map[int32]string{
+		0: "REDIRECT_MODE_UNSPECIFIED",
+		1: "REDIRECT_MODE_FOLLOW",
+		2: "REDIRECT_MODE_OFF",
+		3: "REDIRECT_MODE_SAME_HOST",
+	}
+	RedirectMode_value = map[string]int32{
+		"REDIRECT_MODE_UNSPECIFIED": 0,
+		"REDIRECT_MODE_FOLLOW":      1,
+		"REDIRECT_MODE_OFF":         2,
+		"REDIRECT_MODE_SAME_HOST":   3,
+	}
+)
+
+func (x RedirectMode) Enum() *RedirectMode {
+	p := new(RedirectMode)
+	*p = x
+	return p
+}
+
+func (x RedirectMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RedirectMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_paca_api_v1_api_types_proto_enumTypes[3].Descriptor()
+}
+
+func (RedirectMode) Type() protoreflect.EnumType {
+	return &file_paca_api_v1_api_types_proto_enumTypes[3]
+}
+
+func (x RedirectMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RedirectMode.Descriptor instead.
+func (RedirectMode) EnumDescriptor() ([]byte, []int) {
+	return file_paca_api_v1_api_types_proto_rawDescGZIP(), []int{3}
+}
+
 // Where an API key is placed on the request.
 type KeyPlacement int32
 
@@ -235,11 +292,11 @@ func (x KeyPlacement) String() string {
 }
 
 func (KeyPlacement) Descriptor() protoreflect.EnumDescriptor {
-	return file_paca_api_v1_api_types_proto_enumTypes[3].Descriptor()
+	return file_paca_api_v1_api_types_proto_enumTypes[4].Descriptor()
 }
 
 func (KeyPlacement) Type() protoreflect.EnumType {
-	return &file_paca_api_v1_api_types_proto_enumTypes[3]
+	return &file_paca_api_v1_api_types_proto_enumTypes[4]
 }
 
 func (x KeyPlacement) Number() protoreflect.EnumNumber {
@@ -248,7 +305,7 @@ func (x KeyPlacement) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use KeyPlacement.Descriptor instead.
 func (KeyPlacement) EnumDescriptor() ([]byte, []int) {
-	return file_paca_api_v1_api_types_proto_rawDescGZIP(), []int{3}
+	return file_paca_api_v1_api_types_proto_rawDescGZIP(), []int{4}
 }
 
 // How the next key of a pool is picked.
@@ -285,11 +342,11 @@ func (x KeyStrategy) String() string {
 }
 
 func (KeyStrategy) Descriptor() protoreflect.EnumDescriptor {
-	return file_paca_api_v1_api_types_proto_enumTypes[4].Descriptor()
+	return file_paca_api_v1_api_types_proto_enumTypes[5].Descriptor()
 }
 
 func (KeyStrategy) Type() protoreflect.EnumType {
-	return &file_paca_api_v1_api_types_proto_enumTypes[4]
+	return &file_paca_api_v1_api_types_proto_enumTypes[5]
 }
 
 func (x KeyStrategy) Number() protoreflect.EnumNumber {
@@ -298,7 +355,67 @@ func (x KeyStrategy) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use KeyStrategy.Descriptor instead.
 func (KeyStrategy) EnumDescriptor() ([]byte, []int) {
-	return file_paca_api_v1_api_types_proto_rawDescGZIP(), []int{4}
+	return file_paca_api_v1_api_types_proto_rawDescGZIP(), []int{5}
+}
+
+// State of one key of a pool.
+type KeyState int32
+
+const (
+	KeyState_KEY_STATE_UNSPECIFIED KeyState = 0
+	// Usable.
+	KeyState_KEY_STATE_ACTIVE KeyState = 1
+	// Answered 429: unused until its Retry-After (or the quota's reset) has passed.
+	KeyState_KEY_STATE_COOLING KeyState = 2
+	// Its learned quota is (nearly) spent: unused until the quota resets.
+	KeyState_KEY_STATE_RESTED KeyState = 3
+	// Answered 401 or 403: unused for the quarantine time, or until the keys are reloaded.
+	KeyState_KEY_STATE_QUARANTINED KeyState = 4
+)
+
+// Enum value maps for KeyState.
+var (
+	KeyState_name = map[int32]string{
+		0: "KEY_STATE_UNSPECIFIED",
+		1: "KEY_STATE_ACTIVE",
+		2: "KEY_STATE_COOLING",
+		3: "KEY_STATE_RESTED",
+		4: "KEY_STATE_QUARANTINED",
+	}
+	KeyState_value = map[string]int32{
+		"KEY_STATE_UNSPECIFIED": 0,
+		"KEY_STATE_ACTIVE":      1,
+		"KEY_STATE_COOLING":     2,
+		"KEY_STATE_RESTED":      3,
+		"KEY_STATE_QUARANTINED": 4,
+	}
+)
+
+func (x KeyState) Enum() *KeyState {
+	p := new(KeyState)
+	*p = x
+	return p
+}
+
+func (x KeyState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (KeyState) Descriptor() protoreflect.EnumDescriptor {
+	return file_paca_api_v1_api_types_proto_enumTypes[6].Descriptor()
+}
+
+func (KeyState) Type() protoreflect.EnumType {
+	return &file_paca_api_v1_api_types_proto_enumTypes[6]
+}
+
+func (x KeyState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use KeyState.Descriptor instead.
+func (KeyState) EnumDescriptor() ([]byte, []int) {
+	return file_paca_api_v1_api_types_proto_rawDescGZIP(), []int{6}
 }
 
 // State of a circuit breaker.
@@ -342,11 +459,11 @@ func (x CircuitState) String() string {
 }
 
 func (CircuitState) Descriptor() protoreflect.EnumDescriptor {
-	return file_paca_api_v1_api_types_proto_enumTypes[5].Descriptor()
+	return file_paca_api_v1_api_types_proto_enumTypes[7].Descriptor()
 }
 
 func (CircuitState) Type() protoreflect.EnumType {
-	return &file_paca_api_v1_api_types_proto_enumTypes[5]
+	return &file_paca_api_v1_api_types_proto_enumTypes[7]
 }
 
 func (x CircuitState) Number() protoreflect.EnumNumber {
@@ -355,7 +472,7 @@ func (x CircuitState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CircuitState.Descriptor instead.
 func (CircuitState) EnumDescriptor() ([]byte, []int) {
-	return file_paca_api_v1_api_types_proto_rawDescGZIP(), []int{5}
+	return file_paca_api_v1_api_types_proto_rawDescGZIP(), []int{7}
 }
 
 // One HTTP header. Repeated names are kept in order (Set-Cookie, Link).
@@ -557,8 +674,11 @@ type CircuitBreakerPolicy struct {
 	// How long the breaker stays open before admitting probes.
 	OpenDuration   *durationpb.Duration `protobuf:"bytes,6,opt,name=open_duration,json=openDuration,proto3" json:"open_duration,omitempty"`
 	HalfOpenProbes int32                `protobuf:"varint,7,opt,name=half_open_probes,json=halfOpenProbes,proto3" json:"half_open_probes,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Share the breaker's trips with every replica through Redis (PACA_API_REDIS_URL); each
+	// replica falls back to its own state while Redis is unreachable.
+	Shared        bool `protobuf:"varint,8,opt,name=shared,proto3" json:"shared,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CircuitBreakerPolicy) Reset() {
@@ -638,6 +758,13 @@ func (x *CircuitBreakerPolicy) GetHalfOpenProbes() int32 {
 		return x.HalfOpenProbes
 	}
 	return 0
+}
+
+func (x *CircuitBreakerPolicy) GetShared() bool {
+	if x != nil {
+		return x.Shared
+	}
+	return false
 }
 
 // Rate limit of an endpoint.
@@ -720,7 +847,8 @@ func (x *RateLimitPolicy) GetMaxConcurrency() int32 {
 	return 0
 }
 
-// Response caching of an endpoint (GET and HEAD only). The upstream's Cache-Control
+// Response caching of an endpoint (GET and HEAD only; for a GRAPHQL endpoint, queries by their
+// normalised text, variables and operation name, never mutations). The upstream's Cache-Control
 // (no-store, no-cache, max-age, s-maxage, must-revalidate, stale-if-error) and Expires are
 // honoured; a stale entry with an ETag or Last-Modified is revalidated with a conditional
 // request. Concurrent identical requests of a cached endpoint share one upstream request.
@@ -807,6 +935,60 @@ func (x *CachePolicy) GetStaleIfError() *durationpb.Duration {
 	return nil
 }
 
+// Redirect handling of an endpoint or a call (a call's settings win where set).
+type RedirectPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Mode  RedirectMode           `protobuf:"varint,1,opt,name=mode,proto3,enum=paca.api.v1.RedirectMode" json:"mode,omitempty"`
+	// Redirects followed at most (0: the endpoint's, else 10); past it the 3xx is returned.
+	MaxRedirects  int32 `protobuf:"varint,2,opt,name=max_redirects,json=maxRedirects,proto3" json:"max_redirects,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedirectPolicy) Reset() {
+	*x = RedirectPolicy{}
+	mi := &file_paca_api_v1_api_types_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedirectPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedirectPolicy) ProtoMessage() {}
+
+func (x *RedirectPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_api_v1_api_types_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedirectPolicy.ProtoReflect.Descriptor instead.
+func (*RedirectPolicy) Descriptor() ([]byte, []int) {
+	return file_paca_api_v1_api_types_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *RedirectPolicy) GetMode() RedirectMode {
+	if x != nil {
+		return x.Mode
+	}
+	return RedirectMode_REDIRECT_MODE_UNSPECIFIED
+}
+
+func (x *RedirectPolicy) GetMaxRedirects() int32 {
+	if x != nil {
+		return x.MaxRedirects
+	}
+	return 0
+}
+
 // Credentials of an endpoint: a pool of keys of its provider. Keys themselves never travel in
 // messages; they come from the environment or secret files of api_service.
 type AuthPolicy struct {
@@ -815,13 +997,16 @@ type AuthPolicy struct {
 	// Header or query parameter name for HEADER / QUERY placement.
 	ParameterName string      `protobuf:"bytes,2,opt,name=parameter_name,json=parameterName,proto3" json:"parameter_name,omitempty"`
 	Strategy      KeyStrategy `protobuf:"varint,3,opt,name=strategy,proto3,enum=paca.api.v1.KeyStrategy" json:"strategy,omitempty"`
+	// Name of the key pool (PACA_API_KEY_POOLS) whose keys or OAuth2 client are used; empty:
+	// the endpoint's provider name.
+	KeyPool       string `protobuf:"bytes,4,opt,name=key_pool,json=keyPool,proto3" json:"key_pool,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AuthPolicy) Reset() {
 	*x = AuthPolicy{}
-	mi := &file_paca_api_v1_api_types_proto_msgTypes[6]
+	mi := &file_paca_api_v1_api_types_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -833,7 +1018,7 @@ func (x *AuthPolicy) String() string {
 func (*AuthPolicy) ProtoMessage() {}
 
 func (x *AuthPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_paca_api_v1_api_types_proto_msgTypes[6]
+	mi := &file_paca_api_v1_api_types_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -846,7 +1031,7 @@ func (x *AuthPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthPolicy.ProtoReflect.Descriptor instead.
 func (*AuthPolicy) Descriptor() ([]byte, []int) {
-	return file_paca_api_v1_api_types_proto_rawDescGZIP(), []int{6}
+	return file_paca_api_v1_api_types_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AuthPolicy) GetPlacement() KeyPlacement {
@@ -870,6 +1055,102 @@ func (x *AuthPolicy) GetStrategy() KeyStrategy {
 	return KeyStrategy_KEY_STRATEGY_UNSPECIFIED
 }
 
+func (x *AuthPolicy) GetKeyPool() string {
+	if x != nil {
+		return x.KeyPool
+	}
+	return ""
+}
+
+// Health of one key (or OAuth2 client) of a pool; never the key itself.
+type KeyHealth struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Pool  string                 `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	// Stable id that does not reveal the key: "<pool>#<first 8 hex digits of its SHA-256>".
+	Label string   `protobuf:"bytes,2,opt,name=label,proto3" json:"label,omitempty"`
+	State KeyState `protobuf:"varint,3,opt,name=state,proto3,enum=paca.api.v1.KeyState" json:"state,omitempty"`
+	// Requests sent with the key by this replica.
+	Uses int64 `protobuf:"varint,4,opt,name=uses,proto3" json:"uses,omitempty"`
+	// Requests left in the provider's current window as last reported (-1: unknown).
+	QuotaRemaining int64 `protobuf:"varint,5,opt,name=quota_remaining,json=quotaRemaining,proto3" json:"quota_remaining,omitempty"`
+	// Time until the key is usable again (zero when it is active).
+	AvailableIn   *durationpb.Duration `protobuf:"bytes,6,opt,name=available_in,json=availableIn,proto3" json:"available_in,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyHealth) Reset() {
+	*x = KeyHealth{}
+	mi := &file_paca_api_v1_api_types_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyHealth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyHealth) ProtoMessage() {}
+
+func (x *KeyHealth) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_api_v1_api_types_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyHealth.ProtoReflect.Descriptor instead.
+func (*KeyHealth) Descriptor() ([]byte, []int) {
+	return file_paca_api_v1_api_types_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *KeyHealth) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *KeyHealth) GetLabel() string {
+	if x != nil {
+		return x.Label
+	}
+	return ""
+}
+
+func (x *KeyHealth) GetState() KeyState {
+	if x != nil {
+		return x.State
+	}
+	return KeyState_KEY_STATE_UNSPECIFIED
+}
+
+func (x *KeyHealth) GetUses() int64 {
+	if x != nil {
+		return x.Uses
+	}
+	return 0
+}
+
+func (x *KeyHealth) GetQuotaRemaining() int64 {
+	if x != nil {
+		return x.QuotaRemaining
+	}
+	return 0
+}
+
+func (x *KeyHealth) GetAvailableIn() *durationpb.Duration {
+	if x != nil {
+		return x.AvailableIn
+	}
+	return nil
+}
+
 // A registered upstream endpoint.
 type Endpoint struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -891,19 +1172,22 @@ type Endpoint struct {
 	RateLimit      *RateLimitPolicy      `protobuf:"bytes,11,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
 	Cache          *CachePolicy          `protobuf:"bytes,12,opt,name=cache,proto3" json:"cache,omitempty"`
 	Auth           *AuthPolicy           `protobuf:"bytes,13,opt,name=auth,proto3" json:"auth,omitempty"`
-	// Optional JSON Schema (as JSON text) the response body must fit; a misfit is recorded as a
-	// validation error.
+	// Optional JSON Schema (as JSON text) the response body must fit (for a GRAPHQL endpoint, the
+	// reply's `data`); a misfit is recorded as a validation error.
 	ResponseSchemaJson string `protobuf:"bytes,14,opt,name=response_schema_json,json=responseSchemaJson,proto3" json:"response_schema_json,omitempty"`
 	// Set by the service.
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	Redirect   *RedirectPolicy        `protobuf:"bytes,17,opt,name=redirect,proto3" json:"redirect,omitempty"`
+	// Send request bodies gzip-compressed (Content-Encoding: gzip).
+	CompressRequestBody bool `protobuf:"varint,18,opt,name=compress_request_body,json=compressRequestBody,proto3" json:"compress_request_body,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_paca_api_v1_api_types_proto_msgTypes[7]
+	mi := &file_paca_api_v1_api_types_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -915,7 +1199,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_paca_api_v1_api_types_proto_msgTypes[7]
+	mi := &file_paca_api_v1_api_types_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -928,7 +1212,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_paca_api_v1_api_types_proto_rawDescGZIP(), []int{7}
+	return file_paca_api_v1_api_types_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Endpoint) GetName() string {
@@ -1043,6 +1327,20 @@ func (x *Endpoint) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Endpoint) GetRedirect() *RedirectPolicy {
+	if x != nil {
+		return x.Redirect
+	}
+	return nil
+}
+
+func (x *Endpoint) GetCompressRequestBody() bool {
+	if x != nil {
+		return x.CompressRequestBody
+	}
+	return false
+}
+
 // Statistics of one call target of one replica.
 type CallStats struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1080,13 +1378,15 @@ type CallStats struct {
 	CacheMisses int64 `protobuf:"varint,18,opt,name=cache_misses,json=cacheMisses,proto3" json:"cache_misses,omitempty"`
 	// cache_hits / (cache_hits + cache_misses); 0 when the target has no cache.
 	CacheHitRatio float64 `protobuf:"fixed64,19,opt,name=cache_hit_ratio,json=cacheHitRatio,proto3" json:"cache_hit_ratio,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Replies whose body did not fit the endpoint's response schema.
+	ValidationErrors int64 `protobuf:"varint,20,opt,name=validation_errors,json=validationErrors,proto3" json:"validation_errors,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *CallStats) Reset() {
 	*x = CallStats{}
-	mi := &file_paca_api_v1_api_types_proto_msgTypes[8]
+	mi := &file_paca_api_v1_api_types_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1098,7 +1398,7 @@ func (x *CallStats) String() string {
 func (*CallStats) ProtoMessage() {}
 
 func (x *CallStats) ProtoReflect() protoreflect.Message {
-	mi := &file_paca_api_v1_api_types_proto_msgTypes[8]
+	mi := &file_paca_api_v1_api_types_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1111,7 +1411,7 @@ func (x *CallStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallStats.ProtoReflect.Descriptor instead.
 func (*CallStats) Descriptor() ([]byte, []int) {
-	return file_paca_api_v1_api_types_proto_rawDescGZIP(), []int{8}
+	return file_paca_api_v1_api_types_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CallStats) GetEndpoint() string {
@@ -1247,6 +1547,13 @@ func (x *CallStats) GetCacheHitRatio() float64 {
 	return 0
 }
 
+func (x *CallStats) GetValidationErrors() int64 {
+	if x != nil {
+		return x.ValidationErrors
+	}
+	return 0
+}
+
 // A webhook received by api_service, as delivered to subscribers.
 type WebhookEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1265,7 +1572,7 @@ type WebhookEvent struct {
 
 func (x *WebhookEvent) Reset() {
 	*x = WebhookEvent{}
-	mi := &file_paca_api_v1_api_types_proto_msgTypes[9]
+	mi := &file_paca_api_v1_api_types_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1277,7 +1584,7 @@ func (x *WebhookEvent) String() string {
 func (*WebhookEvent) ProtoMessage() {}
 
 func (x *WebhookEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_paca_api_v1_api_types_proto_msgTypes[9]
+	mi := &file_paca_api_v1_api_types_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1290,7 +1597,7 @@ func (x *WebhookEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WebhookEvent.ProtoReflect.Descriptor instead.
 func (*WebhookEvent) Descriptor() ([]byte, []int) {
-	return file_paca_api_v1_api_types_proto_rawDescGZIP(), []int{9}
+	return file_paca_api_v1_api_types_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *WebhookEvent) GetId() string {
@@ -1360,7 +1667,7 @@ const file_paca_api_v1_api_types_proto_rawDesc = "" +
 	"\vmax_backoff\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\n" +
 	"maxBackoff\x12-\n" +
 	"\x12backoff_multiplier\x18\x04 \x01(\x01R\x11backoffMultiplier\x124\n" +
-	"\x16retryable_status_codes\x18\x05 \x03(\x05R\x14retryableStatusCodes\"\xdb\x02\n" +
+	"\x16retryable_status_codes\x18\x05 \x03(\x05R\x14retryableStatusCodes\"\xf3\x02\n" +
 	"\x14CircuitBreakerPolicy\x12\x18\n" +
 	"\aenabled\x18\x01 \x01(\bR\aenabled\x121\n" +
 	"\x14consecutive_failures\x18\x02 \x01(\x05R\x13consecutiveFailures\x124\n" +
@@ -1368,7 +1675,8 @@ const file_paca_api_v1_api_types_proto_rawDesc = "" +
 	"\x06window\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x06window\x12#\n" +
 	"\rminimum_calls\x18\x05 \x01(\x05R\fminimumCalls\x12>\n" +
 	"\ropen_duration\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\fopenDuration\x12(\n" +
-	"\x10half_open_probes\x18\a \x01(\x05R\x0ehalfOpenProbes\"\xc7\x01\n" +
+	"\x10half_open_probes\x18\a \x01(\x05R\x0ehalfOpenProbes\x12\x16\n" +
+	"\x06shared\x18\b \x01(\bR\x06shared\"\xc7\x01\n" +
 	"\x0fRateLimitPolicy\x12.\n" +
 	"\x13requests_per_second\x18\x01 \x01(\x01R\x11requestsPerSecond\x12\x14\n" +
 	"\x05burst\x18\x02 \x01(\x05R\x05burst\x121\n" +
@@ -1380,12 +1688,23 @@ const file_paca_api_v1_api_types_proto_rawDesc = "" +
 	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12!\n" +
 	"\fvary_headers\x18\x03 \x03(\tR\vvaryHeaders\x12+\n" +
 	"\x11override_upstream\x18\x04 \x01(\bR\x10overrideUpstream\x12?\n" +
-	"\x0estale_if_error\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\fstaleIfError\"\xa2\x01\n" +
+	"\x0estale_if_error\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\fstaleIfError\"d\n" +
+	"\x0eRedirectPolicy\x12-\n" +
+	"\x04mode\x18\x01 \x01(\x0e2\x19.paca.api.v1.RedirectModeR\x04mode\x12#\n" +
+	"\rmax_redirects\x18\x02 \x01(\x05R\fmaxRedirects\"\xbd\x01\n" +
 	"\n" +
 	"AuthPolicy\x127\n" +
 	"\tplacement\x18\x01 \x01(\x0e2\x19.paca.api.v1.KeyPlacementR\tplacement\x12%\n" +
 	"\x0eparameter_name\x18\x02 \x01(\tR\rparameterName\x124\n" +
-	"\bstrategy\x18\x03 \x01(\x0e2\x18.paca.api.v1.KeyStrategyR\bstrategy\"\xfe\x05\n" +
+	"\bstrategy\x18\x03 \x01(\x0e2\x18.paca.api.v1.KeyStrategyR\bstrategy\x12\x19\n" +
+	"\bkey_pool\x18\x04 \x01(\tR\akeyPool\"\xdd\x01\n" +
+	"\tKeyHealth\x12\x12\n" +
+	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x14\n" +
+	"\x05label\x18\x02 \x01(\tR\x05label\x12+\n" +
+	"\x05state\x18\x03 \x01(\x0e2\x15.paca.api.v1.KeyStateR\x05state\x12\x12\n" +
+	"\x04uses\x18\x04 \x01(\x03R\x04uses\x12'\n" +
+	"\x0fquota_remaining\x18\x05 \x01(\x03R\x0equotaRemaining\x12<\n" +
+	"\favailable_in\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\vavailableIn\"\xeb\x06\n" +
 	"\bEndpoint\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bprovider\x18\x02 \x01(\tR\bprovider\x12\x19\n" +
@@ -1406,7 +1725,9 @@ const file_paca_api_v1_api_types_proto_rawDesc = "" +
 	"\vcreate_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\xc5\x06\n" +
+	"updateTime\x127\n" +
+	"\bredirect\x18\x11 \x01(\v2\x1b.paca.api.v1.RedirectPolicyR\bredirect\x122\n" +
+	"\x15compress_request_body\x18\x12 \x01(\bR\x13compressRequestBody\"\xf2\x06\n" +
 	"\tCallStats\x12\x1a\n" +
 	"\bendpoint\x18\x01 \x01(\tR\bendpoint\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x14\n" +
@@ -1431,7 +1752,8 @@ const file_paca_api_v1_api_types_proto_rawDesc = "" +
 	"\n" +
 	"cache_hits\x18\x11 \x01(\x03R\tcacheHits\x12!\n" +
 	"\fcache_misses\x18\x12 \x01(\x03R\vcacheMisses\x12&\n" +
-	"\x0fcache_hit_ratio\x18\x13 \x01(\x01R\rcacheHitRatio\"\xeb\x01\n" +
+	"\x0fcache_hit_ratio\x18\x13 \x01(\x01R\rcacheHitRatio\x12+\n" +
+	"\x11validation_errors\x18\x14 \x01(\x03R\x10validationErrors\"\xeb\x01\n" +
 	"\fWebhookEvent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12\x1d\n" +
@@ -1458,7 +1780,12 @@ const file_paca_api_v1_api_types_proto_rawDesc = "" +
 	"\x0eRateLimitScope\x12 \n" +
 	"\x1cRATE_LIMIT_SCOPE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16RATE_LIMIT_SCOPE_LOCAL\x10\x01\x12\x1b\n" +
-	"\x17RATE_LIMIT_SCOPE_GLOBAL\x10\x02*\x93\x01\n" +
+	"\x17RATE_LIMIT_SCOPE_GLOBAL\x10\x02*{\n" +
+	"\fRedirectMode\x12\x1d\n" +
+	"\x19REDIRECT_MODE_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14REDIRECT_MODE_FOLLOW\x10\x01\x12\x15\n" +
+	"\x11REDIRECT_MODE_OFF\x10\x02\x12\x1b\n" +
+	"\x17REDIRECT_MODE_SAME_HOST\x10\x03*\x93\x01\n" +
 	"\fKeyPlacement\x12\x1d\n" +
 	"\x19KEY_PLACEMENT_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14KEY_PLACEMENT_BEARER\x10\x01\x12\x18\n" +
@@ -1468,7 +1795,13 @@ const file_paca_api_v1_api_types_proto_rawDesc = "" +
 	"\vKeyStrategy\x12\x1c\n" +
 	"\x18KEY_STRATEGY_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18KEY_STRATEGY_ROUND_ROBIN\x10\x01\x12\x1b\n" +
-	"\x17KEY_STRATEGY_LEAST_USED\x10\x02*|\n" +
+	"\x17KEY_STRATEGY_LEAST_USED\x10\x02*\x83\x01\n" +
+	"\bKeyState\x12\x19\n" +
+	"\x15KEY_STATE_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10KEY_STATE_ACTIVE\x10\x01\x12\x15\n" +
+	"\x11KEY_STATE_COOLING\x10\x02\x12\x14\n" +
+	"\x10KEY_STATE_RESTED\x10\x03\x12\x19\n" +
+	"\x15KEY_STATE_QUARANTINED\x10\x04*|\n" +
 	"\fCircuitState\x12\x1d\n" +
 	"\x19CIRCUIT_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14CIRCUIT_STATE_CLOSED\x10\x01\x12\x16\n" +
@@ -1487,61 +1820,69 @@ func file_paca_api_v1_api_types_proto_rawDescGZIP() []byte {
 	return file_paca_api_v1_api_types_proto_rawDescData
 }
 
-var file_paca_api_v1_api_types_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_paca_api_v1_api_types_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_paca_api_v1_api_types_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
+var file_paca_api_v1_api_types_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_paca_api_v1_api_types_proto_goTypes = []any{
 	(HttpMethod)(0),               // 0: paca.api.v1.HttpMethod
 	(EndpointKind)(0),             // 1: paca.api.v1.EndpointKind
 	(RateLimitScope)(0),           // 2: paca.api.v1.RateLimitScope
-	(KeyPlacement)(0),             // 3: paca.api.v1.KeyPlacement
-	(KeyStrategy)(0),              // 4: paca.api.v1.KeyStrategy
-	(CircuitState)(0),             // 5: paca.api.v1.CircuitState
-	(*Header)(nil),                // 6: paca.api.v1.Header
-	(*QueryParam)(nil),            // 7: paca.api.v1.QueryParam
-	(*RetryPolicy)(nil),           // 8: paca.api.v1.RetryPolicy
-	(*CircuitBreakerPolicy)(nil),  // 9: paca.api.v1.CircuitBreakerPolicy
-	(*RateLimitPolicy)(nil),       // 10: paca.api.v1.RateLimitPolicy
-	(*CachePolicy)(nil),           // 11: paca.api.v1.CachePolicy
-	(*AuthPolicy)(nil),            // 12: paca.api.v1.AuthPolicy
-	(*Endpoint)(nil),              // 13: paca.api.v1.Endpoint
-	(*CallStats)(nil),             // 14: paca.api.v1.CallStats
-	(*WebhookEvent)(nil),          // 15: paca.api.v1.WebhookEvent
-	(*durationpb.Duration)(nil),   // 16: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(RedirectMode)(0),             // 3: paca.api.v1.RedirectMode
+	(KeyPlacement)(0),             // 4: paca.api.v1.KeyPlacement
+	(KeyStrategy)(0),              // 5: paca.api.v1.KeyStrategy
+	(KeyState)(0),                 // 6: paca.api.v1.KeyState
+	(CircuitState)(0),             // 7: paca.api.v1.CircuitState
+	(*Header)(nil),                // 8: paca.api.v1.Header
+	(*QueryParam)(nil),            // 9: paca.api.v1.QueryParam
+	(*RetryPolicy)(nil),           // 10: paca.api.v1.RetryPolicy
+	(*CircuitBreakerPolicy)(nil),  // 11: paca.api.v1.CircuitBreakerPolicy
+	(*RateLimitPolicy)(nil),       // 12: paca.api.v1.RateLimitPolicy
+	(*CachePolicy)(nil),           // 13: paca.api.v1.CachePolicy
+	(*RedirectPolicy)(nil),        // 14: paca.api.v1.RedirectPolicy
+	(*AuthPolicy)(nil),            // 15: paca.api.v1.AuthPolicy
+	(*KeyHealth)(nil),             // 16: paca.api.v1.KeyHealth
+	(*Endpoint)(nil),              // 17: paca.api.v1.Endpoint
+	(*CallStats)(nil),             // 18: paca.api.v1.CallStats
+	(*WebhookEvent)(nil),          // 19: paca.api.v1.WebhookEvent
+	(*durationpb.Duration)(nil),   // 20: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
 }
 var file_paca_api_v1_api_types_proto_depIdxs = []int32{
-	16, // 0: paca.api.v1.RetryPolicy.initial_backoff:type_name -> google.protobuf.Duration
-	16, // 1: paca.api.v1.RetryPolicy.max_backoff:type_name -> google.protobuf.Duration
-	16, // 2: paca.api.v1.CircuitBreakerPolicy.window:type_name -> google.protobuf.Duration
-	16, // 3: paca.api.v1.CircuitBreakerPolicy.open_duration:type_name -> google.protobuf.Duration
+	20, // 0: paca.api.v1.RetryPolicy.initial_backoff:type_name -> google.protobuf.Duration
+	20, // 1: paca.api.v1.RetryPolicy.max_backoff:type_name -> google.protobuf.Duration
+	20, // 2: paca.api.v1.CircuitBreakerPolicy.window:type_name -> google.protobuf.Duration
+	20, // 3: paca.api.v1.CircuitBreakerPolicy.open_duration:type_name -> google.protobuf.Duration
 	2,  // 4: paca.api.v1.RateLimitPolicy.scope:type_name -> paca.api.v1.RateLimitScope
-	16, // 5: paca.api.v1.CachePolicy.ttl:type_name -> google.protobuf.Duration
-	16, // 6: paca.api.v1.CachePolicy.stale_if_error:type_name -> google.protobuf.Duration
-	3,  // 7: paca.api.v1.AuthPolicy.placement:type_name -> paca.api.v1.KeyPlacement
-	4,  // 8: paca.api.v1.AuthPolicy.strategy:type_name -> paca.api.v1.KeyStrategy
-	0,  // 9: paca.api.v1.Endpoint.method:type_name -> paca.api.v1.HttpMethod
-	6,  // 10: paca.api.v1.Endpoint.default_headers:type_name -> paca.api.v1.Header
-	16, // 11: paca.api.v1.Endpoint.timeout:type_name -> google.protobuf.Duration
-	1,  // 12: paca.api.v1.Endpoint.kind:type_name -> paca.api.v1.EndpointKind
-	8,  // 13: paca.api.v1.Endpoint.retry:type_name -> paca.api.v1.RetryPolicy
-	9,  // 14: paca.api.v1.Endpoint.circuit_breaker:type_name -> paca.api.v1.CircuitBreakerPolicy
-	10, // 15: paca.api.v1.Endpoint.rate_limit:type_name -> paca.api.v1.RateLimitPolicy
-	11, // 16: paca.api.v1.Endpoint.cache:type_name -> paca.api.v1.CachePolicy
-	12, // 17: paca.api.v1.Endpoint.auth:type_name -> paca.api.v1.AuthPolicy
-	17, // 18: paca.api.v1.Endpoint.create_time:type_name -> google.protobuf.Timestamp
-	17, // 19: paca.api.v1.Endpoint.update_time:type_name -> google.protobuf.Timestamp
-	16, // 20: paca.api.v1.CallStats.latency_p50:type_name -> google.protobuf.Duration
-	16, // 21: paca.api.v1.CallStats.latency_p95:type_name -> google.protobuf.Duration
-	16, // 22: paca.api.v1.CallStats.latency_p99:type_name -> google.protobuf.Duration
-	5,  // 23: paca.api.v1.CallStats.endpoint_circuit:type_name -> paca.api.v1.CircuitState
-	5,  // 24: paca.api.v1.CallStats.host_circuit:type_name -> paca.api.v1.CircuitState
-	16, // 25: paca.api.v1.CallStats.limiter_wait:type_name -> google.protobuf.Duration
-	17, // 26: paca.api.v1.WebhookEvent.receive_time:type_name -> google.protobuf.Timestamp
-	27, // [27:27] is the sub-list for method output_type
-	27, // [27:27] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	20, // 5: paca.api.v1.CachePolicy.ttl:type_name -> google.protobuf.Duration
+	20, // 6: paca.api.v1.CachePolicy.stale_if_error:type_name -> google.protobuf.Duration
+	3,  // 7: paca.api.v1.RedirectPolicy.mode:type_name -> paca.api.v1.RedirectMode
+	4,  // 8: paca.api.v1.AuthPolicy.placement:type_name -> paca.api.v1.KeyPlacement
+	5,  // 9: paca.api.v1.AuthPolicy.strategy:type_name -> paca.api.v1.KeyStrategy
+	6,  // 10: paca.api.v1.KeyHealth.state:type_name -> paca.api.v1.KeyState
+	20, // 11: paca.api.v1.KeyHealth.available_in:type_name -> google.protobuf.Duration
+	0,  // 12: paca.api.v1.Endpoint.method:type_name -> paca.api.v1.HttpMethod
+	8,  // 13: paca.api.v1.Endpoint.default_headers:type_name -> paca.api.v1.Header
+	20, // 14: paca.api.v1.Endpoint.timeout:type_name -> google.protobuf.Duration
+	1,  // 15: paca.api.v1.Endpoint.kind:type_name -> paca.api.v1.EndpointKind
+	10, // 16: paca.api.v1.Endpoint.retry:type_name -> paca.api.v1.RetryPolicy
+	11, // 17: paca.api.v1.Endpoint.circuit_breaker:type_name -> paca.api.v1.CircuitBreakerPolicy
+	12, // 18: paca.api.v1.Endpoint.rate_limit:type_name -> paca.api.v1.RateLimitPolicy
+	13, // 19: paca.api.v1.Endpoint.cache:type_name -> paca.api.v1.CachePolicy
+	15, // 20: paca.api.v1.Endpoint.auth:type_name -> paca.api.v1.AuthPolicy
+	21, // 21: paca.api.v1.Endpoint.create_time:type_name -> google.protobuf.Timestamp
+	21, // 22: paca.api.v1.Endpoint.update_time:type_name -> google.protobuf.Timestamp
+	14, // 23: paca.api.v1.Endpoint.redirect:type_name -> paca.api.v1.RedirectPolicy
+	20, // 24: paca.api.v1.CallStats.latency_p50:type_name -> google.protobuf.Duration
+	20, // 25: paca.api.v1.CallStats.latency_p95:type_name -> google.protobuf.Duration
+	20, // 26: paca.api.v1.CallStats.latency_p99:type_name -> google.protobuf.Duration
+	7,  // 27: paca.api.v1.CallStats.endpoint_circuit:type_name -> paca.api.v1.CircuitState
+	7,  // 28: paca.api.v1.CallStats.host_circuit:type_name -> paca.api.v1.CircuitState
+	20, // 29: paca.api.v1.CallStats.limiter_wait:type_name -> google.protobuf.Duration
+	21, // 30: paca.api.v1.WebhookEvent.receive_time:type_name -> google.protobuf.Timestamp
+	31, // [31:31] is the sub-list for method output_type
+	31, // [31:31] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_paca_api_v1_api_types_proto_init() }
@@ -1554,8 +1895,8 @@ func file_paca_api_v1_api_types_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_paca_api_v1_api_types_proto_rawDesc), len(file_paca_api_v1_api_types_proto_rawDesc)),
-			NumEnums:      6,
-			NumMessages:   10,
+			NumEnums:      8,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from paca.api.v1 import api_types_pb2 as paca_dot_api_dot_v1_dot_api__types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dpaca/api/v1/api_service.proto\x12\x0bpaca.api.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bpaca/api/v1/api_types.proto\"\xab\x03\n\x0b\x43\x61llRequest\x12\x12\n\x08\x65ndpoint\x18\x01 \x01(\tH\x00\x12\r\n\x03url\x18\x02 \x01(\tH\x00\x12\'\n\x06method\x18\x03 \x01(\x0e\x32\x17.paca.api.v1.HttpMethod\x12=\n\x0bpath_params\x18\x04 \x03(\x0b\x32(.paca.api.v1.CallRequest.PathParamsEntry\x12&\n\x05query\x18\x05 \x03(\x0b\x32\x17.paca.api.v1.QueryParam\x12$\n\x07headers\x18\x06 \x03(\x0b\x32\x13.paca.api.v1.Header\x12\x12\n\x08raw_body\x18\x07 \x01(\x0cH\x01\x12\x13\n\tjson_body\x18\x08 \x01(\tH\x01\x12*\n\x07timeout\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0fidempotency_key\x18\n \x01(\t\x12\x10\n\x08provider\x18\x0b \x01(\t\x1a\x31\n\x0fPathParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x08\n\x06targetB\x06\n\x04\x62ody\"\xb6\x01\n\x0c\x43\x61llResponse\x12\x13\n\x0bstatus_code\x18\x01 \x01(\x05\x12$\n\x07headers\x18\x02 \x03(\x0b\x32\x13.paca.api.v1.Header\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12*\n\x07latency\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\x05\x12\x12\n\nfrom_cache\x18\x06 \x01(\x08\x12\x0b\n\x03url\x18\x07 \x01(\t\"#\n\x0fGetStatsRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\"Y\n\x10GetStatsResponse\x12%\n\x05stats\x18\x01 \x03(\x0b\x32\x16.paca.api.v1.CallStats\x12\x1e\n\x16global_limits_degraded\x18\x02 \x01(\x08\"B\n\x17RegisterEndpointRequest\x12\'\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x15.paca.api.v1.Endpoint\"T\n\x18RegisterEndpointResponse\x12\'\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x15.paca.api.v1.Endpoint\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\"\n\x12GetEndpointRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\">\n\x13GetEndpointResponse\x12\'\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x15.paca.api.v1.Endpoint\"(\n\x14ListEndpointsRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\"A\n\x15ListEndpointsResponse\x12(\n\tendpoints\x18\x01 \x03(\x0b\x32\x15.paca.api.v1.Endpoint\"%\n\x15RemoveEndpointRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16RemoveEndpointResponse2\x91\x04\n\nApiService\x12;\n\x04\x43\x61ll\x12\x18.paca.api.v1.CallRequest\x1a\x19.paca.api.v1.CallResponse\x12\x64\n\x10RegisterEndpoint\x12$.paca.api.v1.RegisterEndpointRequest\x1a%.paca.api.v1.RegisterEndpointResponse\"\x03\x90\x02\x02\x12U\n\x0bGetEndpoint\x12\x1f.paca.api.v1.GetEndpointRequest\x1a .paca.api.v1.GetEndpointResponse\"\x03\x90\x02\x01\x12[\n\rListEndpoints\x12!.paca.api.v1.ListEndpointsRequest\x1a\".paca.api.v1.ListEndpointsResponse\"\x03\x90\x02\x01\x12^\n\x0eRemoveEndpoint\x12\".paca.api.v1.RemoveEndpointRequest\x1a#.paca.api.v1.RemoveEndpointResponse\"\x03\x90\x02\x02\x12L\n\x08GetStats\x12\x1c.paca.api.v1.GetStatsRequest\x1a\x1d.paca.api.v1.GetStatsResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dpaca/api/v1/api_service.proto\x12\x0bpaca.api.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bpaca/api/v1/api_types.proto\"\xf1\x03\n\x0b\x43\x61llRequest\x12\x12\n\x08\x65ndpoint\x18\x01 \x01(\tH\x00\x12\r\n\x03url\x18\x02 \x01(\tH\x00\x12\'\n\x06method\x18\x03 \x01(\x0e\x32\x17.paca.api.v1.HttpMethod\x12=\n\x0bpath_params\x18\x04 \x03(\x0b\x32(.paca.api.v1.CallRequest.PathParamsEntry\x12&\n\x05query\x18\x05 \x03(\x0b\x32\x17.paca.api.v1.QueryParam\x12$\n\x07headers\x18\x06 \x03(\x0b\x32\x13.paca.api.v1.Header\x12\x12\n\x08raw_body\x18\x07 \x01(\x0cH\x01\x12\x13\n\tjson_body\x18\x08 \x01(\tH\x01\x12*\n\x07timeout\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0fidempotency_key\x18\n \x01(\t\x12\x10\n\x08provider\x18\x0b \x01(\t\x12-\n\x08redirect\x18\x0c \x01(\x0b\x32\x1b.paca.api.v1.RedirectPolicy\x12\x15\n\rcompress_body\x18\r \x01(\x08\x1a\x31\n\x0fPathParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x08\n\x06targetB\x06\n\x04\x62ody\"\xd0\x01\n\x0c\x43\x61llResponse\x12\x13\n\x0bstatus_code\x18\x01 \x01(\x05\x12$\n\x07headers\x18\x02 \x03(\x0b\x32\x13.paca.api.v1.Header\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12*\n\x07latency\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\x05\x12\x12\n\nfrom_cache\x18\x06 \x01(\x08\x12\x0b\n\x03url\x18\x07 \x01(\t\x12\x18\n\x10validation_error\x18\x08 \x01(\t\";\n\x11\x43\x61llStreamRequest\x12&\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32\x18.paca.api.v1.CallRequest\"Z\n\x12\x43\x61llStreamResponse\x12+\n\x04head\x18\x01 \x01(\x0b\x32\x1b.paca.api.v1.CallStreamHeadH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"j\n\x0e\x43\x61llStreamHead\x12\x13\n\x0bstatus_code\x18\x01 \x01(\x05\x12$\n\x07headers\x18\x02 \x03(\x0b\x32\x13.paca.api.v1.Header\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\x12\x0b\n\x03url\x18\x04 \x01(\t\"\xf9\x01\n\x0eGraphQLRequest\x12\x12\n\x08\x65ndpoint\x18\x01 \x01(\tH\x00\x12\r\n\x03url\x18\x02 \x01(\tH\x00\x12\r\n\x05query\x18\x03 \x01(\t\x12\x16\n\x0evariables_json\x18\x04 \x01(\t\x12\x16\n\x0eoperation_name\x18\x05 \x01(\t\x12$\n\x07headers\x18\x06 \x03(\x0b\x32\x13.paca.api.v1.Header\x12*\n\x07timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0fidempotency_key\x18\x08 \x01(\t\x12\x10\n\x08provider\x18\t \x01(\tB\x08\n\x06target\"w\n\x0cGraphQLError\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x03(\t\x12/\n\tlocations\x18\x03 \x03(\x0b\x32\x1c.paca.api.v1.GraphQLLocation\x12\x17\n\x0f\x65xtensions_json\x18\x04 \x01(\t\"/\n\x0fGraphQLLocation\x12\x0c\n\x04line\x18\x01 \x01(\x05\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\x05\"\x9d\x02\n\x0fGraphQLResponse\x12\x13\n\x0bstatus_code\x18\x01 \x01(\x05\x12\x11\n\tdata_json\x18\x02 \x01(\t\x12)\n\x06\x65rrors\x18\x03 \x03(\x0b\x32\x19.paca.api.v1.GraphQLError\x12\x17\n\x0f\x65xtensions_json\x18\x04 \x01(\t\x12$\n\x07headers\x18\x05 \x03(\x0b\x32\x13.paca.api.v1.Header\x12*\n\x07latency\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\x05\x12\x12\n\nfrom_cache\x18\x08 \x01(\x08\x12\x18\n\x10validation_error\x18\t \x01(\t\x12\x0c\n\x04\x62ody\x18\n \x01(\x0c\"\x95\x01\n\rFanOutRequest\x12\'\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x18.paca.api.v1.CallRequest\x12/\n\x0c\x63\x61ll_timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x07timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"u\n\x0c\x46\x61nOutResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12+\n\x08response\x18\x02 \x01(\x0b\x32\x19.paca.api.v1.CallResponse\x12\x12\n\nerror_code\x18\x03 \x01(\x05\x12\x15\n\rerror_message\x18\x04 \x01(\t\"_\n\x0e\x46\x61nOutResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.paca.api.v1.FanOutResult\x12\x11\n\tsucceeded\x18\x02 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\x05\"#\n\x0fGetStatsRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\"\x82\x02\n\x10GetStatsResponse\x12%\n\x05stats\x18\x01 \x03(\x0b\x32\x16.paca.api.v1.CallStats\x12\x1e\n\x16global_limits_degraded\x18\x02 \x01(\x08\x12\x1f\n\x17\x63\x61lllog_delayed_records\x18\x03 \x01(\x03\x12 \n\x18\x63\x61lllog_replayed_records\x18\x04 \x01(\x03\x12*\n\nkey_health\x18\x05 \x03(\x0b\x32\x16.paca.api.v1.KeyHealth\x12\x16\n\x0e\x63\x61\x63he_degraded\x18\x06 \x01(\x08\x12 \n\x18shared_breakers_degraded\x18\x07 \x01(\x08\"B\n\x17RegisterEndpointRequest\x12\'\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x15.paca.api.v1.Endpoint\"T\n\x18RegisterEndpointResponse\x12\'\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x15.paca.api.v1.Endpoint\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\"\n\x12GetEndpointRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\">\n\x13GetEndpointResponse\x12\'\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x15.paca.api.v1.Endpoint\"(\n\x14ListEndpointsRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\"A\n\x15ListEndpointsResponse\x12(\n\tendpoints\x18\x01 \x03(\x0b\x32\x15.paca.api.v1.Endpoint\"%\n\x15RemoveEndpointRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16RemoveEndpointResponse2\xeb\x05\n\nApiService\x12;\n\x04\x43\x61ll\x12\x18.paca.api.v1.CallRequest\x1a\x19.paca.api.v1.CallResponse\x12O\n\nCallStream\x12\x1e.paca.api.v1.CallStreamRequest\x1a\x1f.paca.api.v1.CallStreamResponse0\x01\x12\x44\n\x07GraphQL\x12\x1b.paca.api.v1.GraphQLRequest\x1a\x1c.paca.api.v1.GraphQLResponse\x12\x41\n\x06\x46\x61nOut\x12\x1a.paca.api.v1.FanOutRequest\x1a\x1b.paca.api.v1.FanOutResponse\x12\x64\n\x10RegisterEndpoint\x12$.paca.api.v1.RegisterEndpointRequest\x1a%.paca.api.v1.RegisterEndpointResponse\"\x03\x90\x02\x02\x12U\n\x0bGetEndpoint\x12\x1f.paca.api.v1.GetEndpointRequest\x1a .paca.api.v1.GetEndpointResponse\"\x03\x90\x02\x01\x12[\n\rListEndpoints\x12!.paca.api.v1.ListEndpointsRequest\x1a\".paca.api.v1.ListEndpointsResponse\"\x03\x90\x02\x01\x12^\n\x0eRemoveEndpoint\x12\".paca.api.v1.RemoveEndpointRequest\x1a#.paca.api.v1.RemoveEndpointResponse\"\x03\x90\x02\x02\x12L\n\x08GetStats\x12\x1c.paca.api.v1.GetStatsRequest\x1a\x1d.paca.api.v1.GetStatsResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,31 +46,51 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APISERVICE'].methods_by_name['GetStats']._loaded_options = None
   _globals['_APISERVICE'].methods_by_name['GetStats']._serialized_options = b'\220\002\001'
   _globals['_CALLREQUEST']._serialized_start=108
-  _globals['_CALLREQUEST']._serialized_end=535
-  _globals['_CALLREQUEST_PATHPARAMSENTRY']._serialized_start=468
-  _globals['_CALLREQUEST_PATHPARAMSENTRY']._serialized_end=517
-  _globals['_CALLRESPONSE']._serialized_start=538
-  _globals['_CALLRESPONSE']._serialized_end=720
-  _globals['_GETSTATSREQUEST']._serialized_start=722
-  _globals['_GETSTATSREQUEST']._serialized_end=757
-  _globals['_GETSTATSRESPONSE']._serialized_start=759
-  _globals['_GETSTATSRESPONSE']._serialized_end=848
-  _globals['_REGISTERENDPOINTREQUEST']._serialized_start=850
-  _globals['_REGISTERENDPOINTREQUEST']._serialized_end=916
-  _globals['_REGISTERENDPOINTRESPONSE']._serialized_start=918
-  _globals['_REGISTERENDPOINTRESPONSE']._serialized_end=1002
-  _globals['_GETENDPOINTREQUEST']._serialized_start=1004
-  _globals['_GETENDPOINTREQUEST']._serialized_end=1038
-  _globals['_GETENDPOINTRESPONSE']._serialized_start=1040
-  _globals['_GETENDPOINTRESPONSE']._serialized_end=1102
-  _globals['_LISTENDPOINTSREQUEST']._serialized_start=1104
-  _globals['_LISTENDPOINTSREQUEST']._serialized_end=1144
-  _globals['_LISTENDPOINTSRESPONSE']._serialized_start=1146
-  _globals['_LISTENDPOINTSRESPONSE']._serialized_end=1211
-  _globals['_REMOVEENDPOINTREQUEST']._serialized_start=1213
-  _globals['_REMOVEENDPOINTREQUEST']._serialized_end=1250
-  _globals['_REMOVEENDPOINTRESPONSE']._serialized_start=1252
-  _globals['_REMOVEENDPOINTRESPONSE']._serialized_end=1276
-  _globals['_APISERVICE']._serialized_start=1279
-  _globals['_APISERVICE']._serialized_end=1808
+  _globals['_CALLREQUEST']._serialized_end=605
+  _globals['_CALLREQUEST_PATHPARAMSENTRY']._serialized_start=538
+  _globals['_CALLREQUEST_PATHPARAMSENTRY']._serialized_end=587
+  _globals['_CALLRESPONSE']._serialized_start=608
+  _globals['_CALLRESPONSE']._serialized_end=816
+  _globals['_CALLSTREAMREQUEST']._serialized_start=818
+  _globals['_CALLSTREAMREQUEST']._serialized_end=877
+  _globals['_CALLSTREAMRESPONSE']._serialized_start=879
+  _globals['_CALLSTREAMRESPONSE']._serialized_end=969
+  _globals['_CALLSTREAMHEAD']._serialized_start=971
+  _globals['_CALLSTREAMHEAD']._serialized_end=1077
+  _globals['_GRAPHQLREQUEST']._serialized_start=1080
+  _globals['_GRAPHQLREQUEST']._serialized_end=1329
+  _globals['_GRAPHQLERROR']._serialized_start=1331
+  _globals['_GRAPHQLERROR']._serialized_end=1450
+  _globals['_GRAPHQLLOCATION']._serialized_start=1452
+  _globals['_GRAPHQLLOCATION']._serialized_end=1499
+  _globals['_GRAPHQLRESPONSE']._serialized_start=1502
+  _globals['_GRAPHQLRESPONSE']._serialized_end=1787
+  _globals['_FANOUTREQUEST']._serialized_start=1790
+  _globals['_FANOUTREQUEST']._serialized_end=1939
+  _globals['_FANOUTRESULT']._serialized_start=1941
+  _globals['_FANOUTRESULT']._serialized_end=2058
+  _globals['_FANOUTRESPONSE']._serialized_start=2060
+  _globals['_FANOUTRESPONSE']._serialized_end=2155
+  _globals['_GETSTATSREQUEST']._serialized_start=2157
+  _globals['_GETSTATSREQUEST']._serialized_end=2192
+  _globals['_GETSTATSRESPONSE']._serialized_start=2195
+  _globals['_GETSTATSRESPONSE']._serialized_end=2453
+  _globals['_REGISTERENDPOINTREQUEST']._serialized_start=2455
+  _globals['_REGISTERENDPOINTREQUEST']._serialized_end=2521
+  _globals['_REGISTERENDPOINTRESPONSE']._serialized_start=2523
+  _globals['_REGISTERENDPOINTRESPONSE']._serialized_end=2607
+  _globals['_GETENDPOINTREQUEST']._serialized_start=2609
+  _globals['_GETENDPOINTREQUEST']._serialized_end=2643
+  _globals['_GETENDPOINTRESPONSE']._serialized_start=2645
+  _globals['_GETENDPOINTRESPONSE']._serialized_end=2707
+  _globals['_LISTENDPOINTSREQUEST']._serialized_start=2709
+  _globals['_LISTENDPOINTSREQUEST']._serialized_end=2749
+  _globals['_LISTENDPOINTSRESPONSE']._serialized_start=2751
+  _globals['_LISTENDPOINTSRESPONSE']._serialized_end=2816
+  _globals['_REMOVEENDPOINTREQUEST']._serialized_start=2818
+  _globals['_REMOVEENDPOINTREQUEST']._serialized_end=2855
+  _globals['_REMOVEENDPOINTRESPONSE']._serialized_start=2857
+  _globals['_REMOVEENDPOINTRESPONSE']._serialized_end=2881
+  _globals['_APISERVICE']._serialized_start=2884
+  _globals['_APISERVICE']._serialized_end=3631
 # @@protoc_insertion_point(module_scope)

@@ -57,6 +57,8 @@ class CallRequest(_message.Message):
     TIMEOUT_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     PROVIDER_FIELD_NUMBER: _builtins.int
+    REDIRECT_FIELD_NUMBER: _builtins.int
+    COMPRESS_BODY_FIELD_NUMBER: _builtins.int
     endpoint: _builtins.str
     """A registered endpoint name."""
     url: _builtins.str
@@ -70,6 +72,8 @@ class CallRequest(_message.Message):
     """Makes a non-idempotent method safe to retry; sent upstream as Idempotency-Key."""
     provider: _builtins.str
     """Provider name for the call log of a URL call; endpoints carry their own."""
+    compress_body: _builtins.bool
+    """Send the body gzip-compressed (Content-Encoding: gzip); the endpoint may ask for it too."""
     @_builtins.property
     def path_params(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Values for {name} placeholders of the endpoint's path."""
@@ -83,6 +87,10 @@ class CallRequest(_message.Message):
     @_builtins.property
     def timeout(self) -> _duration_pb2.Duration:
         """Per-attempt time limit; the RPC deadline still caps the whole call."""
+
+    @_builtins.property
+    def redirect(self) -> _api_types_pb2.RedirectPolicy:
+        """Overrides the endpoint's redirect policy where set."""
 
     def __init__(
         self,
@@ -98,10 +106,12 @@ class CallRequest(_message.Message):
         timeout: _duration_pb2.Duration | None = ...,
         idempotency_key: _builtins.str = ...,
         provider: _builtins.str = ...,
+        redirect: _api_types_pb2.RedirectPolicy | None = ...,
+        compress_body: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "endpoint", b"endpoint", "json_body", b"json_body", "raw_body", b"raw_body", "target", b"target", "timeout", b"timeout", "url", b"url"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "endpoint", b"endpoint", "json_body", b"json_body", "raw_body", b"raw_body", "redirect", b"redirect", "target", b"target", "timeout", b"timeout", "url", b"url"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "endpoint", b"endpoint", "headers", b"headers", "idempotency_key", b"idempotency_key", "json_body", b"json_body", "method", b"method", "path_params", b"path_params", "provider", b"provider", "query", b"query", "raw_body", b"raw_body", "target", b"target", "timeout", b"timeout", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "compress_body", b"compress_body", "endpoint", b"endpoint", "headers", b"headers", "idempotency_key", b"idempotency_key", "json_body", b"json_body", "method", b"method", "path_params", b"path_params", "provider", b"provider", "query", b"query", "raw_body", b"raw_body", "redirect", b"redirect", "target", b"target", "timeout", b"timeout", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["raw_body", "json_body"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
@@ -127,6 +137,7 @@ class CallResponse(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     FROM_CACHE_FIELD_NUMBER: _builtins.int
     URL_FIELD_NUMBER: _builtins.int
+    VALIDATION_ERROR_FIELD_NUMBER: _builtins.int
     status_code: _builtins.int
     body: _builtins.bytes
     attempts: _builtins.int
@@ -139,6 +150,10 @@ class CallResponse(_message.Message):
     """
     url: _builtins.str
     """The URL of the final response (after redirects), without secrets."""
+    validation_error: _builtins.str
+    """Why the body does not fit the endpoint's response schema; empty when it fits or there is
+    no schema. The call is then recorded as a validation error.
+    """
     @_builtins.property
     def headers(self) -> _containers.RepeatedCompositeFieldContainer[_api_types_pb2.Header]: ...
     @_builtins.property
@@ -155,14 +170,382 @@ class CallResponse(_message.Message):
         attempts: _builtins.int = ...,
         from_cache: _builtins.bool = ...,
         url: _builtins.str = ...,
+        validation_error: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["latency", b"latency"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "body", b"body", "from_cache", b"from_cache", "headers", b"headers", "latency", b"latency", "status_code", b"status_code", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "body", b"body", "from_cache", b"from_cache", "headers", b"headers", "latency", b"latency", "status_code", b"status_code", "url", b"url", "validation_error", b"validation_error"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CallResponse: _TypeAlias = CallResponse  # noqa: Y015
+
+@_typing.final
+class CallStreamRequest(_message.Message):
+    """Request of ApiService.CallStream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def call(self) -> Global___CallRequest:
+        """The call, as for ApiService.Call. Required."""
+
+    def __init__(
+        self,
+        *,
+        call: Global___CallRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["call", b"call"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallStreamRequest: _TypeAlias = CallStreamRequest  # noqa: Y015
+
+@_typing.final
+class CallStreamResponse(_message.Message):
+    """One message of ApiService.CallStream: the head first, then body chunks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEAD_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.bytes
+    """The next piece of the body (at most 64 KiB)."""
+    @_builtins.property
+    def head(self) -> Global___CallStreamHead: ...
+    def __init__(
+        self,
+        *,
+        head: Global___CallStreamHead | None = ...,
+        chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "head", b"head", "part", b"part"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "head", b"head", "part", b"part"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["head", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___CallStreamResponse: _TypeAlias = CallStreamResponse  # noqa: Y015
+
+@_typing.final
+class CallStreamHead(_message.Message):
+    """Status and headers of a streamed response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_CODE_FIELD_NUMBER: _builtins.int
+    HEADERS_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    status_code: _builtins.int
+    attempts: _builtins.int
+    """HTTP attempts made before the response was accepted."""
+    url: _builtins.str
+    """The URL of the final response (after redirects), without secrets."""
+    @_builtins.property
+    def headers(self) -> _containers.RepeatedCompositeFieldContainer[_api_types_pb2.Header]: ...
+    def __init__(
+        self,
+        *,
+        status_code: _builtins.int = ...,
+        headers: _abc.Iterable[_api_types_pb2.Header] | None = ...,
+        attempts: _builtins.int = ...,
+        url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "headers", b"headers", "status_code", b"status_code", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallStreamHead: _TypeAlias = CallStreamHead  # noqa: Y015
+
+@_typing.final
+class GraphQLRequest(_message.Message):
+    """Request of ApiService.GraphQL."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINT_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    QUERY_FIELD_NUMBER: _builtins.int
+    VARIABLES_JSON_FIELD_NUMBER: _builtins.int
+    OPERATION_NAME_FIELD_NUMBER: _builtins.int
+    HEADERS_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    endpoint: _builtins.str
+    """A registered endpoint name (its path is the GraphQL URL)."""
+    url: _builtins.str
+    """An absolute http(s) URL of the GraphQL server."""
+    query: _builtins.str
+    """The GraphQL document. Required."""
+    variables_json: _builtins.str
+    """Variables as a JSON object; empty means none."""
+    operation_name: _builtins.str
+    """Which operation of the document to run (operationName)."""
+    idempotency_key: _builtins.str
+    """Makes a mutation safe to retry; sent upstream as Idempotency-Key."""
+    provider: _builtins.str
+    """Provider name for the call log of a URL call."""
+    @_builtins.property
+    def headers(self) -> _containers.RepeatedCompositeFieldContainer[_api_types_pb2.Header]:
+        """Added to the endpoint's default headers, replacing those of the same name."""
+
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """Per-attempt time limit; the RPC deadline still caps the whole call."""
+
+    def __init__(
+        self,
+        *,
+        endpoint: _builtins.str = ...,
+        url: _builtins.str = ...,
+        query: _builtins.str = ...,
+        variables_json: _builtins.str = ...,
+        operation_name: _builtins.str = ...,
+        headers: _abc.Iterable[_api_types_pb2.Header] | None = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+        idempotency_key: _builtins.str = ...,
+        provider: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "target", b"target", "timeout", b"timeout", "url", b"url"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "headers", b"headers", "idempotency_key", b"idempotency_key", "operation_name", b"operation_name", "provider", b"provider", "query", b"query", "target", b"target", "timeout", b"timeout", "url", b"url", "variables_json", b"variables_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["endpoint", "url"]  # noqa: Y015
+    _WhichOneofArgType_target: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_target) -> _WhichOneofReturnType_target | None: ...
+
+Global___GraphQLRequest: _TypeAlias = GraphQLRequest  # noqa: Y015
+
+@_typing.final
+class GraphQLError(_message.Message):
+    """One entry of a GraphQL response's `errors`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    LOCATIONS_FIELD_NUMBER: _builtins.int
+    EXTENSIONS_JSON_FIELD_NUMBER: _builtins.int
+    message: _builtins.str
+    extensions_json: _builtins.str
+    """The error's `extensions` as JSON text; empty when absent."""
+    @_builtins.property
+    def path(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Where in `data` the error happened: field names and list indexes as text."""
+
+    @_builtins.property
+    def locations(self) -> _containers.RepeatedCompositeFieldContainer[Global___GraphQLLocation]: ...
+    def __init__(
+        self,
+        *,
+        message: _builtins.str = ...,
+        path: _abc.Iterable[_builtins.str] | None = ...,
+        locations: _abc.Iterable[Global___GraphQLLocation] | None = ...,
+        extensions_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["extensions_json", b"extensions_json", "locations", b"locations", "message", b"message", "path", b"path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GraphQLError: _TypeAlias = GraphQLError  # noqa: Y015
+
+@_typing.final
+class GraphQLLocation(_message.Message):
+    """A line and column in the GraphQL document."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINE_FIELD_NUMBER: _builtins.int
+    COLUMN_FIELD_NUMBER: _builtins.int
+    line: _builtins.int
+    column: _builtins.int
+    def __init__(
+        self,
+        *,
+        line: _builtins.int = ...,
+        column: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["column", b"column", "line", b"line"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GraphQLLocation: _TypeAlias = GraphQLLocation  # noqa: Y015
+
+@_typing.final
+class GraphQLResponse(_message.Message):
+    """Response of ApiService.GraphQL."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_CODE_FIELD_NUMBER: _builtins.int
+    DATA_JSON_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    EXTENSIONS_JSON_FIELD_NUMBER: _builtins.int
+    HEADERS_FIELD_NUMBER: _builtins.int
+    LATENCY_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    FROM_CACHE_FIELD_NUMBER: _builtins.int
+    VALIDATION_ERROR_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    status_code: _builtins.int
+    """The HTTP status of the reply."""
+    data_json: _builtins.str
+    """`data` as JSON text, partial when there are errors; empty when the reply had none (null)."""
+    extensions_json: _builtins.str
+    """The reply's `extensions` as JSON text; empty when absent."""
+    attempts: _builtins.int
+    from_cache: _builtins.bool
+    validation_error: _builtins.str
+    """Why `data` does not fit the endpoint's response schema (the schema describes `data`);
+    empty when it fits or there is no schema.
+    """
+    body: _builtins.bytes
+    """The raw body when it is not a GraphQL JSON reply (e.g. an HTML error page)."""
+    @_builtins.property
+    def errors(self) -> _containers.RepeatedCompositeFieldContainer[Global___GraphQLError]:
+        """The reply's GraphQL errors; empty when the operation succeeded."""
+
+    @_builtins.property
+    def headers(self) -> _containers.RepeatedCompositeFieldContainer[_api_types_pb2.Header]: ...
+    @_builtins.property
+    def latency(self) -> _duration_pb2.Duration: ...
+    def __init__(
+        self,
+        *,
+        status_code: _builtins.int = ...,
+        data_json: _builtins.str = ...,
+        errors: _abc.Iterable[Global___GraphQLError] | None = ...,
+        extensions_json: _builtins.str = ...,
+        headers: _abc.Iterable[_api_types_pb2.Header] | None = ...,
+        latency: _duration_pb2.Duration | None = ...,
+        attempts: _builtins.int = ...,
+        from_cache: _builtins.bool = ...,
+        validation_error: _builtins.str = ...,
+        body: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["latency", b"latency"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "body", b"body", "data_json", b"data_json", "errors", b"errors", "extensions_json", b"extensions_json", "from_cache", b"from_cache", "headers", b"headers", "latency", b"latency", "status_code", b"status_code", "validation_error", b"validation_error"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GraphQLResponse: _TypeAlias = GraphQLResponse  # noqa: Y015
+
+@_typing.final
+class FanOutRequest(_message.Message):
+    """Request of ApiService.FanOut."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALLS_FIELD_NUMBER: _builtins.int
+    CALL_TIMEOUT_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___CallRequest]:
+        """The calls, made in parallel. At least one, at most 100."""
+
+    @_builtins.property
+    def call_timeout(self) -> _duration_pb2.Duration:
+        """Deadline of each call (unset: only the overall one)."""
+
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """Deadline of the whole fan-out; the RPC deadline caps it. Calls still running then end
+        with DEADLINE_EXCEEDED results.
+        """
+
+    def __init__(
+        self,
+        *,
+        calls: _abc.Iterable[Global___CallRequest] | None = ...,
+        call_timeout: _duration_pb2.Duration | None = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["call_timeout", b"call_timeout", "timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_timeout", b"call_timeout", "calls", b"calls", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FanOutRequest: _TypeAlias = FanOutRequest  # noqa: Y015
+
+@_typing.final
+class FanOutResult(_message.Message):
+    """The result of one call of a fan-out: a reply, or the error the call would have had."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    RESPONSE_FIELD_NUMBER: _builtins.int
+    ERROR_CODE_FIELD_NUMBER: _builtins.int
+    ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """The call's index in FanOutRequest.calls."""
+    error_code: _builtins.int
+    """gRPC status code (google.rpc.Code) of the error; 0 (OK) when there is a response."""
+    error_message: _builtins.str
+    @_builtins.property
+    def response(self) -> Global___CallResponse: ...
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        response: Global___CallResponse | None = ...,
+        error_code: _builtins.int = ...,
+        error_message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["response", b"response"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_code", b"error_code", "error_message", b"error_message", "index", b"index", "response", b"response"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FanOutResult: _TypeAlias = FanOutResult  # noqa: Y015
+
+@_typing.final
+class FanOutResponse(_message.Message):
+    """Response of ApiService.FanOut."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    SUCCEEDED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    succeeded: _builtins.int
+    """Results with a 2xx or 3xx response."""
+    failed: _builtins.int
+    """Results with an error or another status."""
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___FanOutResult]:
+        """One per call, in the order of FanOutRequest.calls."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___FanOutResult] | None = ...,
+        succeeded: _builtins.int = ...,
+        failed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed", b"failed", "results", b"results", "succeeded", b"succeeded"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FanOutResponse: _TypeAlias = FanOutResponse  # noqa: Y015
 
 @_typing.final
 class GetStatsRequest(_message.Message):
@@ -194,23 +577,50 @@ class GetStatsResponse(_message.Message):
 
     STATS_FIELD_NUMBER: _builtins.int
     GLOBAL_LIMITS_DEGRADED_FIELD_NUMBER: _builtins.int
+    CALLLOG_DELAYED_RECORDS_FIELD_NUMBER: _builtins.int
+    CALLLOG_REPLAYED_RECORDS_FIELD_NUMBER: _builtins.int
+    KEY_HEALTH_FIELD_NUMBER: _builtins.int
+    CACHE_DEGRADED_FIELD_NUMBER: _builtins.int
+    SHARED_BREAKERS_DEGRADED_FIELD_NUMBER: _builtins.int
     global_limits_degraded: _builtins.bool
     """Global (Redis) rate limits are being decided by each replica's local bucket because Redis
     is slow or unreachable.
     """
+    calllog_delayed_records: _builtins.int
+    """Call records that could not be sent to db_service when made and went to the disk spool,
+    and spooled records since sent (both since the start of the process).
+    """
+    calllog_replayed_records: _builtins.int
+    cache_degraded: _builtins.bool
+    """The shared (Redis) response cache is slow or unreachable: this replica's memory cache (or
+    none) serves instead.
+    """
+    shared_breakers_degraded: _builtins.bool
+    """Breaker trips are not shared with other replicas because Redis is slow or unreachable;
+    each replica's breakers decide alone.
+    """
     @_builtins.property
     def stats(self) -> _containers.RepeatedCompositeFieldContainer[_api_types_pb2.CallStats]:
         """Sorted by endpoint name, then host; URL calls (no endpoint) first."""
+
+    @_builtins.property
+    def key_health(self) -> _containers.RepeatedCompositeFieldContainer[_api_types_pb2.KeyHealth]:
+        """Health of every key of every key pool of this replica (never the keys themselves)."""
 
     def __init__(
         self,
         *,
         stats: _abc.Iterable[_api_types_pb2.CallStats] | None = ...,
         global_limits_degraded: _builtins.bool = ...,
+        calllog_delayed_records: _builtins.int = ...,
+        calllog_replayed_records: _builtins.int = ...,
+        key_health: _abc.Iterable[_api_types_pb2.KeyHealth] | None = ...,
+        cache_degraded: _builtins.bool = ...,
+        shared_breakers_degraded: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["global_limits_degraded", b"global_limits_degraded", "stats", b"stats"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_degraded", b"cache_degraded", "calllog_delayed_records", b"calllog_delayed_records", "calllog_replayed_records", b"calllog_replayed_records", "global_limits_degraded", b"global_limits_degraded", "key_health", b"key_health", "shared_breakers_degraded", b"shared_breakers_degraded", "stats", b"stats"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -49,6 +49,21 @@ class ApiServiceStub:
                 request_serializer=paca_dot_api_dot_v1_dot_api__service__pb2.CallRequest.SerializeToString,
                 response_deserializer=paca_dot_api_dot_v1_dot_api__service__pb2.CallResponse.FromString,
                 _registered_method=True)
+        self.CallStream = channel.unary_stream(
+                '/paca.api.v1.ApiService/CallStream',
+                request_serializer=paca_dot_api_dot_v1_dot_api__service__pb2.CallStreamRequest.SerializeToString,
+                response_deserializer=paca_dot_api_dot_v1_dot_api__service__pb2.CallStreamResponse.FromString,
+                _registered_method=True)
+        self.GraphQL = channel.unary_unary(
+                '/paca.api.v1.ApiService/GraphQL',
+                request_serializer=paca_dot_api_dot_v1_dot_api__service__pb2.GraphQLRequest.SerializeToString,
+                response_deserializer=paca_dot_api_dot_v1_dot_api__service__pb2.GraphQLResponse.FromString,
+                _registered_method=True)
+        self.FanOut = channel.unary_unary(
+                '/paca.api.v1.ApiService/FanOut',
+                request_serializer=paca_dot_api_dot_v1_dot_api__service__pb2.FanOutRequest.SerializeToString,
+                response_deserializer=paca_dot_api_dot_v1_dot_api__service__pb2.FanOutResponse.FromString,
+                _registered_method=True)
         self.RegisterEndpoint = channel.unary_unary(
                 '/paca.api.v1.ApiService/RegisterEndpoint',
                 request_serializer=paca_dot_api_dot_v1_dot_api__service__pb2.RegisterEndpointRequest.SerializeToString,
@@ -91,6 +106,37 @@ class ApiServiceServicer:
 
     def Call(self, request, context):
         """Makes one HTTP call to a registered endpoint or an absolute URL.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CallStream(self, request, context):
+        """Makes one HTTP call and relays the response in chunks as it arrives, for bodies too large
+        to hold (no response size limit applies). The first message carries the status and
+        headers; the following ones the body, in order. Retries happen only before the first
+        message; the call is recorded without its body.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GraphQL(self, request, context):
+        """Sends one GraphQL operation (POST, JSON) to a GRAPHQL endpoint or a URL. GraphQL errors
+        are part of the reply, next to whatever partial data came back. A query is retried like an
+        idempotent request and may be cached (CachePolicy); a mutation is retried only with an
+        idempotency key and never cached.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FanOut(self, request, context):
+        """Makes many calls in parallel under a per-call and an overall deadline; every call has its
+        own result (a reply or an error) in the order given, and every call is recorded.
+
+        Like Call, CallStream, GraphQL and FanOut declare no idempotency level: whether repeating
+        them is safe depends on the upstream request (its method, a mutation, an idempotency key).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -139,6 +185,21 @@ def add_ApiServiceServicer_to_server(servicer, server):
                     servicer.Call,
                     request_deserializer=paca_dot_api_dot_v1_dot_api__service__pb2.CallRequest.FromString,
                     response_serializer=paca_dot_api_dot_v1_dot_api__service__pb2.CallResponse.SerializeToString,
+            ),
+            'CallStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.CallStream,
+                    request_deserializer=paca_dot_api_dot_v1_dot_api__service__pb2.CallStreamRequest.FromString,
+                    response_serializer=paca_dot_api_dot_v1_dot_api__service__pb2.CallStreamResponse.SerializeToString,
+            ),
+            'GraphQL': grpc.unary_unary_rpc_method_handler(
+                    servicer.GraphQL,
+                    request_deserializer=paca_dot_api_dot_v1_dot_api__service__pb2.GraphQLRequest.FromString,
+                    response_serializer=paca_dot_api_dot_v1_dot_api__service__pb2.GraphQLResponse.SerializeToString,
+            ),
+            'FanOut': grpc.unary_unary_rpc_method_handler(
+                    servicer.FanOut,
+                    request_deserializer=paca_dot_api_dot_v1_dot_api__service__pb2.FanOutRequest.FromString,
+                    response_serializer=paca_dot_api_dot_v1_dot_api__service__pb2.FanOutResponse.SerializeToString,
             ),
             'RegisterEndpoint': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterEndpoint,
@@ -203,6 +264,87 @@ class ApiService:
             '/paca.api.v1.ApiService/Call',
             paca_dot_api_dot_v1_dot_api__service__pb2.CallRequest.SerializeToString,
             paca_dot_api_dot_v1_dot_api__service__pb2.CallResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CallStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/paca.api.v1.ApiService/CallStream',
+            paca_dot_api_dot_v1_dot_api__service__pb2.CallStreamRequest.SerializeToString,
+            paca_dot_api_dot_v1_dot_api__service__pb2.CallStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GraphQL(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paca.api.v1.ApiService/GraphQL',
+            paca_dot_api_dot_v1_dot_api__service__pb2.GraphQLRequest.SerializeToString,
+            paca_dot_api_dot_v1_dot_api__service__pb2.GraphQLResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FanOut(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paca.api.v1.ApiService/FanOut',
+            paca_dot_api_dot_v1_dot_api__service__pb2.FanOutRequest.SerializeToString,
+            paca_dot_api_dot_v1_dot_api__service__pb2.FanOutResponse.FromString,
             options,
             channel_credentials,
             insecure,

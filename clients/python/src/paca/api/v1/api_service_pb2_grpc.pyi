@@ -45,6 +45,25 @@ class ApiServiceStub:
     def __new__(cls, channel: _aio.Channel) -> ApiServiceAsyncStub: ...
     Call: _grpc.UnaryUnaryMultiCallable[_api_service_pb2.CallRequest, _api_service_pb2.CallResponse]
     """Makes one HTTP call to a registered endpoint or an absolute URL."""
+    CallStream: _grpc.UnaryStreamMultiCallable[_api_service_pb2.CallStreamRequest, _api_service_pb2.CallStreamResponse]
+    """Makes one HTTP call and relays the response in chunks as it arrives, for bodies too large
+    to hold (no response size limit applies). The first message carries the status and
+    headers; the following ones the body, in order. Retries happen only before the first
+    message; the call is recorded without its body.
+    """
+    GraphQL: _grpc.UnaryUnaryMultiCallable[_api_service_pb2.GraphQLRequest, _api_service_pb2.GraphQLResponse]
+    """Sends one GraphQL operation (POST, JSON) to a GRAPHQL endpoint or a URL. GraphQL errors
+    are part of the reply, next to whatever partial data came back. A query is retried like an
+    idempotent request and may be cached (CachePolicy); a mutation is retried only with an
+    idempotency key and never cached.
+    """
+    FanOut: _grpc.UnaryUnaryMultiCallable[_api_service_pb2.FanOutRequest, _api_service_pb2.FanOutResponse]
+    """Makes many calls in parallel under a per-call and an overall deadline; every call has its
+    own result (a reply or an error) in the order given, and every call is recorded.
+
+    Like Call, CallStream, GraphQL and FanOut declare no idempotency level: whether repeating
+    them is safe depends on the upstream request (its method, a mutation, an idempotency key).
+    """
     RegisterEndpoint: _grpc.UnaryUnaryMultiCallable[_api_service_pb2.RegisterEndpointRequest, _api_service_pb2.RegisterEndpointResponse]
     """Registers an endpoint, replacing one of the same name."""
     GetEndpoint: _grpc.UnaryUnaryMultiCallable[_api_service_pb2.GetEndpointRequest, _api_service_pb2.GetEndpointResponse]
@@ -75,6 +94,25 @@ class ApiServiceAsyncStub(ApiServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Call: _aio.UnaryUnaryMultiCallable[_api_service_pb2.CallRequest, _api_service_pb2.CallResponse]  # type: ignore[assignment]
     """Makes one HTTP call to a registered endpoint or an absolute URL."""
+    CallStream: _aio.UnaryStreamMultiCallable[_api_service_pb2.CallStreamRequest, _api_service_pb2.CallStreamResponse]  # type: ignore[assignment]
+    """Makes one HTTP call and relays the response in chunks as it arrives, for bodies too large
+    to hold (no response size limit applies). The first message carries the status and
+    headers; the following ones the body, in order. Retries happen only before the first
+    message; the call is recorded without its body.
+    """
+    GraphQL: _aio.UnaryUnaryMultiCallable[_api_service_pb2.GraphQLRequest, _api_service_pb2.GraphQLResponse]  # type: ignore[assignment]
+    """Sends one GraphQL operation (POST, JSON) to a GRAPHQL endpoint or a URL. GraphQL errors
+    are part of the reply, next to whatever partial data came back. A query is retried like an
+    idempotent request and may be cached (CachePolicy); a mutation is retried only with an
+    idempotency key and never cached.
+    """
+    FanOut: _aio.UnaryUnaryMultiCallable[_api_service_pb2.FanOutRequest, _api_service_pb2.FanOutResponse]  # type: ignore[assignment]
+    """Makes many calls in parallel under a per-call and an overall deadline; every call has its
+    own result (a reply or an error) in the order given, and every call is recorded.
+
+    Like Call, CallStream, GraphQL and FanOut declare no idempotency level: whether repeating
+    them is safe depends on the upstream request (its method, a mutation, an idempotency key).
+    """
     RegisterEndpoint: _aio.UnaryUnaryMultiCallable[_api_service_pb2.RegisterEndpointRequest, _api_service_pb2.RegisterEndpointResponse]  # type: ignore[assignment]
     """Registers an endpoint, replacing one of the same name."""
     GetEndpoint: _aio.UnaryUnaryMultiCallable[_api_service_pb2.GetEndpointRequest, _api_service_pb2.GetEndpointResponse]  # type: ignore[assignment]
@@ -108,6 +146,43 @@ class ApiServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_api_service_pb2.CallResponse, _abc.Awaitable[_api_service_pb2.CallResponse]]:
         """Makes one HTTP call to a registered endpoint or an absolute URL."""
+
+    @_abc_1.abstractmethod
+    def CallStream(
+        self,
+        request: _api_service_pb2.CallStreamRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_api_service_pb2.CallStreamResponse], _abc.AsyncIterator[_api_service_pb2.CallStreamResponse]]:
+        """Makes one HTTP call and relays the response in chunks as it arrives, for bodies too large
+        to hold (no response size limit applies). The first message carries the status and
+        headers; the following ones the body, in order. Retries happen only before the first
+        message; the call is recorded without its body.
+        """
+
+    @_abc_1.abstractmethod
+    def GraphQL(
+        self,
+        request: _api_service_pb2.GraphQLRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_service_pb2.GraphQLResponse, _abc.Awaitable[_api_service_pb2.GraphQLResponse]]:
+        """Sends one GraphQL operation (POST, JSON) to a GRAPHQL endpoint or a URL. GraphQL errors
+        are part of the reply, next to whatever partial data came back. A query is retried like an
+        idempotent request and may be cached (CachePolicy); a mutation is retried only with an
+        idempotency key and never cached.
+        """
+
+    @_abc_1.abstractmethod
+    def FanOut(
+        self,
+        request: _api_service_pb2.FanOutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_service_pb2.FanOutResponse, _abc.Awaitable[_api_service_pb2.FanOutResponse]]:
+        """Makes many calls in parallel under a per-call and an overall deadline; every call has its
+        own result (a reply or an error) in the order given, and every call is recorded.
+
+        Like Call, CallStream, GraphQL and FanOut declare no idempotency level: whether repeating
+        them is safe depends on the upstream request (its method, a mutation, an idempotency key).
+        """
 
     @_abc_1.abstractmethod
     def RegisterEndpoint(

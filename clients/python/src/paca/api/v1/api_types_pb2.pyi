@@ -91,6 +91,34 @@ RATE_LIMIT_SCOPE_GLOBAL: RateLimitScope.ValueType  # 2
 """One bucket shared by all replicas (Redis)."""
 Global___RateLimitScope: _TypeAlias = RateLimitScope  # noqa: Y015
 
+class _RedirectMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RedirectModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RedirectMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REDIRECT_MODE_UNSPECIFIED: _RedirectMode.ValueType  # 0
+    """The endpoint's mode, else FOLLOW."""
+    REDIRECT_MODE_FOLLOW: _RedirectMode.ValueType  # 1
+    """Follow to any host (Authorization and Cookie are dropped when the origin changes)."""
+    REDIRECT_MODE_OFF: _RedirectMode.ValueType  # 2
+    """Return the 3xx reply as is."""
+    REDIRECT_MODE_SAME_HOST: _RedirectMode.ValueType  # 3
+    """Follow only within the same scheme, host and port; return a redirect elsewhere as is."""
+
+class RedirectMode(_RedirectMode, metaclass=_RedirectModeEnumTypeWrapper):
+    """What a call does with a 3xx reply that carries a Location."""
+
+REDIRECT_MODE_UNSPECIFIED: RedirectMode.ValueType  # 0
+"""The endpoint's mode, else FOLLOW."""
+REDIRECT_MODE_FOLLOW: RedirectMode.ValueType  # 1
+"""Follow to any host (Authorization and Cookie are dropped when the origin changes)."""
+REDIRECT_MODE_OFF: RedirectMode.ValueType  # 2
+"""Return the 3xx reply as is."""
+REDIRECT_MODE_SAME_HOST: RedirectMode.ValueType  # 3
+"""Follow only within the same scheme, host and port; return a redirect elsewhere as is."""
+Global___RedirectMode: _TypeAlias = RedirectMode  # noqa: Y015
+
 class _KeyPlacement:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -138,6 +166,36 @@ KEY_STRATEGY_UNSPECIFIED: KeyStrategy.ValueType  # 0
 KEY_STRATEGY_ROUND_ROBIN: KeyStrategy.ValueType  # 1
 KEY_STRATEGY_LEAST_USED: KeyStrategy.ValueType  # 2
 Global___KeyStrategy: _TypeAlias = KeyStrategy  # noqa: Y015
+
+class _KeyState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _KeyStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_KeyState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    KEY_STATE_UNSPECIFIED: _KeyState.ValueType  # 0
+    KEY_STATE_ACTIVE: _KeyState.ValueType  # 1
+    """Usable."""
+    KEY_STATE_COOLING: _KeyState.ValueType  # 2
+    """Answered 429: unused until its Retry-After (or the quota's reset) has passed."""
+    KEY_STATE_RESTED: _KeyState.ValueType  # 3
+    """Its learned quota is (nearly) spent: unused until the quota resets."""
+    KEY_STATE_QUARANTINED: _KeyState.ValueType  # 4
+    """Answered 401 or 403: unused for the quarantine time, or until the keys are reloaded."""
+
+class KeyState(_KeyState, metaclass=_KeyStateEnumTypeWrapper):
+    """State of one key of a pool."""
+
+KEY_STATE_UNSPECIFIED: KeyState.ValueType  # 0
+KEY_STATE_ACTIVE: KeyState.ValueType  # 1
+"""Usable."""
+KEY_STATE_COOLING: KeyState.ValueType  # 2
+"""Answered 429: unused until its Retry-After (or the quota's reset) has passed."""
+KEY_STATE_RESTED: KeyState.ValueType  # 3
+"""Its learned quota is (nearly) spent: unused until the quota resets."""
+KEY_STATE_QUARANTINED: KeyState.ValueType  # 4
+"""Answered 401 or 403: unused for the quarantine time, or until the keys are reloaded."""
+Global___KeyState: _TypeAlias = KeyState  # noqa: Y015
 
 class _CircuitState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -267,6 +325,7 @@ class CircuitBreakerPolicy(_message.Message):
     MINIMUM_CALLS_FIELD_NUMBER: _builtins.int
     OPEN_DURATION_FIELD_NUMBER: _builtins.int
     HALF_OPEN_PROBES_FIELD_NUMBER: _builtins.int
+    SHARED_FIELD_NUMBER: _builtins.int
     enabled: _builtins.bool
     consecutive_failures: _builtins.int
     """Trip after this many consecutive failures (0: not used)."""
@@ -276,6 +335,10 @@ class CircuitBreakerPolicy(_message.Message):
     """
     minimum_calls: _builtins.int
     half_open_probes: _builtins.int
+    shared: _builtins.bool
+    """Share the breaker's trips with every replica through Redis (PACA_API_REDIS_URL); each
+    replica falls back to its own state while Redis is unreachable.
+    """
     @_builtins.property
     def window(self) -> _duration_pb2.Duration: ...
     @_builtins.property
@@ -292,10 +355,11 @@ class CircuitBreakerPolicy(_message.Message):
         minimum_calls: _builtins.int = ...,
         open_duration: _duration_pb2.Duration | None = ...,
         half_open_probes: _builtins.int = ...,
+        shared: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["open_duration", b"open_duration", "window", b"window"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consecutive_failures", b"consecutive_failures", "enabled", b"enabled", "failure_rate_threshold", b"failure_rate_threshold", "half_open_probes", b"half_open_probes", "minimum_calls", b"minimum_calls", "open_duration", b"open_duration", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consecutive_failures", b"consecutive_failures", "enabled", b"enabled", "failure_rate_threshold", b"failure_rate_threshold", "half_open_probes", b"half_open_probes", "minimum_calls", b"minimum_calls", "open_duration", b"open_duration", "shared", b"shared", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -339,7 +403,8 @@ Global___RateLimitPolicy: _TypeAlias = RateLimitPolicy  # noqa: Y015
 
 @_typing.final
 class CachePolicy(_message.Message):
-    """Response caching of an endpoint (GET and HEAD only). The upstream's Cache-Control
+    """Response caching of an endpoint (GET and HEAD only; for a GRAPHQL endpoint, queries by their
+    normalised text, variables and operation name, never mutations). The upstream's Cache-Control
     (no-store, no-cache, max-age, s-maxage, must-revalidate, stale-if-error) and Expires are
     honoured; a stale entry with an ETag or Last-Modified is revalidated with a conditional
     request. Concurrent identical requests of a cached endpoint share one upstream request.
@@ -391,6 +456,31 @@ class CachePolicy(_message.Message):
 Global___CachePolicy: _TypeAlias = CachePolicy  # noqa: Y015
 
 @_typing.final
+class RedirectPolicy(_message.Message):
+    """Redirect handling of an endpoint or a call (a call's settings win where set)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODE_FIELD_NUMBER: _builtins.int
+    MAX_REDIRECTS_FIELD_NUMBER: _builtins.int
+    mode: Global___RedirectMode.ValueType
+    max_redirects: _builtins.int
+    """Redirects followed at most (0: the endpoint's, else 10); past it the 3xx is returned."""
+    def __init__(
+        self,
+        *,
+        mode: Global___RedirectMode.ValueType = ...,
+        max_redirects: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_redirects", b"max_redirects", "mode", b"mode"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RedirectPolicy: _TypeAlias = RedirectPolicy  # noqa: Y015
+
+@_typing.final
 class AuthPolicy(_message.Message):
     """Credentials of an endpoint: a pool of keys of its provider. Keys themselves never travel in
     messages; they come from the environment or secret files of api_service.
@@ -401,24 +491,72 @@ class AuthPolicy(_message.Message):
     PLACEMENT_FIELD_NUMBER: _builtins.int
     PARAMETER_NAME_FIELD_NUMBER: _builtins.int
     STRATEGY_FIELD_NUMBER: _builtins.int
+    KEY_POOL_FIELD_NUMBER: _builtins.int
     placement: Global___KeyPlacement.ValueType
     parameter_name: _builtins.str
     """Header or query parameter name for HEADER / QUERY placement."""
     strategy: Global___KeyStrategy.ValueType
+    key_pool: _builtins.str
+    """Name of the key pool (PACA_API_KEY_POOLS) whose keys or OAuth2 client are used; empty:
+    the endpoint's provider name.
+    """
     def __init__(
         self,
         *,
         placement: Global___KeyPlacement.ValueType = ...,
         parameter_name: _builtins.str = ...,
         strategy: Global___KeyStrategy.ValueType = ...,
+        key_pool: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["parameter_name", b"parameter_name", "placement", b"placement", "strategy", b"strategy"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_pool", b"key_pool", "parameter_name", b"parameter_name", "placement", b"placement", "strategy", b"strategy"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AuthPolicy: _TypeAlias = AuthPolicy  # noqa: Y015
+
+@_typing.final
+class KeyHealth(_message.Message):
+    """Health of one key (or OAuth2 client) of a pool; never the key itself."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POOL_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    USES_FIELD_NUMBER: _builtins.int
+    QUOTA_REMAINING_FIELD_NUMBER: _builtins.int
+    AVAILABLE_IN_FIELD_NUMBER: _builtins.int
+    pool: _builtins.str
+    label: _builtins.str
+    """Stable id that does not reveal the key: "<pool>#<first 8 hex digits of its SHA-256>"."""
+    state: Global___KeyState.ValueType
+    uses: _builtins.int
+    """Requests sent with the key by this replica."""
+    quota_remaining: _builtins.int
+    """Requests left in the provider's current window as last reported (-1: unknown)."""
+    @_builtins.property
+    def available_in(self) -> _duration_pb2.Duration:
+        """Time until the key is usable again (zero when it is active)."""
+
+    def __init__(
+        self,
+        *,
+        pool: _builtins.str = ...,
+        label: _builtins.str = ...,
+        state: Global___KeyState.ValueType = ...,
+        uses: _builtins.int = ...,
+        quota_remaining: _builtins.int = ...,
+        available_in: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["available_in", b"available_in"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available_in", b"available_in", "label", b"label", "pool", b"pool", "quota_remaining", b"quota_remaining", "state", b"state", "uses", b"uses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeyHealth: _TypeAlias = KeyHealth  # noqa: Y015
 
 @_typing.final
 class Endpoint(_message.Message):
@@ -442,6 +580,8 @@ class Endpoint(_message.Message):
     RESPONSE_SCHEMA_JSON_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    REDIRECT_FIELD_NUMBER: _builtins.int
+    COMPRESS_REQUEST_BODY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Unique name, e.g. "github.get_user": letters, digits, '.', '_', '-'."""
     provider: _builtins.str
@@ -453,9 +593,11 @@ class Endpoint(_message.Message):
     method: Global___HttpMethod.ValueType
     kind: Global___EndpointKind.ValueType
     response_schema_json: _builtins.str
-    """Optional JSON Schema (as JSON text) the response body must fit; a misfit is recorded as a
-    validation error.
+    """Optional JSON Schema (as JSON text) the response body must fit (for a GRAPHQL endpoint, the
+    reply's `data`); a misfit is recorded as a validation error.
     """
+    compress_request_body: _builtins.bool
+    """Send request bodies gzip-compressed (Content-Encoding: gzip)."""
     @_builtins.property
     def default_headers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Header]: ...
     @_builtins.property
@@ -478,6 +620,8 @@ class Endpoint(_message.Message):
 
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def redirect(self) -> Global___RedirectPolicy: ...
     def __init__(
         self,
         *,
@@ -497,10 +641,12 @@ class Endpoint(_message.Message):
         response_schema_json: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        redirect: Global___RedirectPolicy | None = ...,
+        compress_request_body: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["auth", b"auth", "cache", b"cache", "circuit_breaker", b"circuit_breaker", "create_time", b"create_time", "rate_limit", b"rate_limit", "retry", b"retry", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["auth", b"auth", "cache", b"cache", "circuit_breaker", b"circuit_breaker", "create_time", b"create_time", "rate_limit", b"rate_limit", "redirect", b"redirect", "retry", b"retry", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth", b"auth", "base_url", b"base_url", "cache", b"cache", "circuit_breaker", b"circuit_breaker", "create_time", b"create_time", "default_headers", b"default_headers", "kind", b"kind", "method", b"method", "name", b"name", "path", b"path", "provider", b"provider", "rate_limit", b"rate_limit", "response_schema_json", b"response_schema_json", "retry", b"retry", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth", b"auth", "base_url", b"base_url", "cache", b"cache", "circuit_breaker", b"circuit_breaker", "compress_request_body", b"compress_request_body", "create_time", b"create_time", "default_headers", b"default_headers", "kind", b"kind", "method", b"method", "name", b"name", "path", b"path", "provider", b"provider", "rate_limit", b"rate_limit", "redirect", b"redirect", "response_schema_json", b"response_schema_json", "retry", b"retry", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -531,6 +677,7 @@ class CallStats(_message.Message):
     CACHE_HITS_FIELD_NUMBER: _builtins.int
     CACHE_MISSES_FIELD_NUMBER: _builtins.int
     CACHE_HIT_RATIO_FIELD_NUMBER: _builtins.int
+    VALIDATION_ERRORS_FIELD_NUMBER: _builtins.int
     endpoint: _builtins.str
     """Registered endpoint name; empty for calls to absolute URLs."""
     host: _builtins.str
@@ -561,6 +708,8 @@ class CallStats(_message.Message):
     """Cacheable calls that needed an upstream response body."""
     cache_hit_ratio: _builtins.float
     """cache_hits / (cache_hits + cache_misses); 0 when the target has no cache."""
+    validation_errors: _builtins.int
+    """Replies whose body did not fit the endpoint's response schema."""
     @_builtins.property
     def latency_p50(self) -> _duration_pb2.Duration:
         """Latency percentiles over the most recent calls (up to 1024)."""
@@ -593,10 +742,11 @@ class CallStats(_message.Message):
         cache_hits: _builtins.int = ...,
         cache_misses: _builtins.int = ...,
         cache_hit_ratio: _builtins.float = ...,
+        validation_errors: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["latency_p50", b"latency_p50", "latency_p95", b"latency_p95", "latency_p99", b"latency_p99", "limiter_wait", b"limiter_wait"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cache_hit_ratio", b"cache_hit_ratio", "cache_hits", b"cache_hits", "cache_misses", b"cache_misses", "calls", b"calls", "circuit_rejections", b"circuit_rejections", "endpoint", b"endpoint", "endpoint_circuit", b"endpoint_circuit", "host", b"host", "host_circuit", b"host_circuit", "latency_p50", b"latency_p50", "latency_p95", b"latency_p95", "latency_p99", b"latency_p99", "limiter_degraded", b"limiter_degraded", "limiter_rejections", b"limiter_rejections", "limiter_wait", b"limiter_wait", "limiter_waits", b"limiter_waits", "retries_denied", b"retries_denied", "success_rate", b"success_rate"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cache_hit_ratio", b"cache_hit_ratio", "cache_hits", b"cache_hits", "cache_misses", b"cache_misses", "calls", b"calls", "circuit_rejections", b"circuit_rejections", "endpoint", b"endpoint", "endpoint_circuit", b"endpoint_circuit", "host", b"host", "host_circuit", b"host_circuit", "latency_p50", b"latency_p50", "latency_p95", b"latency_p95", "latency_p99", b"latency_p99", "limiter_degraded", b"limiter_degraded", "limiter_rejections", b"limiter_rejections", "limiter_wait", b"limiter_wait", "limiter_waits", b"limiter_waits", "retries_denied", b"retries_denied", "success_rate", b"success_rate", "validation_errors", b"validation_errors"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

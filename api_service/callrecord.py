@@ -1,0 +1,169 @@
+"""From a finished call to its ``ApiCallRecord`` and the verdict on its response.
+
+A verdict says whether a reply counts as a success: by default a 2xx or 3xx status whose body
+fits the endpoint's JSON Schema, when it has one (``Endpoint.response_schema_json``). A body
+that does not fit is a *validation error*: the reply still reaches the caller, and the record
+says ``is_validation_error`` with the first misfit in ``error_message``. Schemas are checked
+with ``jsonschema`` (the reference implementation; the draft comes from ``$schema``) and
+compiled once per schema text.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+from google.protobuf import timestamp_pb2
+from jsonschema.protocols import Validator
+from opentelemetry import trace
+from paca.db.v1 import db_types_pb2
+
+from api_service.attempts import Outcome, Reply
+from api_service.request import Target
+from api_service.transport import HttpRequest, HttpResponse
+from paca_runtime.redact import redact_url
+
+# Longest misfit description kept in a record or a reply.
+MAX_ERROR_CHARS = 300
+# A random UUID's version (4) and variant (RFC 9562) bits, and the random bits kept around them.
+_UUID_V4 = 0x4 << 76 | 0x2 << 62
+_UUID_KEEP = ~(0xF << 76 | 0x3 << 62) & (1 << 128) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Whether a reply counts as a success, and why not."""
+
+    success: bool
+    error_message: str | None = None
+    # The reply arrived but its body does not fit the endpoint's schema.
+    validation_error: bool = False
+    # A cached endpoint may store the reply (HTTP's own rules still apply).
+    cacheable: bool = True
+
+
+Judge = Callable[[HttpResponse], Verdict]
+
+
+@functools.lru_cache(maxsize=256)
+def compiled_schema(schema_json: str) -> Validator | str:
+    """The validator of a schema text, or why the schema itself is unusable."""
+    try:
+        schema = json.loads(schema_json)
+        cls = jsonschema.validators.validator_for(schema)
+        cls.check_schema(schema)
+    except (ValueError, jsonschema.SchemaError) as exc:
+        message = exc.message if isinstance(exc, jsonschema.SchemaError) else str(exc)
+        return f"the endpoint's response schema is unusable: {message}"[:MAX_ERROR_CHARS]
+    validator: Validator = cls(schema)
+    return validator
+
+
+def schema_misfit(schema_json: str, document: Any) -> str | None:
+    """The first way ``document`` misfits the schema (None: it fits)."""
+    validator = compiled_schema(schema_json)
+    if isinstance(validator, str):
+        return validator
+    error = jsonschema.exceptions.best_match(validator.iter_errors(document))
+    if error is None:
+        return None
+    where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+    return f"response does not fit the schema at {where}: {error.message}"[:MAX_ERROR_CHARS]
+
+
+def http_verdict(target: Target) -> Judge:
+    """The default judge: 2xx/3xx, and a JSON body that fits the endpoint's schema if any."""
+    schema = target.spec.response_schema_json if target.spec is not None else ""
+
+    def judge(response: HttpResponse) -> Verdict:
+        if not 200 <= response.status < 400:
+            return Verdict(False, f"HTTP {response.status}")
+        if not schema or response.status >= 300:
+            return Verdict(True)
+        try:
+            document = json.loads(response.body)
+        except ValueError:
+            return Verdict(False, "response is not JSON; the endpoint has a schema", True, False)
+        misfit = schema_misfit(schema, document)
+        return Verdict(misfit is None, misfit, misfit is not None, misfit is None)
+
+    return judge
+
+
+def record_id() -> str:
+    """A random (version 4) UUID in its text form, as ``str(uuid.uuid4())`` but a quarter of
+    its cost (``uuid.UUID`` validates what it is given): every call's record needs one."""
+    bits = int.from_bytes(os.urandom(16)) & _UUID_KEEP | _UUID_V4
+    text = f"{bits:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+def build_record(
+    target: Target,
+    request: HttpRequest,
+    started: timestamp_pb2.Timestamp,
+    elapsed_ms: float,
+    outcome: Outcome[Any],
+    verdict: Verdict | None,
+    *,
+    data: bytes | None,
+    max_data_bytes: int,
+) -> db_types_pb2.ApiCallRecord:
+    """The record of one call; ``verdict`` is None when no reply arrived.
+
+    ``data`` is the body to keep as ``data_json`` (when it is small JSON and the call
+    succeeded); None keeps none, as for a streamed body.
+    """
+    response: Reply | None = outcome.response
+    status = response.status if response is not None else 0
+    success = verdict is not None and verdict.success
+    record = db_types_pb2.ApiCallRecord(
+        record_id=record_id(),
+        provider=target.provider,
+        success=success,
+        is_validation_error=verdict is not None and verdict.validation_error,
+        response_time_ms=elapsed_ms,
+        create_time=started,
+        endpoint=target.endpoint,
+        status_code=status,
+        method=request.method,
+        url=public_url(request.url),
+        trace_id=format(trace.get_current_span().get_span_context().trace_id, "032x"),
+        attempts=outcome.attempts,
+    )
+    if response is not None and success and data is not None:
+        text = json_text(response, data, max_data_bytes)
+        if text is not None:
+            record.data_json = text
+    if response is None:
+        record.error_message = str(outcome.error)
+    elif verdict is not None and verdict.error_message:
+        record.error_message = verdict.error_message
+    return record
+
+
+def public_url(url: str) -> str:
+    """``redact_url(url)``, without its parse for a URL that has nothing to hide: no userinfo,
+    no query, and nothing ``urlsplit`` could refuse (non-ASCII, brackets). Every call's record
+    and reply carry a URL, and most have none of these."""
+    if url.isascii() and "@" not in url and "?" not in url and "[" not in url:
+        return url
+    return redact_url(url)
+
+
+def json_text(response: Reply, body: bytes, max_bytes: int) -> str | None:
+    """The body as JSON text when it is JSON and small enough to keep."""
+    content_type = response.header("content-type") or ""
+    if "json" not in content_type.lower() or len(body) > max_bytes:
+        return None
+    try:
+        text = body.decode()
+        json.loads(text)
+    except ValueError:
+        return None
+    return text

@@ -1,0 +1,10 @@
+-- Endpoints registered with api_service, shared by its replicas. `spec` is the Endpoint message
+-- as JSON (protobuf's JSON mapping), so fields added to the message need no migration.
+CREATE TABLE api_endpoints (
+    name VARCHAR(100) NOT NULL PRIMARY KEY,
+    provider VARCHAR(50) NOT NULL,
+    spec MEDIUMTEXT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    updated_ms BIGINT NOT NULL,
+    KEY ix_api_endpoints_provider (provider)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;

@@ -1,0 +1,145 @@
+"""The shortcuts of the call path keep the answers of the long way round.
+
+Each per-call shortcut (a remembered verdict, a skipped parse, a cheaper id) is checked here
+against what it replaces, so a later change to either side shows up as a failure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider, sampling
+from opentelemetry.trace import SpanContext, TraceFlags
+from paca.api.v1 import api_types_pb2
+
+from api_service.attempts import Exchange
+from api_service.cache import ResponseCache
+from api_service.caller import OutboundCaller
+from api_service.callrecord import public_url, record_id
+from api_service.errors import ForbiddenTarget
+from api_service.redirects import DEFAULT_RULE, RedirectRule, redirect_rule
+from api_service.request import Target
+from api_service.safety import NetworkPolicy, parse_networks
+from api_service.stats import TargetStats
+from api_service.transport import HttpRequest
+from paca_runtime.redact import REDACTED, redact_url
+
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(10)]
+
+URLS = [
+    "http://127.0.0.1:8080/ok",
+    "https://api.example.com/v1/items/42",
+    "https://api.example.com/v1/items?page=2",
+    "https://api.example.com/v1/items?api_key=s3cret&page=2",
+    "https://user:pass@api.example.com/x",
+    "https://user@api.example.com/x",
+    "http://[::1]:8080/x",
+    "http://[::1/x",
+    "http://exa\uff1fmple.com/x",
+    "https://api.example.com/p#token=not-a-query",
+    "sqlite:////abs/path",
+]
+
+
+@pytest.mark.parametrize("url", URLS)
+def test_public_url_is_redact_url(url: str) -> None:
+    assert public_url(url) == redact_url(url)
+
+
+def test_public_url_still_redacts_secrets() -> None:
+    assert public_url("https://a.example/x?token=t0k3n") == f"https://a.example/x?token={REDACTED}"
+
+
+def test_record_ids_are_distinct_random_uuids() -> None:
+    ids = [record_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids[:200]:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+
+
+def _key_as_first_written(request: HttpRequest, policy: api_types_pb2.CachePolicy) -> str:
+    # Keys are shared through Redis by every replica: a new digest would orphan their entries.
+    digest = hashlib.sha256()
+    headers = {name.lower(): value for name, value in reversed(request.headers)}
+    for part in (request.method, request.url, headers.get("authorization", "")):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    for name in sorted(h.lower() for h in policy.vary_headers):
+        digest.update(f"{name}={headers.get(name, '')}\0".encode())
+    return digest.hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("headers", "vary"),
+    [
+        ([], []),
+        ([("Authorization", "Bearer a"), ("Accept", "text/plain")], ["Accept", "X-Missing"]),
+        ([("accept", "é/ü")], ["ACCEPT"]),
+    ],
+)
+def test_cache_keys_keep_their_digest(headers: list[tuple[str, str]], vary: list[str]) -> None:
+    request = HttpRequest("GET", "https://api.example.com/x?q=1", headers, None, 1.0)
+    policy = api_types_pb2.CachePolicy(enabled=True, vary_headers=vary)
+    assert ResponseCache.key(request, policy) == _key_as_first_written(request, policy)
+
+
+def test_check_url_remembers_verdicts_and_still_refuses() -> None:
+    policy = NetworkPolicy(parse_networks("127.0.0.0/8"))
+    for _ in range(3):
+        policy.check_url("http://127.0.0.1:9/x")
+        policy.check_url("http://name.example/x")
+        with pytest.raises(ForbiddenTarget, match=r"169\.254\.169\.254"):
+            policy.check_url("http://user:pw@169.254.169.254/latest?key=1")
+
+
+def test_check_url_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("api_service.safety.MAX_REMEMBERED_NETLOCS", 4)
+    policy = NetworkPolicy()
+    for i in range(10):
+        policy.check_url(f"http://host{i}.example/")
+    with pytest.raises(ForbiddenTarget):
+        policy.check_url("http://10.0.0.1/")
+    assert len(policy._netlocs) <= 4
+
+
+def test_redirect_rule_without_policies_is_the_default() -> None:
+    assert redirect_rule(None, None) is DEFAULT_RULE
+    assert RedirectRule() == DEFAULT_RULE
+    off = api_types_pb2.RedirectPolicy(mode=api_types_pb2.REDIRECT_MODE_OFF)
+    assert redirect_rule(off, None) == RedirectRule(follow=False)
+
+
+def _exchange() -> Exchange:
+    target = Target("http://127.0.0.1:9/x", "GET", "prov", "ep", [], None)
+    request = HttpRequest("GET", target.url, [], None, 1.0)
+    return Exchange(target, request, "127.0.0.1:9", None, TargetStats("ep", ""), True)
+
+
+def _parent(sampled: bool) -> trace.Span:
+    flags = TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
+    return trace.NonRecordingSpan(SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=flags))
+
+
+def test_the_call_span_under_an_unsampled_parent_is_the_parents_context() -> None:
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        trace.set_tracer_provider(TracerProvider())
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    assert isinstance(provider.sampler, sampling.ParentBased)
+    with trace.use_span(_parent(sampled=False)):
+        span = OutboundCaller.start_span(_exchange())
+    assert not span.is_recording()
+    assert span.get_span_context() == _parent(sampled=False).get_span_context()
+    with trace.use_span(_parent(sampled=True)):
+        span = OutboundCaller.start_span(_exchange())
+    span.end()
+    context = span.get_span_context()
+    assert context.trace_flags.sampled
+    assert context.trace_id == 0xABC
+    assert context.span_id != 0xDEF  # a span of its own
