@@ -17,7 +17,7 @@ import contextvars
 import inspect
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -72,8 +72,42 @@ METHOD_SCOPES: dict[str, tuple[str, dict[str, str]]] = {
         "api.admin",
         {rpc: "api.call" for rpc in ("Subscribe", "AckEvent", "ListDeadEvents", "GetWebhookStats")},
     ),
+    "/paca.db.v1.DocumentService/": (
+        "db.admin",
+        {
+            **{
+                rpc: "db.read"
+                for rpc in (
+                    "FindDocuments",
+                    "FindOneDocument",
+                    "AggregateDocuments",
+                    "CountDocuments",
+                    "ListIndexes",
+                    "GetDocumentStats",
+                )
+            },
+            **{
+                rpc: "db.write"
+                for rpc in (
+                    "InsertDocuments",
+                    "UpdateDocuments",
+                    "DeleteDocuments",
+                    "CreateIndex",
+                    "DropIndex",
+                )
+            },
+        },
+    ),
     # Only api_service calls it; every RPC changes delivery state or reads what it serves.
     "/paca.db.v1.EventStoreService/": ("db.write", {}),
+    # Command and Pipeline ask for db.write themselves when a command writes (require_scope).
+    "/paca.db.v1.KeyValueService/": (
+        "db.admin",
+        {
+            **{rpc: "db.read" for rpc in ("Command", "Pipeline", "Subscribe", "GetKeyValueStats")},
+            "Publish": "db.write",
+        },
+    ),
     "/paca.monitor.v1.MonitorService/": (
         "monitor.admin",
         {"GetStatus": "monitor.read", "WatchAlerts": "monitor.read", "Report": "monitor.report"},
@@ -131,14 +165,38 @@ def _rewrap(
     return handler
 
 
-def _denying(code: grpc.StatusCode, message: str) -> Callable[[Callable[..., Any]], Any]:
-    def wrap(behavior: Callable[..., Any]) -> Callable[..., Awaitable[None]]:
-        async def deny(request: Any, context: grpc.aio.ServicerContext) -> None:
-            await context.abort(code, message)
+def _denial(
+    handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str
+) -> grpc.RpcMethodHandler:
+    """A handler of the same cardinality as ``handler`` that refuses every call.
 
-        return deny
+    The kind decides, not the shape of the servicer's function: gRPC (and the tracing
+    interceptor wrapping what this returns) iterate a response-streaming handler, so it must
+    be an async generator, and await the others. Requests are never read.
+    """
 
-    return wrap
+    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(code, message)
+
+    async def refuse_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        await context.abort(code, message)
+        yield  # pragma: no cover - abort raises
+
+    build: Callable[..., grpc.RpcMethodHandler]
+    behavior: Callable[..., Any]
+    if handler.request_streaming and handler.response_streaming:
+        build, behavior = grpc.stream_stream_rpc_method_handler, refuse_stream
+    elif handler.response_streaming:
+        build, behavior = grpc.unary_stream_rpc_method_handler, refuse_stream
+    elif handler.request_streaming:
+        build, behavior = grpc.stream_unary_rpc_method_handler, refuse
+    else:
+        build, behavior = grpc.unary_unary_rpc_method_handler, refuse
+    return build(
+        behavior,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
 
 
 def _with_scopes(scopes: frozenset[str]) -> Callable[[Callable[..., Any]], Any]:
@@ -180,32 +238,25 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return handler
         entry = self.tokens.lookup(_bearer(details.invocation_metadata))
         if entry is None:
-            return _rewrap(
-                handler,
-                _denying(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token"),
+            return _denial(
+                handler, grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token"
             )
         if not grants(entry.scopes, needed):
             logger.info("denied %s to token %s: lacks %s", details.method, entry.name, needed)
-            return _rewrap(
-                handler,
-                _denying(grpc.StatusCode.PERMISSION_DENIED, f"the token lacks scope {needed}"),
+            return _denial(
+                handler, grpc.StatusCode.PERMISSION_DENIED, f"the token lacks scope {needed}"
             )
         return _rewrap(handler, _with_scopes(entry.scopes))
 
 
-class BearerTokenInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[misc]
-    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[misc]
-    grpc.aio.StreamUnaryClientInterceptor,  # type: ignore[misc]
-    grpc.aio.StreamStreamClientInterceptor,  # type: ignore[misc]
-):
-    """Adds ``authorization: Bearer <token>`` to every call of a channel (TLS or loopback)."""
+class _BearerToken:
+    """The ``authorization: Bearer <token>`` header, added to a call's metadata."""
 
     def __init__(self, token: str) -> None:
         self._header = ("authorization", f"Bearer {token}")
 
     def __repr__(self) -> str:
-        return "<BearerTokenInterceptor token=REDACTED>"
+        return f"<{type(self).__name__} token=REDACTED>"
 
     def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
         metadata = grpc.aio.Metadata(*(details.metadata or ()), self._header)
@@ -213,17 +264,38 @@ class BearerTokenInterceptor(
             details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
         )
 
+
+class _UnaryUnaryBearer(_BearerToken, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._details(details), request)
 
+
+class _UnaryStreamBearer(_BearerToken, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._details(details), request)
 
+
+class _StreamUnaryBearer(_BearerToken, grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
     async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
         return await continuation(self._details(details), requests)
 
+
+class _StreamStreamBearer(_BearerToken, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
     async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
         return await continuation(self._details(details), requests)
+
+
+def bearer_token_interceptors(token: str) -> list[grpc.aio.ClientInterceptor]:
+    """Client interceptors that add ``authorization: Bearer <token>`` to every call of a channel
+    (TLS or loopback), of all four kinds.
+
+    One per kind: a grpc.aio channel files each interceptor under the first call kind it
+    subclasses and under no other, so one class of all four kinds would reach unary calls only.
+    """
+    return [
+        kind(token)
+        for kind in (_UnaryUnaryBearer, _UnaryStreamBearer, _StreamUnaryBearer, _StreamStreamBearer)
+    ]
 
 
 def main() -> None:

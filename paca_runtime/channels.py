@@ -7,7 +7,7 @@ from typing import Any
 
 import grpc
 
-from paca_runtime.auth import BearerTokenInterceptor
+from paca_runtime.auth import bearer_token_interceptors
 from paca_runtime.security import SecuritySettings
 from paca_runtime.server import MAX_MESSAGE_BYTES
 from paca_runtime.settings import TARGET_SCHEMES
@@ -21,7 +21,7 @@ def open_channel(
     several addresses (``ipv4:a:1,b:2``, ``dns:///name:port``) is balanced round-robin."""
     chain = list(interceptors)
     if security.service_token:
-        chain.append(BearerTokenInterceptor(security.service_token))
+        chain.extend(bearer_token_interceptors(security.service_token))
     options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -55,7 +55,11 @@ def run(name: str, build: Callable[[SettingsSource, RuntimeSettings], Service]) 
         print(f"{name}: invalid settings: {exc}", file=sys.stderr)
         return 2
     configure_logging(name, runtime.log_level, runtime.log_format)
-    setup_tracing(name)
+    try:
+        setup_tracing(name)
+    except SettingsError as exc:
+        print(f"{name}: invalid settings: {exc}", file=sys.stderr)
+        return 2
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux

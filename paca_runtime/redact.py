@@ -28,6 +28,16 @@ SECRET_PARAMS: Final = frozenset(
 )
 
 
+# Further parameter names (lower case) this process uses for credentials, e.g. the query
+# parameter an endpoint's API key is placed in; see add_secret_params.
+_PROCESS_PARAMS: set[str] = set()
+
+
+def add_secret_params(*names: str) -> None:
+    """Hide the values of query parameters ``names`` in every later ``redact_url`` call."""
+    _PROCESS_PARAMS.update(name.lower() for name in names)
+
+
 def redact_url(url: str, extra_params: frozenset[str] = frozenset()) -> str:
     """The URL with its password and secret query parameter values replaced by REDACTED.
 
@@ -42,7 +52,7 @@ def redact_url(url: str, extra_params: frozenset[str] = frozenset()) -> str:
     userinfo, at, hostport = netloc.rpartition("@")
     if at and ":" in userinfo:
         netloc = f"{userinfo.partition(':')[0]}:{REDACTED}@{hostport}"
-    secret = SECRET_PARAMS | {p.lower() for p in extra_params}
+    secret = SECRET_PARAMS | _PROCESS_PARAMS | {p.lower() for p in extra_params}
     pairs = parse_qsl(query, keep_blank_values=True)
     if any(k.lower() in secret for k, _ in pairs):
         query = urlencode(

@@ -2,22 +2,88 @@
 
 Spans are exported over OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set (gRPC by default,
 HTTP/protobuf when ``OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf``) and dropped otherwise, so the
-embedded default costs next to nothing. The standard ``OTEL_*`` variables (sampler, batch
-delays) are honoured by the SDK itself.
+embedded default costs next to nothing. Batch delays and queue sizes (``OTEL_BSP_*``) are read
+by the SDK. The sampler is named by the standard ``OTEL_TRACES_SAMPLER`` and
+``OTEL_TRACES_SAMPLER_ARG``, read here rather than by the SDK for two reasons: a misspelt
+sampler or a ratio outside [0, 1] stops the process with an error naming the variable (the SDK
+would log a warning and sample everything), and the default is ours, not the SDK's
+``parentbased_always_on``: ``parentbased_traceidratio`` at 0.05 (see ``DEFAULT_SAMPLER``).
+
+Spans follow the OpenTelemetry semantic conventions (names in ``paca_runtime.semconv``): RPC
+server spans come from ``paca_runtime.rpc_spans``, RPC client spans from the interceptors here,
+HTTP client spans from ``paca_runtime.http_spans``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, Final
 
 from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.environment_variables import OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import TracerProvider, sampling
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.util._decorator import _agnosticcontextmanager
+from opentelemetry.util.types import Attributes
+
+from paca_runtime.rpc_spans import ServerSpans
+from paca_runtime.semconv import (
+    SERVER_ADDRESS,
+    SERVER_PORT,
+    grpc_target_server,
+)
+from paca_runtime.settings import SettingsError
 
 logger = logging.getLogger(__name__)
+
+# Without OTEL_TRACES_SAMPLER: a caller's decision is followed (its sampled traces are
+# complete across our services), and one in twenty traces that start here is kept. Keeping
+# every one costs api_service some 35-55 % more CPU per call; the default some 3-16 %
+# (bench/tracing_overhead.py, see DEVELOPERS.md).
+DEFAULT_SAMPLER: Final = "parentbased_traceidratio"
+DEFAULT_RATIO: Final = 0.05
+_RATIO_SAMPLERS: Final = {
+    "traceidratio": sampling.TraceIdRatioBased,
+    "parentbased_traceidratio": sampling.ParentBasedTraceIdRatio,
+}
+_FIXED_SAMPLERS: Final = {
+    "always_on": sampling.ALWAYS_ON,
+    "always_off": sampling.ALWAYS_OFF,
+    "parentbased_always_on": sampling.DEFAULT_ON,
+    "parentbased_always_off": sampling.DEFAULT_OFF,
+}
+
+
+def sampler_from_env(env: dict[str, str] | None = None) -> sampling.Sampler:
+    """The sampler ``OTEL_TRACES_SAMPLER`` (and ``OTEL_TRACES_SAMPLER_ARG``) name.
+
+    Raises:
+        SettingsError: An unknown sampler, or a ratio that is not a number in [0, 1].
+    """
+    env = dict(os.environ) if env is None else env
+    name = env.get(OTEL_TRACES_SAMPLER, "").strip().lower()
+    # The SDK's ratio is 1.0 when none is given; ours only when a ratio sampler was named.
+    default_ratio = "1.0" if name else str(DEFAULT_RATIO)
+    name = name or DEFAULT_SAMPLER
+    if name in _FIXED_SAMPLERS:
+        return _FIXED_SAMPLERS[name]
+    if name not in _RATIO_SAMPLERS:
+        known = ", ".join(sorted([*_FIXED_SAMPLERS, *_RATIO_SAMPLERS]))
+        raise SettingsError(f'"{OTEL_TRACES_SAMPLER}" must be one of {known}, got {name!r}')
+    raw = env.get(OTEL_TRACES_SAMPLER_ARG, "").strip() or default_ratio
+    try:
+        ratio = float(raw)
+    except ValueError:
+        raise SettingsError(
+            f'"{OTEL_TRACES_SAMPLER_ARG}" must be a ratio in [0, 1], got {raw!r}'
+        ) from None
+    if not 0.0 <= ratio <= 1.0:
+        raise SettingsError(f'"{OTEL_TRACES_SAMPLER_ARG}" must be a ratio in [0, 1], got {raw!r}')
+    return _RATIO_SAMPLERS[name](ratio)
 
 
 def _otlp_exporter() -> SpanExporter | None:
@@ -25,8 +91,12 @@ def _otlp_exporter() -> SpanExporter | None:
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
     ):
         return None
-    protocol = os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-    if protocol.startswith("http"):
+    protocol = os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "").strip() or "grpc"
+    if protocol not in ("grpc", "http/protobuf"):
+        raise SettingsError(
+            f'"OTEL_EXPORTER_OTLP_PROTOCOL" must be grpc or http/protobuf, got {protocol!r}'
+        )
+    if protocol == "http/protobuf":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         return OTLPSpanExporter()
@@ -43,15 +113,133 @@ def setup_tracing(service: str, exporter: SpanExporter | None = None) -> TracerP
     Args:
         service: ``service.name`` of every span (``OTEL_SERVICE_NAME`` overrides it).
         exporter: Where spans go; by default OTLP when configured, else nowhere.
+
+    Raises:
+        SettingsError: The sampler variables are wrong (see ``sampler_from_env``), or the OTLP
+            protocol is neither ``grpc`` nor ``http/protobuf``.
     """
     name = os.environ.get("OTEL_SERVICE_NAME", service)
-    provider = TracerProvider(resource=Resource.create({"service.name": name}))
+    provider = make_provider(name, sampler_from_env())
     exporter = exporter or _otlp_exporter()
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
         logger.info("exporting traces over OTLP", extra={"service_name": name})
     trace.set_tracer_provider(provider)
     return provider
+
+
+def make_provider(service: str, sampler: sampling.Sampler) -> TracerProvider:
+    """A tracer provider for ``service`` with ``sampler``, and no span processor yet."""
+    resource = Resource.create({"service.name": service})
+    return _Provider(
+        resource=_HashedResource(resource.attributes, resource.schema_url), sampler=sampler
+    )
+
+
+class _Provider(TracerProvider):
+    """The SDK's provider, whose tracers skip the spans a parent-based sampler would drop."""
+
+    def get_tracer(self, *args: Any, **kwargs: Any) -> trace.Tracer:
+        tracer = super().get_tracer(*args, **kwargs)
+        if isinstance(tracer, trace.NoOpTracer) or not isinstance(
+            self.sampler, sampling.ParentBased
+        ):
+            return tracer
+        return _SkipUnsampledChildren(tracer)
+
+
+def dropped_below(parent: trace.Span) -> bool:
+    """Whether the tracer provider's sampler drops any span started under ``parent``: the
+    parent is valid, not sampled, and the sampler is parent-based (as ``sampler_from_env``
+    builds them). Callers skip building such a span's attributes altogether."""
+    context = parent.get_span_context()
+    if not context.is_valid or context.trace_flags.sampled or parent.is_recording():
+        return False
+    return isinstance(getattr(trace.get_tracer_provider(), "sampler", None), sampling.ParentBased)
+
+
+class _SkipUnsampledChildren(trace.Tracer):
+    """Makes no span under a parent that was not sampled; hands back the parent instead.
+
+    A parent-based sampler drops every such span, but the SDK still builds each one (a sampler
+    call, a new span id, context objects) before it does, for every span of every unsampled
+    call: most calls at the default sampler. The API's no-op tracer does the same as this; the
+    trace context sent on is unchanged but for carrying the parent's span id.
+    """
+
+    def __init__(self, tracer: trace.Tracer) -> None:
+        self._tracer = tracer
+
+    def start_span(
+        self,
+        name: str,
+        context: Context | None = None,
+        kind: trace.SpanKind = trace.SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[trace.Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> trace.Span:
+        parent = trace.get_current_span(context)
+        if not parent.is_recording():
+            parent_context = parent.get_span_context()
+            if parent_context.is_valid and not parent_context.trace_flags.sampled:
+                return parent
+        return self._tracer.start_span(
+            name,
+            context,
+            kind,
+            attributes,
+            links,
+            start_time,
+            record_exception,
+            set_status_on_exception,
+        )
+
+    @_agnosticcontextmanager
+    def start_as_current_span(
+        self,
+        name: str,
+        context: Context | None = None,
+        kind: trace.SpanKind = trace.SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[trace.Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+        end_on_exit: bool = True,
+    ) -> Iterator[trace.Span]:
+        span = self.start_span(
+            name,
+            context,
+            kind,
+            attributes,
+            links,
+            start_time,
+            record_exception,
+            set_status_on_exception,
+        )
+        with trace.use_span(
+            span,
+            end_on_exit=end_on_exit,
+            record_exception=record_exception,
+            set_status_on_exception=set_status_on_exception,
+        ) as current:
+            yield current
+
+
+class _HashedResource(Resource):
+    """A Resource that computes its hash once. The OTLP encoder groups spans by resource,
+    hashing it for every span exported, and the SDK's hash serialises every attribute to JSON
+    each time: a tenth of the cost of exporting a span."""
+
+    def __init__(self, attributes: Any, schema_url: str | None = None) -> None:
+        super().__init__(attributes, schema_url)
+        self._hash = super().__hash__()
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 def shutdown_tracing() -> None:
@@ -62,20 +250,27 @@ def shutdown_tracing() -> None:
 
 
 def grpc_server_interceptors() -> list[Any]:
-    """Interceptors that open a server span per RPC, continuing the caller's trace.
+    """Interceptors that open a server span per RPC, continuing the caller's trace (health
+    checks and reflection left out; see ``paca_runtime.rpc_spans``)."""
+    return [ServerSpans()]
 
-    Health checks and reflection are left out: probes would otherwise flood the traces.
+
+def grpc_client_interceptors(target: str = "") -> list[Any]:
+    """Interceptors that open a client span per RPC and send the trace context along.
+
+    Args:
+        target: The channel's target; its host and port become ``server.address`` and
+            ``server.port`` of every client span (the instrumentation does not know them).
     """
-    from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
-
-    skip = filters.any_of(
-        filters.service_prefix("grpc.health."), filters.service_prefix("grpc.reflection.")
-    )
-    return [aio_server_interceptor(filter_=filters.negate(skip))]  # type: ignore[no-untyped-call]
-
-
-def grpc_client_interceptors() -> list[Any]:
-    """Interceptors that open a client span per RPC and send the trace context along."""
     from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
-    return list(aio_client_interceptors())  # type: ignore[no-untyped-call]
+    address, port = grpc_target_server(target) if target else ("", None)
+    attributes: dict[str, str | int] = {SERVER_ADDRESS: address} if address else {}
+    if port is not None:
+        attributes[SERVER_PORT] = port
+
+    def on_request(span: trace.Span, request: Any) -> None:
+        if attributes and span.is_recording():
+            span.set_attributes(attributes)
+
+    return list(aio_client_interceptors(request_hook=on_request))  # type: ignore[no-untyped-call]

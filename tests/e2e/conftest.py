@@ -105,6 +105,9 @@ async def stack(tmp_path: Path, otlp_receiver: tuple[OtlpReceiver, str]) -> Asyn
         "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
         "OTEL_EXPORTER_OTLP_INSECURE": "true",
         "OTEL_BSP_SCHEDULE_DELAY": "50",
+        # Every trace, also those that start in a service (webhook intake); the default keeps
+        # one in twenty.
+        "OTEL_TRACES_SAMPLER": "parentbased_always_on",
     }
     running = Stack(tmp_path, env, receiver)
     try:

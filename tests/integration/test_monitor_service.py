@@ -141,7 +141,8 @@ async def test_report_shows_instance_up_with_metrics_process_and_host_figures(
     assert len(status.host.cpu_percent_per_core) == psutil.cpu_count()
     assert status.host.memory_total_bytes > 0
     assert status.host.HasField("sample_time")
-    assert list(status.active_alerts) == []
+    # Host rules depend on how busy this machine is; nothing the report sent may alert.
+    assert [a.rule for a in status.active_alerts if not a.rule.startswith("Host")] == []
 
 
 async def test_silent_instance_turns_down(monitor: Monitor) -> None:
