@@ -17,6 +17,7 @@ the RPC's own spans follow the same sampling decision.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
 
@@ -164,8 +165,12 @@ def _streaming(method: str, attributes: dict[str, str], behavior: Behavior) -> B
         try:
             responses = behavior(request, call.context)
             if hasattr(responses, "__aiter__"):
-                async for response in responses:
-                    yield response
+                # Closed here, in this task, when the caller goes away: left to the garbage
+                # collector, the handler's generator would be finalised in another context,
+                # where its context variables cannot be reset.
+                async with contextlib.aclosing(responses):
+                    async for response in responses:
+                        yield response
             else:  # a handler that sends with context.write() and returns nothing
                 await responses
         except BaseException as error:
