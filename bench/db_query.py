@@ -4,6 +4,10 @@ Against the same PostgreSQL, at one concurrency:
 
 (a) direct asyncpg: this process queries through its own pool (the same size as db_service's),
     the ceiling of the database side;
+(a2) asyncpg through PgBouncer (Debian package ``pgbouncer``, started here on a free port with a
+    generated ini, transaction pooling, the same pool size to the server): the usual external
+    pooler, for comparison; asyncpg's statement cache is off (PgBouncer 1.18 does not carry
+    prepared statements across transactions), so each call is a parse + bind + execute;
 (b) a bare grpc.aio echo (its own process) answering Query with a canned row: the floor for any
     Python gRPC service, no database behind it;
 (c) db_service (its own process): Query with the same SQL and parameter;
@@ -18,14 +22,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import asyncpg
 import grpc
+import psutil
 from harness import Figures, free_port, measure, wait_for_port
 from paca.db.v1 import db_service_pb2, db_service_pb2_grpc, db_types_pb2, values_pb2
 
@@ -66,11 +75,119 @@ asyncio.run(main())
 """
 
 
+PGBOUNCER_INI = """
+[databases]
+bench = host={host} port={port} dbname={dbname} user={user} password={password}
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {listen}
+unix_socket_dir =
+auth_type = trust
+auth_file = {auth_file}
+pool_mode = transaction
+default_pool_size = {pool}
+max_client_conn = 1000
+logfile = {log}
+pidfile =
+ignore_startup_parameters = extra_float_digits
+"""
+
+
+def pgbouncer_config(directory: Path, url: str, listen: int, pool: int) -> list[str]:
+    """Write PgBouncer's ini and users file into ``directory``; the command line to run it."""
+    parts = urlsplit(url)
+    user = unquote(parts.username or "")
+    (directory / "users.txt").write_text(f'"{user}" ""\n')
+    ini = directory / "pgbouncer.ini"
+    ini.write_text(
+        PGBOUNCER_INI.format(
+            host=parts.hostname,
+            port=parts.port or 5432,
+            dbname=parts.path.lstrip("/"),
+            user=user,
+            password=unquote(parts.password or ""),
+            listen=listen,
+            auth_file=directory / "users.txt",
+            pool=pool,
+            log=directory / "pgbouncer.log",
+        )
+    )
+    ini.chmod(0o600)
+    binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+    if os.geteuid() != 0:
+        return [binary, "-q", str(ini)]
+    # pgbouncer refuses to run as root: it drops to an unprivileged user, who must read these.
+    for path in (directory, *directory.iterdir()):
+        shutil.chown(path, "nobody")
+    return [binary, "-q", "-u", "nobody", str(ini)]
+
+
+@contextlib.asynccontextmanager
+async def pgbouncer(url: str, pool: int) -> AsyncIterator[str | None]:
+    """A PgBouncer in front of ``url``'s server on a free port; yields the URL to reach it
+    (None when pgbouncer is not installed: ``apt-get install pgbouncer``)."""
+    if shutil.which("pgbouncer") is None and not await asyncio.to_thread(
+        Path("/usr/sbin/pgbouncer").exists
+    ):
+        yield None
+        return
+    listen = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        command = await asyncio.to_thread(pgbouncer_config, Path(tmp), url, listen, pool)
+        process = await asyncio.create_subprocess_exec(*command)
+        try:
+            await wait_for_port(listen)
+            yield f"postgresql://{urlsplit(url).username}@127.0.0.1:{listen}/bench"
+        finally:
+            process.terminate()
+            await process.wait()
+
+
+async def asyncpg_load(
+    url: str, seconds: float, concurrency: int, **pool_options: object
+) -> Figures:
+    pool = await asyncpg.create_pool(url, min_size=POOL_SIZE, max_size=POOL_SIZE, **pool_options)
+    try:
+
+        async def direct() -> None:
+            assert await pool.fetchrow(SQL, 1) is not None
+
+        return await measure(direct, seconds, concurrency)
+    finally:
+        await pool.close()
+
+
+class ServerCpu:
+    """CPU time the server process (all its threads) spent per call during a load: unlike
+    calls/s, it does not depend on what else runs on the host."""
+
+    def __init__(self, pid: int) -> None:
+        self._process = psutil.Process(pid)
+        self.ms_per_call = 0.0
+
+    def _seconds(self) -> float:
+        times = self._process.cpu_times()
+        return float(times.user + times.system)
+
+    @contextlib.asynccontextmanager
+    async def counting(self, calls: Callable[[], float]) -> AsyncIterator[None]:
+        before = self._seconds()
+        yield
+        self.ms_per_call = (self._seconds() - before) * 1000 / max(1.0, calls())
+
+
+def server_cpu(service: ServiceProcess) -> ServerCpu:
+    assert service.proc is not None
+    return ServerCpu(service.proc.pid)
+
+
 async def grpc_load(
     address: str,
     call: Callable[[db_service_pb2_grpc.DbServiceStub], Awaitable[None]],
     seconds: float,
     concurrency: int,
+    cpu: ServerCpu | None = None,
 ) -> Figures:
     channels = [grpc.aio.insecure_channel(address) for _ in range(8)]
     stubs = [db_service_pb2_grpc.DbServiceStub(c) for c in channels]
@@ -82,7 +199,10 @@ async def grpc_load(
         await call(stubs[turn % len(stubs)])
 
     try:
-        return await measure(one, seconds, concurrency)
+        if cpu is None:
+            return await measure(one, seconds, concurrency)
+        async with cpu.counting(lambda: turn):
+            return await measure(one, seconds, concurrency)
     finally:
         for channel in channels:
             await channel.close()
@@ -111,10 +231,13 @@ async def select(stub: db_service_pb2_grpc.DbServiceStub) -> None:
     assert len(reply.rows) == 1
 
 
-def line(name: str, figures: Figures, base: float | None = None) -> str:
+def line(
+    name: str, figures: Figures, base: float | None = None, cpu: ServerCpu | None = None
+) -> str:
     rate, p50, p99 = figures
-    ratio = f"   {rate / base:6.0%} of (b)" if base else ""
-    return f"{name:<34} {rate:8.0f} calls/s   p50 {p50:6.2f} ms   p99 {p99:6.2f} ms{ratio}"
+    ratio = f"   {rate / base:4.0%} of (b)" if base else ""
+    server = f"   server CPU {cpu.ms_per_call:5.3f} ms/call" if cpu else ""
+    return f"{name:<34} {rate:6.0f} calls/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms{server}{ratio}"
 
 
 async def stream_rates(url: str, address: str, rows: int) -> tuple[float, float]:
@@ -146,9 +269,23 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--stream-rows", type=int, default=200_000)
     parser.add_argument("--url", default=os.environ.get("PACA_TEST_POSTGRES_URL", ""))
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also run (c) with db_service's code from DIR (e.g. `git archive HEAD | tar -x -C"
+        " DIR`), in the same run, to compare a change before and after",
+    )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="keep the URL's TLS setting (default: sslmode=disable, as PgBouncer talks to the"
+        " server by default, so every arm pays the same for the database connection)",
+    )
     options = parser.parse_args()
     if not options.url:
         sys.exit("set PACA_TEST_POSTGRES_URL (. var/backing/env) or pass --url")
+    if not options.tls and "sslmode=" not in options.url:
+        options.url += ("&" if "?" in options.url else "?") + "sslmode=disable"
     setup = await asyncpg.connect(options.url)
     await setup.execute(
         "DROP TABLE IF EXISTS bench_items;"
@@ -161,24 +298,49 @@ async def main() -> None:
         await wait_for_port(echo_port)
         print(
             f"{SQL!r} at concurrency {options.concurrency}, {options.seconds:g} s each, "
-            f"pool {POOL_SIZE}, {len(os.sched_getaffinity(0))} cores"
+            f"pool {POOL_SIZE}, {len(os.sched_getaffinity(0))} cores, "
+            f"database TLS {'as in the URL' if options.tls else 'off'}"
         )
-        pool = await asyncpg.create_pool(options.url, min_size=POOL_SIZE, max_size=POOL_SIZE)
-        try:
-
-            async def direct() -> None:
-                assert await pool.fetchrow(SQL, 1) is not None
-
-            figures = await measure(direct, options.seconds, options.concurrency)
-        finally:
-            await pool.close()
+        figures = await asyncpg_load(options.url, options.seconds, options.concurrency)
         print(line("(a) direct asyncpg", figures), flush=True)
+        async with pgbouncer(options.url, POOL_SIZE) as bouncer_url:
+            if bouncer_url is None:
+                print("(a2) skipped: pgbouncer is not installed (apt-get install pgbouncer)")
+            else:
+                figures = await asyncpg_load(
+                    bouncer_url, options.seconds, options.concurrency, statement_cache_size=0
+                )
+                print(line("(a2) asyncpg via PgBouncer (tx pool)", figures), flush=True)
+        assert echo.pid is not None
+        echo_cpu = ServerCpu(echo.pid)
         echo_figures = await grpc_load(
-            f"127.0.0.1:{echo_port}", query, options.seconds, options.concurrency
+            f"127.0.0.1:{echo_port}", query, options.seconds, options.concurrency, echo_cpu
         )
-        print(line("(b) bare grpc.aio echo", echo_figures), flush=True)
+        print(line("(b) bare grpc.aio echo", echo_figures, cpu=echo_cpu), flush=True)
         echo.terminate()
         await echo.wait()
+        if options.baseline:
+            with tempfile.TemporaryDirectory() as tmp:
+                env = {
+                    "PACA_STATE_DIR": tmp,
+                    "PACA_MONITOR_ADDRESS": "",
+                    "PACA_LOG_LEVEL": "WARNING",
+                    "PACA_DB_LISTEN": "127.0.0.1:0",
+                    "PACA_DB_URL": options.url,
+                    "DB_POOL_SIZE": str(POOL_SIZE),
+                    "PYTHONPATH": options.baseline,
+                }
+                db = ServiceProcess("db_service", env)
+                address = (await db.start())["grpc"]
+                try:
+                    cpu = server_cpu(db)
+                    figures = await grpc_load(
+                        address, query, options.seconds, options.concurrency, cpu
+                    )
+                    label = "(c0) db_service Query, baseline"
+                    print(line(label, figures, echo_figures[0], cpu), flush=True)
+                finally:
+                    await db.stop()
         with tempfile.TemporaryDirectory() as tmp:
             env = {
                 "PACA_STATE_DIR": tmp,
@@ -191,10 +353,21 @@ async def main() -> None:
             db = ServiceProcess("db_service", env)
             address = (await db.start())["grpc"]
             try:
-                figures = await grpc_load(address, query, options.seconds, options.concurrency)
-                print(line("(c) db_service Query", figures, echo_figures[0]), flush=True)
-                figures = await grpc_load(address, select, options.seconds, options.concurrency)
-                print(line("(d) db_service Select (builder)", figures, echo_figures[0]), flush=True)
+                cpu = server_cpu(db)
+                figures = await grpc_load(address, query, options.seconds, options.concurrency, cpu)
+                print(line("(c) db_service Query", figures, echo_figures[0], cpu), flush=True)
+                share = echo_cpu.ms_per_call / cpu.ms_per_call
+                print(
+                    f"    echo's server CPU per call / Query's: {share:.0%} (the calls/s ratio on"
+                    " a core of its own; the database's processes not counted)",
+                    flush=True,
+                )
+                cpu = server_cpu(db)
+                figures = await grpc_load(
+                    address, select, options.seconds, options.concurrency, cpu
+                )
+                label = "(d) db_service Select (builder)"
+                print(line(label, figures, echo_figures[0], cpu), flush=True)
                 direct_rate, stream_rate = await stream_rates(
                     options.url, address, options.stream_rows
                 )

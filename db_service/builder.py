@@ -38,6 +38,10 @@ Op = db_types_pb2.FilterOperator
 MAX_FILTER_DEPTH = 32
 # Bound values per statement: SQLite's limit (32766) is the smallest of the three engines'.
 MAX_PARAMS = 32_766
+# Compiled statements kept per builder (emptied when full), and the most bound values one of
+# them may have: a large multi-row INSERT is rarely repeated and would hold its values.
+COMPILED_CACHE_SIZE = 512
+COMPILED_CACHE_MAX_PARAMS = 64
 
 _SINGLE_VALUE = {
     Op.FILTER_OPERATOR_EQ: "__eq__",
@@ -93,6 +97,7 @@ class QueryBuilder:
         self.backend = backend
         self.schema = schema or Schema(backend)
         self._dialect = _dialect(backend)
+        self._compiled: dict[Any, SQLCompiler] = {}
 
     def __repr__(self) -> str:
         return f"<QueryBuilder db={self.backend.name} dialect={self.backend.dialect}>"
@@ -227,9 +232,30 @@ class QueryBuilder:
         return sa.and_(*parts) if kind == "all" else sa.or_(*parts)
 
     def _compile(self, stmt: sa.ClauseElement, *, returning: bool = False) -> Statement:
-        compiled = stmt.compile(dialect=self._dialect)
-        assert isinstance(compiled, SQLCompiler)
-        bound = compiled.construct_params()
+        """The statement's SQL and parameters, compiled once per shape.
+
+        SQLAlchemy's own statement cache, as its engines use it: the cache key names the
+        statement's shape (tables, columns, operators, the number of bound values) apart from
+        the values, and ``construct_params(extracted_parameters=...)`` puts this statement's
+        values where the cached compilation had its first one's. Compiling is most of what a
+        builder call costs.
+        """
+        key = stmt._generate_cache_key()
+        if key is None or len(key.bindparams) > COMPILED_CACHE_MAX_PARAMS:
+            compiled = stmt.compile(dialect=self._dialect)
+            assert isinstance(compiled, SQLCompiler)
+            bound = compiled.construct_params()
+        else:
+            found = self._compiled.get(key.key)
+            if found is None:
+                fresh = stmt.compile(dialect=self._dialect, cache_key=key)
+                assert isinstance(fresh, SQLCompiler)
+                found = fresh
+                if len(self._compiled) >= COMPILED_CACHE_SIZE:
+                    self._compiled.clear()
+                self._compiled[key.key] = found
+            compiled = found
+            bound = compiled.construct_params(extracted_parameters=key.bindparams)
         params = [bound[name] for name in compiled.positiontup or ()]
         sql = compiled.string
         if self.backend.dialect == "mysql" and not params:

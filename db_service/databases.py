@@ -10,6 +10,7 @@ from db_service.backends.postgres import PostgresBackend
 from db_service.backends.sqlite import SqliteBackend
 from db_service.errors import UnknownDatabase
 from db_service.migrations import MigrationManager, builtin_migrations
+from db_service.routing.routed import RoutedBackend
 from db_service.settings import DatabaseSettings, DbSettings
 from paca_runtime.redact import redact_url
 
@@ -24,9 +25,13 @@ BACKENDS: dict[str, type[Backend]] = {
 
 
 def make_backend(db: DatabaseSettings, settings: DbSettings) -> Backend:
-    return BACKENDS[db.dialect](
-        db.name, db.url, pool_size=settings.pool_size, acquire_timeout_s=settings.acquire_timeout_s
-    )
+    limits = settings.pool_limits(db)
+    replicas = settings.replica_urls(db.name)
+    if not replicas:
+        return BACKENDS[db.dialect](db.name, db.url, limits=limits)
+    # A database with replicas: one pool per host behind one routed backend.
+    hosts = [BACKENDS[db.dialect](db.name, url, limits=limits) for url in (db.url, *replicas)]
+    return RoutedBackend(db.name, hosts, settings.routing_options())
 
 
 class Databases:
@@ -47,8 +52,13 @@ class Databases:
 
     async def open(self) -> None:
         try:
+            read_only = {db.name for db in self.settings.databases if db.read_only}
             for backend in self._backends.values():
                 await backend.open()
+                if backend.name in read_only:
+                    # db_service never writes to it, not even its own tables.
+                    logger.info("database %s ready (read-only)", backend.name)
+                    continue
                 applied = await MigrationManager(
                     backend, builtin_migrations(backend.dialect)
                 ).migrate()

@@ -1,21 +1,19 @@
 """DbService over gRPC: maps messages to the engine and engine errors to statuses.
 
-Python gRPC does not pass the caller's deadline on by itself: each statement gets the smaller of
-the request's ``timeout`` and the time the caller has left, as the engine's statement timeout, so
-the engine stops work nobody waits for and the pooled connection survives.
+Every statement's time limit comes from :func:`db_service.limits.statement_timeout` (the
+request's timeout capped by the caller's deadline); what a client or database allows is checked
+by :class:`db_service.permissions.Permissions` before SQL reaches an engine; Transaction lives
+in :mod:`db_service.transaction`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import datetime as dt
 import logging
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import grpc
-from google.protobuf import duration_pb2, timestamp_pb2
 from grpc_status import rpc_status
 from paca.db.v1 import db_service_pb2, db_service_pb2_grpc
 
@@ -24,58 +22,38 @@ from db_service.backends.base import ResultSet
 from db_service.builder import QueryBuilder, Statement
 from db_service.calllog import store_api_calls
 from db_service.databases import Databases
-from db_service.errors import BadStatement, MigrationError
-from db_service.migrations import APP_TABLE, Direction, MigrationManager, load_migrations
+from db_service.errors import BadStatement
+from db_service.limits import required_sql as _required_sql
+from db_service.limits import statement_timeout
+from db_service.migration_rpcs import MigrationRpcs
+from db_service.permissions import Permissions
+from db_service.routing import consistency_token, host_figures, read_options
+from db_service.routing.readpref import PRIMARY as READ_PREFERENCE_PRIMARY
+from db_service.transaction import TransactionHandler
 from paca_runtime.auth import require_scope
 from paca_runtime.errors import InvalidArgument, StatusError, status_of, translate_errors
+from paca_runtime.security import TokenTable
 
 logger = logging.getLogger(__name__)
 
-# The engine gets slightly less than the caller's remaining time, so its own timeout (with the
-# engine's error code) wins the race against the client's deadline.
-_DEADLINE_MARGIN_S = 0.02
+__all__ = ["MAX_BATCH", "DbServicer", "statement_timeout"]
+
 MAX_BATCH = 10_000
 
 
-def statement_timeout(
-    timeout: duration_pb2.Duration, has_timeout: bool, context: grpc.aio.ServicerContext
-) -> float | None:
-    """The statement time limit in seconds: the request's, capped by the caller's deadline."""
-    limits = []
-    if has_timeout:
-        requested = timeout.ToTimedelta().total_seconds()
-        if requested <= 0:
-            raise InvalidArgument("timeout", "must be > 0")
-        limits.append(requested)
-    remaining = context.time_remaining()
-    if remaining is not None:
-        limits.append(max(0.001, remaining - min(_DEADLINE_MARGIN_S, remaining / 10)))
-    return min(limits) if limits else None
-
-
-_DIRECTIONS = {
-    Direction.UP: db_service_pb2.MIGRATION_DIRECTION_UP,
-    Direction.DOWN: db_service_pb2.MIGRATION_DIRECTION_DOWN,
-}
-
-
-def _timestamp(moment: dt.datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
-
-
-def _required_sql(sql: str) -> str:
-    if not sql.strip():
-        raise InvalidArgument("sql", "required")
-    return sql
-
-
-class DbServicer(db_service_pb2_grpc.DbServiceServicer):
-    def __init__(self, databases: Databases) -> None:
+class DbServicer(MigrationRpcs, db_service_pb2_grpc.DbServiceServicer):
+    def __init__(self, databases: Databases, tokens: TokenTable | None = None) -> None:
         self.databases = databases
         self.settings = databases.settings
         self.max_rows = databases.settings.max_rows
+        self.permissions = Permissions(databases.settings, tokens)
+        self.transactions = TransactionHandler(
+            databases,
+            self.permissions,
+            idle_timeout_s=self.settings.transaction_idle_timeout_s,
+            max_rows=self.max_rows,
+            max_bytes=self.settings.max_bytes,
+        )
         self.api_calls_inserted = 0
         self.api_calls_duplicates = 0
         self._builders: dict[str, QueryBuilder] = {}
@@ -125,22 +103,27 @@ class DbServicer(db_service_pb2_grpc.DbServiceServicer):
         if request.max_bytes < 0:
             raise InvalidArgument("max_bytes", "must be >= 0")
         backend = self.databases.get(request.database)
+        # Not a write by itself: Query's SQL may only read; a limited client's runs read-only.
+        forced = self.permissions.check(context, "Query", backend.name, writes=False)
         params = values.decode_all(request.params, "params")
         max_rows = min(request.max_rows or self.max_rows, self.max_rows)
         max_bytes = min(request.max_bytes or self.settings.max_bytes, self.settings.max_bytes)
-        result = await backend.execute(
-            sql,
-            params,
-            read_only=request.read_only,
-            max_rows=max_rows,
-            max_bytes=max_bytes,
-            timeout_s=statement_timeout(request.timeout, request.HasField("timeout"), context),
-        )
+        with read_options(request.read_preference, request.consistency_token):
+            result = await backend.execute(
+                sql,
+                params,
+                read_only=request.read_only or forced,
+                max_rows=max_rows,
+                max_bytes=max_bytes,
+                timeout_s=statement_timeout(request.timeout, request.HasField("timeout"), context),
+            )
+        read_only = request.read_only or forced
         return db_service_pb2.QueryResponse(
             columns=result.columns,
             rows=result.rows,
             rows_affected=result.rows_affected,
             truncated=result.truncated,
+            consistency_token="" if read_only else await consistency_token(backend),
         )
 
     @translate_errors
@@ -149,6 +132,7 @@ class DbServicer(db_service_pb2_grpc.DbServiceServicer):
     ) -> db_service_pb2.ExecuteResponse:
         sql = _required_sql(request.sql)
         backend = self.databases.get(request.database)
+        self.permissions.check(context, "Execute", backend.name, writes=True)
         params = values.decode_all(request.params, "params")
         result = await backend.execute(
             sql,
@@ -159,7 +143,10 @@ class DbServicer(db_service_pb2_grpc.DbServiceServicer):
             timeout_s=statement_timeout(request.timeout, request.HasField("timeout"), context),
         )
         return db_service_pb2.ExecuteResponse(
-            rows_affected=result.rows_affected, columns=result.columns, rows=result.rows
+            rows_affected=result.rows_affected,
+            columns=result.columns,
+            rows=result.rows,
+            consistency_token=await consistency_token(backend),
         )
 
     @translate_errors
@@ -172,6 +159,7 @@ class DbServicer(db_service_pb2_grpc.DbServiceServicer):
         if len(request.param_sets) > MAX_BATCH:
             raise InvalidArgument("param_sets", f"at most {MAX_BATCH} parameter sets")
         backend = self.databases.get(request.database)
+        self.permissions.check(context, "ExecuteBatch", backend.name, writes=True)
         rows = [
             values.decode_all(item.values, f"param_sets[{i}]")
             for i, item in enumerate(request.param_sets)
@@ -181,7 +169,9 @@ class DbServicer(db_service_pb2_grpc.DbServiceServicer):
             rows,
             timeout_s=statement_timeout(request.timeout, request.HasField("timeout"), context),
         )
-        return db_service_pb2.ExecuteBatchResponse(rows_affected=affected)
+        return db_service_pb2.ExecuteBatchResponse(
+            rows_affected=affected, consistency_token=await consistency_token(backend)
+        )
 
     async def StreamQuery(
         self, request: db_service_pb2.StreamQueryRequest, context: grpc.aio.ServicerContext
@@ -192,6 +182,7 @@ class DbServicer(db_service_pb2_grpc.DbServiceServicer):
                 if getattr(request, name) < 0:
                     raise InvalidArgument(name, "must be >= 0")
             backend = self.databases.get(request.database)
+            self.permissions.check(context, "StreamQuery", backend.name, writes=False)
             chunks = backend.stream(
                 sql,
                 values.decode_all(request.params, "params"),
@@ -206,9 +197,12 @@ class DbServicer(db_service_pb2_grpc.DbServiceServicer):
                 timeout_s=statement_timeout(request.timeout, request.HasField("timeout"), context),
             )
             # aclosing: a caller that goes away gives the connection back at once.
-            async with contextlib.aclosing(chunks):
-                async for chunk in chunks:
-                    yield db_service_pb2.StreamQueryResponse(columns=chunk.columns, rows=chunk.rows)
+            with read_options(request.read_preference, request.consistency_token):
+                async with contextlib.aclosing(chunks):
+                    async for chunk in chunks:
+                        yield db_service_pb2.StreamQueryResponse(
+                            columns=chunk.columns, rows=chunk.rows
+                        )
         except StatusError as exc:
             await context.abort_with_status(rpc_status.to_status(exc.to_status()))
         except Exception:
@@ -226,15 +220,20 @@ class DbServicer(db_service_pb2_grpc.DbServiceServicer):
         if request.max_bytes < 0:
             raise InvalidArgument("max_bytes", "must be >= 0")
         builder = self.builder(request.database)
-        statement = await builder.select(request.select)
-        result = await self._run_built(
-            builder,
-            statement,
-            read_only=True,
-            max_rows=min(request.max_rows or self.max_rows, self.max_rows),
-            max_bytes=min(request.max_bytes or self.settings.max_bytes, self.settings.max_bytes),
-            timeout_s=statement_timeout(request.timeout, request.HasField("timeout"), context),
-        )
+        self.permissions.check(context, "Select", builder.backend.name, writes=False)
+        # The catalog read that checks the names is routed like the read itself.
+        with read_options(request.read_preference, request.consistency_token):
+            statement = await builder.select(request.select)
+            result = await self._run_built(
+                builder,
+                statement,
+                read_only=True,
+                max_rows=min(request.max_rows or self.max_rows, self.max_rows),
+                max_bytes=min(
+                    request.max_bytes or self.settings.max_bytes, self.settings.max_bytes
+                ),
+                timeout_s=statement_timeout(request.timeout, request.HasField("timeout"), context),
+            )
         return db_service_pb2.SelectResponse(
             columns=result.columns, rows=result.rows, truncated=result.truncated
         )
@@ -270,8 +269,12 @@ class DbServicer(db_service_pb2_grpc.DbServiceServicer):
         if not request.HasField(kind):
             raise InvalidArgument(kind, "required")
         builder = self.builder(request.database)
+        self.permissions.check(context, kind.capitalize(), builder.backend.name, writes=True)
         compile_statement = getattr(builder, kind)
-        statement = await compile_statement(getattr(request, kind))
+        # A write checks names against the primary's catalog: a replica may not have the
+        # table yet.
+        with read_options(READ_PREFERENCE_PRIMARY):
+            statement = await compile_statement(getattr(request, kind))
         timeout = statement_timeout(request.timeout, request.HasField("timeout"), context)
         return await self._write(builder, statement, timeout)
 
@@ -281,7 +284,10 @@ class DbServicer(db_service_pb2_grpc.DbServiceServicer):
     ) -> db_service_pb2.InsertResponse:
         result = await self._change(request, "insert", context)
         return db_service_pb2.InsertResponse(
-            rows_affected=result.rows_affected, columns=result.columns, rows=result.rows
+            rows_affected=result.rows_affected,
+            columns=result.columns,
+            rows=result.rows,
+            consistency_token=await consistency_token(self.databases.get(request.database)),
         )
 
     @translate_errors
@@ -290,7 +296,10 @@ class DbServicer(db_service_pb2_grpc.DbServiceServicer):
     ) -> db_service_pb2.UpdateResponse:
         result = await self._change(request, "update", context)
         return db_service_pb2.UpdateResponse(
-            rows_affected=result.rows_affected, columns=result.columns, rows=result.rows
+            rows_affected=result.rows_affected,
+            columns=result.columns,
+            rows=result.rows,
+            consistency_token=await consistency_token(self.databases.get(request.database)),
         )
 
     @translate_errors
@@ -299,69 +308,18 @@ class DbServicer(db_service_pb2_grpc.DbServiceServicer):
     ) -> db_service_pb2.DeleteResponse:
         result = await self._change(request, "delete", context)
         return db_service_pb2.DeleteResponse(
-            rows_affected=result.rows_affected, columns=result.columns, rows=result.rows
+            rows_affected=result.rows_affected,
+            columns=result.columns,
+            rows=result.rows,
+            consistency_token=await consistency_token(self.databases.get(request.database)),
         )
-
-    async def migrations(self, database: str) -> MigrationManager:
-        """The manager of a database's own migration set, read from its directory now (so new
-        files count without a restart; off the event loop, as it is file I/O)."""
-        backend = self.databases.get(database)
-        directory = self.settings.migration_directory(backend.name)
-        if directory is None:
-            raise MigrationError(
-                f"database {backend.name!r} has no migration set (PACA_MIGRATIONS)"
-            )
-        migrations = await asyncio.to_thread(load_migrations, directory)
-        return MigrationManager(backend, migrations, table=APP_TABLE)
-
-    @translate_errors
-    async def Migrate(
-        self, request: db_service_pb2.MigrateRequest, context: grpc.aio.ServicerContext
-    ) -> db_service_pb2.MigrateResponse:
-        target = request.target_version if request.HasField("target_version") else None
-        if target is not None and target < 0:
-            raise InvalidArgument("target_version", "must be >= 0")
-        manager = await self.migrations(request.database)
-        steps = await manager.apply(target, dry_run=request.dry_run)
-        applied = [s.version for s in await manager.status() if s.applied]
-        return db_service_pb2.MigrateResponse(
-            steps=[
-                db_service_pb2.MigrationStep(
-                    version=step.version,
-                    name=step.name,
-                    direction=_DIRECTIONS[step.direction],
-                    sql=step.sql,
-                )
-                for step in steps
-            ],
-            version=max(applied, default=0),
-        )
-
-    @translate_errors
-    async def GetMigrationStatus(
-        self, request: db_service_pb2.GetMigrationStatusRequest, context: grpc.aio.ServicerContext
-    ) -> db_service_pb2.GetMigrationStatusResponse:
-        states = await (await self.migrations(request.database)).status()
-        reply = db_service_pb2.GetMigrationStatusResponse(
-            current_version=max((s.version for s in states if s.applied), default=0)
-        )
-        for state in states:
-            item = reply.migrations.add(
-                version=state.version,
-                name=state.name,
-                applied=state.applied,
-                reversible=state.reversible,
-                drifted=state.drifted,
-            )
-            if state.applied_at is not None:
-                item.apply_time.CopyFrom(_timestamp(state.applied_at))
-        return reply
 
     @translate_errors
     async def RecordApiCalls(
         self, request: db_service_pb2.RecordApiCallsRequest, context: grpc.aio.ServicerContext
     ) -> db_service_pb2.RecordApiCallsResponse:
         backend = self.databases.get(request.database or self.databases.settings.calllog_database)
+        self.permissions.check(context, "RecordApiCalls", backend.name, writes=True)
         inserted, duplicates = await store_api_calls(backend, request.records)
         self.api_calls_inserted += inserted
         self.api_calls_duplicates += duplicates
@@ -371,4 +329,24 @@ class DbServicer(db_service_pb2_grpc.DbServiceServicer):
     async def GetStats(
         self, request: db_service_pb2.GetStatsRequest, context: grpc.aio.ServicerContext
     ) -> db_service_pb2.GetStatsResponse:
-        return db_service_pb2.GetStatsResponse(pools=[b.pool_stats() for b in self.databases])
+        return db_service_pb2.GetStatsResponse(
+            pools=[b.pool_stats() for b in self.databases],
+            figures=[b.figures.to_proto(b.limits.max_size) for b in self.databases],
+            hosts=host_figures(self.databases),
+        )
+
+    async def Transaction(
+        self,
+        request_iterator: AsyncIterator[db_service_pb2.TransactionRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[db_service_pb2.TransactionResponse]:
+        # Requests are read with context.read() (so each read can time out); the iterator is
+        # the same stream and stays unused.
+        try:
+            async for reply in self.transactions.serve(context):
+                yield reply
+        except StatusError as exc:
+            await context.abort_with_status(rpc_status.to_status(exc.to_status()))
+        except Exception:
+            logger.exception("unhandled error in DbServicer.Transaction")
+            await context.abort_with_status(rpc_status.to_status(status_of(RuntimeError())))

@@ -12,7 +12,7 @@ import datetime as dt
 import decimal
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from google.protobuf import struct_pb2, timestamp_pb2
@@ -80,12 +80,38 @@ def decode(value: values_pb2.Value, field: str) -> Any:
     raise InvalidArgument(field, f"unsupported value kind {kind}")  # pragma: no cover
 
 
+# Kinds whose Python value is the field itself: nothing to check, no field name to build.
+_PLAIN_KINDS = frozenset(
+    {"bool_value", "int64_value", "double_value", "string_value", "bytes_value"}
+)
+
+
 def decode_all(values: Sequence[values_pb2.Value], field: str) -> list[Any]:
-    return [decode(v, f"{field}[{i}]") for i, v in enumerate(values)]
+    decoded = []
+    for i, value in enumerate(values):
+        kind = value.WhichOneof("kind")
+        if kind in _PLAIN_KINDS:
+            decoded.append(getattr(value, kind))
+        else:
+            decoded.append(decode(value, f"{field}[{i}]"))
+    return decoded
+
+
+# The wire value of the commonest exact types, found with one dict lookup (bool before int
+# matters only for isinstance; type() tells them apart). Subclasses (JsonText) take the chain.
+_EXACT: dict[type, Callable[[Any], values_pb2.Value]] = {
+    int: lambda obj: values_pb2.Value(int64_value=obj),
+    str: lambda obj: values_pb2.Value(string_value=obj),
+    float: lambda obj: values_pb2.Value(double_value=obj),
+    bool: lambda obj: values_pb2.Value(bool_value=obj),
+}
 
 
 def encode(obj: Any) -> values_pb2.Value:
     """The wire value of a Python value read from a driver."""
+    exact = _EXACT.get(type(obj))
+    if exact is not None:
+        return exact(obj)
     if obj is None:
         return values_pb2.Value(null_value=struct_pb2.NULL_VALUE)
     if isinstance(obj, bool):
@@ -117,6 +143,33 @@ def encode(obj: Any) -> values_pb2.Value:
     if isinstance(obj, list | tuple):
         return values_pb2.Value(array_value=values_pb2.ValueList(values=[encode(v) for v in obj]))
     return values_pb2.Value(string_value=str(obj))
+
+
+# The same values added in place to a row: no message built and then copied in.
+_ADD_EXACT: dict[type, Callable[[Callable[..., values_pb2.Value], Any], object]] = {
+    int: lambda add, obj: add(int64_value=obj),
+    str: lambda add, obj: add(string_value=obj),
+    float: lambda add, obj: add(double_value=obj),
+    bool: lambda add, obj: add(bool_value=obj),
+}
+
+
+def encode_row(record: Iterable[Any]) -> values_pb2.Row:
+    """The wire row of a driver's record, each value as :func:`encode` makes it.
+
+    Values of the common types are built inside the row (``values.add``) rather than as
+    messages of their own that the row then copies: most of the cost of a large result.
+    """
+    row = values_pb2.Row()
+    items = row.values
+    add = items.add
+    for obj in record:
+        exact = _ADD_EXACT.get(type(obj))
+        if exact is not None:
+            exact(add, obj)
+        else:
+            items.append(encode(obj))
+    return row
 
 
 _KIND_TO_COLUMN_TYPE = {

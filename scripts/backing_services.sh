@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Backing services for the test suite: PostgreSQL, MariaDB, Redis and a
-# MongoDB-protocol server (FerretDB), all on 127.0.0.1.
+# MongoDB-protocol server (FerretDB; when it cannot be built, the in-memory
+# mongo-java-server from Maven Central), all on 127.0.0.1.
 #
 #   scripts/backing_services.sh up      install what is missing, start what is
 #                                       not running, write var/backing/env
@@ -27,6 +28,9 @@ FERRET_DIR="$STATE_DIR/ferretdb"
 FERRET_PID="$FERRET_DIR/ferretdb.pid"
 FERRETDB_MODULE="github.com/FerretDB/FerretDB/cmd/ferretdb"
 FERRETDB_VERSION="v1.24.1"
+MJS_SRC="$ROOT/scripts/mongo-java-server"
+MJS_DIR="$STATE_DIR/mongo-java-server"
+MJS_PID="$MJS_DIR/server.pid"
 WAIT_SECONDS="${PACA_BACKING_WAIT:-60}"
 
 PG_PORT=5432
@@ -181,8 +185,15 @@ missing_packages() {
                 command -v mariadb-admin >/dev/null 2>&1 || echo mariadb-client
                 ;;
             redis) redis_server_installed || echo redis-server ;;
+            # Not an engine: the fallback MongoDB-protocol server's toolchain.
+            mongo-java-server)
+                command -v javac >/dev/null 2>&1 || echo default-jdk-headless
+                command -v mvn >/dev/null 2>&1 || echo maven
+                ;;
             # Not an engine: the headless browser the status-page test drives.
             browser) command -v chromium >/dev/null 2>&1 || echo chromium ;;
+            # Not an engine: the pooler bench/db_query.py runs itself, on its own port.
+            pgbouncer) [[ -x /usr/sbin/pgbouncer ]] || echo pgbouncer ;;
         esac
     done
 }
@@ -230,6 +241,43 @@ install_ferretdb() {
         return 1
     fi
     echo "$gobin/ferretdb"
+}
+
+# Resolves mongo-java-server from Maven Central and compiles its launcher
+# into $MJS_DIR (once; again when the pom or the source changes). Returns
+# non-zero (with a message) when it cannot be built.
+build_mongo_java_server() {
+    local -a pkgs
+    mapfile -t pkgs < <(missing_packages mongo-java-server)
+    if ((${#pkgs[@]} > 0)); then
+        if ! is_root; then
+            log "mongo-java-server needs ${pkgs[*]} (sudo apt-get install --no-install-recommends ${pkgs[*]})"
+            return 1
+        fi
+        # A subshell, so that a failed install falls through to the warning.
+        (apt_install "${pkgs[@]}") || return 1
+    fi
+    mkdir -p "$MJS_DIR/classes" "$LOG_DIR"
+    if [[ ! -s "$MJS_DIR/classpath" || "$MJS_SRC/pom.xml" -nt "$MJS_DIR/classpath" ]]; then
+        log "mongodb: resolving mongo-java-server with Maven"
+        if ! mvn -B -q -Dstyle.color=never -f "$MJS_SRC/pom.xml" dependency:build-classpath \
+            -Dmdep.outputFile="$MJS_DIR/classpath" </dev/null >"$LOG_DIR/mongo-java-server-build.log" 2>&1; then
+            log "mvn dependency:build-classpath failed:"
+            tail -n 5 "$LOG_DIR/mongo-java-server-build.log" >&2 || true
+            rm -f "$MJS_DIR/classpath"
+            return 1
+        fi
+    fi
+    if [[ ! -f "$MJS_DIR/classes/MongoJavaServer.class" ||
+        "$MJS_SRC/MongoJavaServer.java" -nt "$MJS_DIR/classes/MongoJavaServer.class" ||
+        "$MJS_DIR/classpath" -nt "$MJS_DIR/classes/MongoJavaServer.class" ]]; then
+        if ! javac -d "$MJS_DIR/classes" -cp "$(cat "$MJS_DIR/classpath")" \
+            "$MJS_SRC/MongoJavaServer.java" >>"$LOG_DIR/mongo-java-server-build.log" 2>&1; then
+            log "javac MongoJavaServer.java failed:"
+            tail -n 5 "$LOG_DIR/mongo-java-server-build.log" >&2 || true
+            return 1
+        fi
+    fi
 }
 
 # ---------------------------------------------------------------- PostgreSQL
@@ -406,10 +454,15 @@ redis_down() {
 
 mongodb_ready() { port_open "$MONGO_PORT"; }
 
-# Returns 2 when FerretDB cannot be installed here (the caller skips it).
+# Starts FerretDB, or mongo-java-server when FerretDB cannot be built.
+# Returns 2 when neither can be installed here (the caller skips MongoDB).
 mongodb_up() {
     local bin logfile="$LOG_DIR/ferretdb.log"
-    bin="$(install_ferretdb)" || return 2
+    if ! bin="$(install_ferretdb)"; then
+        log "mongodb: falling back to mongo-java-server (in memory)"
+        mongo_java_server_up
+        return
+    fi
     mkdir -p "$FERRET_DIR/data" "$FERRET_DIR/state" "$LOG_DIR"
     log "mongodb: starting FerretDB ($bin)"
     setsid "$bin" \
@@ -424,18 +477,39 @@ mongodb_up() {
     wait_for mongodb "$logfile" "$(cat "$FERRET_PID")" mongodb_ready
 }
 
-mongodb_down() {
-    local pid i
-    [[ -r "$FERRET_PID" ]] || return 0
-    pid="$(cat "$FERRET_PID")"
-    log "mongodb: stopping FerretDB (pid $pid)"
-    kill "$pid" 2>/dev/null || { rm -f "$FERRET_PID"; return 0; }
+# Returns 2 when it cannot be built here; dies when it builds but does not start.
+mongo_java_server_up() {
+    local logfile="$LOG_DIR/mongo-java-server.log"
+    build_mongo_java_server || return 2
+    log "mongodb: starting mongo-java-server"
+    # Warnings only: at INFO it logs every connection.
+    setsid java -Dorg.slf4j.simpleLogger.defaultLogLevel=warn \
+        -cp "$MJS_DIR/classes:$(cat "$MJS_DIR/classpath")" \
+        MongoJavaServer 127.0.0.1 "$MONGO_PORT" \
+        </dev/null >>"$logfile" 2>&1 &
+    echo "$!" >"$MJS_PID"
+    record_started mongodb
+    wait_for mongodb "$logfile" "$(cat "$MJS_PID")" mongodb_ready
+}
+
+# stop_pidfile NAME PIDFILE: TERM, up to 10 s to exit, then KILL.
+stop_pidfile() {
+    local name="$1" pidfile="$2" pid i
+    [[ -r "$pidfile" ]] || return 0
+    pid="$(cat "$pidfile")"
+    log "mongodb: stopping $name (pid $pid)"
+    kill "$pid" 2>/dev/null || { rm -f "$pidfile"; return 0; }
     for ((i = 0; i < 20; i++)); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.5
     done
     kill -9 "$pid" 2>/dev/null || true
-    rm -f "$FERRET_PID"
+    rm -f "$pidfile"
+}
+
+mongodb_down() {
+    stop_pidfile FerretDB "$FERRET_PID"
+    stop_pidfile mongo-java-server "$MJS_PID"
 }
 
 # ---------------------------------------------------------------- env file
@@ -498,7 +572,7 @@ cmd_up() {
         fi
     done
 
-    ensure_packages "${to_start[@]}" browser
+    ensure_packages "${to_start[@]}" browser pgbouncer
 
     local skip_mongodb=""
     for engine in "${to_start[@]}"; do
@@ -506,7 +580,7 @@ cmd_up() {
             local rc=0
             mongodb_up || rc=$?
             if ((rc == 2)); then
-                log "WARNING: mongodb: FerretDB is not available; MongoDB tests will have no server." \
+                log "WARNING: mongodb: neither FerretDB nor mongo-java-server is available; MongoDB tests will have no server." \
                     "Set MONGODB_URL (or PACA_TEST_MONGODB_URL) to use an existing one."
                 skip_mongodb=skip-mongodb
             elif ((rc != 0)); then

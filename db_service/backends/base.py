@@ -16,6 +16,9 @@ from typing import Any, ClassVar, Protocol
 
 from paca.db.v1 import db_types_pb2, values_pb2
 
+from db_service.figures import DbFigures
+from db_service.tracing import trace_statements, trace_transaction_statements
+
 
 @dataclass(slots=True)
 class ResultSet:
@@ -106,6 +109,69 @@ class Session(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class PoolLimits:
+    """A database's pool: how many connections, how long to wait for one, when to renew one."""
+
+    min_size: int = 1
+    max_size: int = 10
+    acquire_timeout_s: float = 5.0
+    max_lifetime_s: float = 3600.0
+    idle_recycle_s: float = 300.0
+
+
+# Isolation levels by their SQL names ("READ COMMITTED", ...); None: the engine's default.
+Isolation = str | None
+
+
+class TransactionSession(abc.ABC):
+    """One open transaction on a connection held for it (DbService.Transaction).
+
+    Statements run in order; savepoint names are validated by the caller. After ``commit`` or
+    ``rollback`` the session is finished; leaving ``Backend.transaction`` unfinished rolls back.
+    """
+
+    finished = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Each statement of a transaction is a DB client span (see db_service.tracing); an
+        # engine's session keeps the backend it runs on as ``_backend``.
+        super().__init_subclass__(**kwargs)
+        trace_transaction_statements(cls)
+
+    @abc.abstractmethod
+    async def execute(
+        self,
+        sql: str,
+        params: Sequence[Any],
+        *,
+        max_rows: int,
+        max_bytes: int,
+        timeout_s: float | None,
+    ) -> ResultSet: ...
+
+    @abc.abstractmethod
+    async def command(self, sql: str) -> None:
+        """Run a fixed control statement (SAVEPOINT x, COMMIT, ...)."""
+
+    async def savepoint(self, name: str) -> None:
+        await self.command(f"SAVEPOINT {name}")
+
+    async def rollback_to(self, name: str) -> None:
+        await self.command(f"ROLLBACK TO SAVEPOINT {name}")
+
+    async def release(self, name: str) -> None:
+        await self.command(f"RELEASE SAVEPOINT {name}")
+
+    async def commit(self) -> None:
+        await self.command("COMMIT")
+        self.finished = True
+
+    async def rollback(self) -> None:
+        await self.command("ROLLBACK")
+        self.finished = True
+
+
 class Backend(abc.ABC):
     """A named database on one engine, with its connection pool.
 
@@ -116,11 +182,26 @@ class Backend(abc.ABC):
     # Statement kinds ("insert", "update", "delete") that take a RETURNING clause on this engine.
     returning: frozenset[str] = frozenset({"insert", "update", "delete"})
 
-    def __init__(self, name: str, url: str, *, pool_size: int, acquire_timeout_s: float) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Every engine's statements become DB client spans (see db_service.tracing).
+        super().__init_subclass__(**kwargs)
+        trace_statements(cls)
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        *,
+        pool_size: int = 10,
+        acquire_timeout_s: float = 5.0,
+        limits: PoolLimits | None = None,
+    ) -> None:
         self.name = name
         self.url = url
-        self.pool_size = pool_size
-        self.acquire_timeout_s = acquire_timeout_s
+        self.limits = limits or PoolLimits(max_size=pool_size, acquire_timeout_s=acquire_timeout_s)
+        self.pool_size = self.limits.max_size
+        self.acquire_timeout_s = self.limits.acquire_timeout_s
+        self.figures = DbFigures(name)
         self.queries = 0
         self.errors = 0
         # Rows handed to StreamQuery consumers so far (back-pressure shows as this pausing).
@@ -175,6 +256,16 @@ class Backend(abc.ABC):
         only when the consumer asks for it, so a slow consumer slows the cursor. Close the
         iterator (``contextlib.aclosing``) to give the connection back early. The first chunk
         carries the columns (and may have no rows).
+        """
+
+    @abc.abstractmethod
+    def transaction(
+        self, *, isolation: Isolation, read_only: bool
+    ) -> AbstractAsyncContextManager[TransactionSession]:
+        """A transaction on a connection held until the context exits.
+
+        Exiting without commit or rollback (an error, a cancelled caller) rolls back; the
+        connection returns to the pool, or is discarded when it broke.
         """
 
     @abc.abstractmethod

@@ -15,6 +15,7 @@ import asyncio
 import datetime as dt
 import logging
 import re
+import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -29,7 +30,10 @@ from pymysql.constants import ER
 from db_service import values
 from db_service.backends.base import (
     Backend,
+    Isolation,
+    PoolLimits,
     ResultSet,
+    TransactionSession,
     limit_bytes,
     split_statements,
     stream_chunks,
@@ -57,6 +61,11 @@ _TIMEOUT_CODES = {1969, 3024, ER.QUERY_INTERRUPTED}
 _DUPLICATE_CODES = {ER.DUP_ENTRY, ER.DUP_UNIQUE, ER.DUP_KEY}
 # Writing in a READ ONLY transaction.
 _READ_ONLY_CODES = {1792}
+_LOST_ARGS = [(code,) for code in _CONNECTION_LOST]
+# The server ending the session in an error packet before it closes the socket: "Server shutdown
+# in progress" and MariaDB's "Connection was killed" (a KILL the session's own statement ran, or
+# one that found it between reads). The connection is gone like a lost one.
+_SESSION_ENDED = {ER.SERVER_SHUTDOWN, 1927}
 
 
 def connect_kwargs(url: str) -> dict[str, Any]:
@@ -101,7 +110,11 @@ def translate(exc: Exception) -> DbError:
         error = ConstraintViolation(message)
     elif code in _READ_ONLY_CODES:
         error = BadStatement("read_only", "a read-only statement tried to write")
-    elif code in _CONNECTION_LOST or isinstance(exc, OSError | pymysql.InterfaceError):
+    elif (
+        code in _CONNECTION_LOST
+        or code in _SESSION_ENDED
+        or isinstance(exc, OSError | pymysql.InterfaceError)
+    ):
         error = DbUnavailable(f"mysql: {message}", retry_after_s=0.1)
     elif isinstance(exc, pymysql.DataError):
         error = BadStatement("params", message)
@@ -111,9 +124,10 @@ def translate(exc: Exception) -> DbError:
 
 
 def _server_error(exc: BaseException) -> bool:
-    """An error the server sent (1000-1999, 3000+), as opposed to a client or transport one."""
+    """An error the server sent (1000-1999, 3000+) on a session it keeps, as opposed to a client
+    or transport one, or the server ending the session."""
     code = exc.args[0] if isinstance(exc, pymysql.MySQLError) and exc.args else None
-    return isinstance(code, int) and not 2000 <= code < 3000
+    return isinstance(code, int) and not 2000 <= code < 3000 and code not in _SESSION_ENDED
 
 
 class _Cursor(aiomysql.SSCursor):  # type: ignore[misc]
@@ -150,8 +164,21 @@ class MysqlBackend(Backend):
     MIGRATION_LOCK = "paca_schema_migrations"
     MIGRATION_LOCK_WAIT_S = 600
 
-    def __init__(self, name: str, url: str, *, pool_size: int, acquire_timeout_s: float) -> None:
-        super().__init__(name, url, pool_size=pool_size, acquire_timeout_s=acquire_timeout_s)
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        *,
+        pool_size: int = 10,
+        acquire_timeout_s: float = 5.0,
+        limits: PoolLimits | None = None,
+    ) -> None:
+        super().__init__(
+            name, url, pool_size=pool_size, acquire_timeout_s=acquire_timeout_s, limits=limits
+        )
+        # When each pooled connection was first lent (its age for max lifetime; aiomysql has no
+        # hook at connect), by id.
+        self._opened: dict[int, float] = {}
         self._kwargs = connect_kwargs(url)
         self._pool: aiomysql.Pool | None = None
         self._waiting = 0
@@ -169,7 +196,11 @@ class MysqlBackend(Backend):
     async def open(self) -> None:
         try:
             self._pool = await aiomysql.create_pool(
-                minsize=1, maxsize=self.pool_size, pool_recycle=3600, **self._kwargs
+                minsize=min(self.limits.min_size, self.limits.max_size),
+                maxsize=self.limits.max_size,
+                # aiomysql closes a connection idle for longer than this instead of lending it.
+                pool_recycle=int(self.limits.idle_recycle_s),
+                **self._kwargs,
             )
             async with self._connection() as conn:
                 version = conn.get_server_info()
@@ -191,16 +222,23 @@ class MysqlBackend(Backend):
         if self._pool is None:
             raise DbUnavailable(f"{self.name}: not open")
         pool = self._pool
+        self._count_lost(pool)
+        # Waited: no connection was idle when asked (a busy pool, or one still to be opened).
+        waited = pool.freesize == 0
+        started = time.perf_counter()
         self._waiting += 1
         try:
             async with asyncio.timeout(self.acquire_timeout_s):
                 conn = await pool.acquire()
         except TimeoutError:
+            self.figures.acquire_timeouts += 1
             raise DbUnavailable(f"{self.name}: no connection free", retry_after_s=0.05) from None
         except (pymysql.Error, OSError) as exc:
             raise DbUnavailable(f"{self.name}: cannot connect: {exc}", retry_after_s=0.1) from exc
         finally:
             self._waiting -= 1
+        self.figures.acquired(time.perf_counter() - started, waited=waited)
+        opened = self._opened.setdefault(id(conn), time.monotonic())
         try:
             yield conn
         except BaseException as exc:
@@ -208,9 +246,23 @@ class MysqlBackend(Backend):
             # after an error the server reported, it is as good as before.
             if not _server_error(exc):
                 conn.close()
+                self.figures.connections_discarded += 1
             raise
         finally:
+            if not conn.closed and time.monotonic() - opened > self.limits.max_lifetime_s:
+                conn.close()
+            if conn.closed:
+                self._opened.pop(id(conn), None)
             pool.release(conn)
+
+    def _count_lost(self, pool: aiomysql.Pool) -> None:
+        """Count idle connections the server ended (KILL, restart); aiomysql's acquire drops
+        them silently, the same check it makes."""
+        for conn in pool._free:
+            reader = conn._reader
+            if (reader.at_eof() or reader.exception()) and id(conn) in self._opened:
+                del self._opened[id(conn)]
+                self.figures.connections_discarded += 1
 
     def _bind(self, params: Sequence[Any]) -> list[Any] | None:
         # Without parameters PyMySQL leaves the SQL alone, so a literal "%" needs no doubling.
@@ -249,32 +301,61 @@ class MysqlBackend(Backend):
     ) -> ResultSet:
         bound = self._bind(params)
         self.queries += 1
+        started = time.perf_counter()
+        ok = False
         try:
-            async with self._connection() as conn:
-                if read_only:
-                    await conn.query("START TRANSACTION READ ONLY")
+            for attempt in (1, 2):
                 try:
-                    async with (
-                        self._statement_timeout(conn, sql, timeout_s) as timed,
-                        conn.cursor(_Cursor) as cursor,
-                    ):
-                        await cursor.execute(timed, bound)
-                        if cursor.description is None:
-                            affected = cursor.rowcount
-                            fetched: list[Any] = []
-                            fields: list[Any] = []
-                        else:
-                            fetched = list(await cursor.fetchmany(max_rows + 1))
-                            fields = list(cursor._result.fields)
-                    for schema, table in self.catalog.needs(fields):
-                        async with conn.cursor(_BufferedCursor) as catalog_cursor:
-                            await self.catalog.load(catalog_cursor, schema, table)
-                finally:
-                    if read_only:
-                        await conn.query("COMMIT")
+                    async with self._connection() as conn:
+                        if read_only:
+                            await conn.query("START TRANSACTION READ ONLY")
+                        try:
+                            result = await self._run(
+                                conn, sql, bound, max_rows, max_bytes, timeout_s
+                            )
+                        finally:
+                            if read_only:
+                                await conn.query("COMMIT")
+                    ok = True
+                    return result
+                except pymysql.OperationalError as exc:
+                    # A read on a connection the server had dropped (KILL, restart): safe to
+                    # send again on a fresh connection; a write may have run, so it is not.
+                    if attempt == 2 or not read_only or exc.args[:1] not in _LOST_ARGS:
+                        raise
+                    logger.info("%s: a pooled connection was broken; retrying", self.name)
+            raise AssertionError("unreachable")
         except (pymysql.Error, OSError) as exc:
             self.errors += 1
             raise translate(exc) from exc
+        finally:
+            self.figures.query(sql, started, ok=ok)
+
+    async def _run(
+        self,
+        conn: aiomysql.Connection,
+        sql: str,
+        bound: list[Any] | None,
+        max_rows: int,
+        max_bytes: int,
+        timeout_s: float | None,
+    ) -> ResultSet:
+        """One statement on ``conn``; rows in wire form."""
+        async with (
+            self._statement_timeout(conn, sql, timeout_s) as timed,
+            conn.cursor(_Cursor) as cursor,
+        ):
+            await cursor.execute(timed, bound)
+            if cursor.description is None:
+                affected = cursor.rowcount
+                fetched: list[Any] = []
+                fields: list[Any] = []
+            else:
+                fetched = list(await cursor.fetchmany(max_rows + 1))
+                fields = list(cursor._result.fields)
+        for schema, table in self.catalog.needs(fields):
+            async with conn.cursor(_BufferedCursor) as catalog_cursor:
+                await self.catalog.load(catalog_cursor, schema, table)
         if not fields:
             return ResultSet(rows_affected=affected)
         decoder = RowDecoder(fields, self.catalog)
@@ -363,6 +444,28 @@ class MysqlBackend(Backend):
         return int(affected or 0)
 
     @asynccontextmanager
+    async def transaction(
+        self, *, isolation: Isolation, read_only: bool
+    ) -> AsyncIterator[TransactionSession]:
+        async with self._connection() as conn:
+            session = _MysqlTransaction(self, conn)
+            if isolation:
+                # Applies to the next transaction only.
+                await session.command(f"SET TRANSACTION ISOLATION LEVEL {isolation}")
+            await session.command("START TRANSACTION READ ONLY" if read_only else "BEGIN")
+            self.figures.transactions_open += 1
+            try:
+                yield session
+            finally:
+                self.figures.transactions_open -= 1
+                if not session.finished and not conn.closed:
+                    try:
+                        await asyncio.shield(conn.rollback())
+                    except Exception as exc:
+                        logger.warning("%s: rollback failed (%r); closing", self.name, exc)
+                        conn.close()
+
+    @asynccontextmanager
     async def migration_session(self) -> AsyncIterator[_MysqlSession]:
         async with self._connection() as conn:
             session = _MysqlSession(conn)
@@ -390,7 +493,45 @@ class MysqlBackend(Backend):
             waiting=self._waiting,
             queries=self.queries,
             errors=self.errors,
+            query_p95_ms=self.figures.query_p95_ms(),
         )
+
+
+class _MysqlTransaction(TransactionSession):
+    def __init__(self, backend: MysqlBackend, conn: aiomysql.Connection) -> None:
+        self._backend = backend
+        self._conn = conn
+
+    async def execute(
+        self,
+        sql: str,
+        params: Sequence[Any],
+        *,
+        max_rows: int,
+        max_bytes: int,
+        timeout_s: float | None,
+    ) -> ResultSet:
+        bound = self._backend._bind(params)
+        started = time.perf_counter()
+        ok = False
+        try:
+            result = await self._backend._run(
+                self._conn, sql, bound, max_rows, max_bytes, timeout_s
+            )
+            ok = True
+            return result
+        except (pymysql.Error, OSError) as exc:
+            self._backend.errors += 1
+            raise translate(exc) from exc
+        finally:
+            self._backend.queries += 1
+            self._backend.figures.query(sql, started, ok=ok)
+
+    async def command(self, sql: str) -> None:
+        try:
+            await self._conn.query(sql)
+        except (pymysql.Error, OSError) as exc:
+            raise translate(exc) from exc
 
 
 class _MysqlSession:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -18,7 +19,15 @@ import asyncpg
 from paca.db.v1 import db_types_pb2, values_pb2
 
 from db_service import values
-from db_service.backends.base import Backend, ResultSet, limit_bytes, stream_chunks
+from db_service.backends.base import (
+    Backend,
+    Isolation,
+    PoolLimits,
+    ResultSet,
+    TransactionSession,
+    limit_bytes,
+    stream_chunks,
+)
 from db_service.errors import (
     BadStatement,
     ConstraintViolation,
@@ -69,6 +78,12 @@ _UNAVAILABLE = (
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
     asyncpg.InterfaceError,
+    # The server ending the session (pg_terminate_backend, a shutdown, a crashed sibling, an
+    # idle timeout) as an error message read before the socket closes.
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.IdleInTransactionSessionTimeoutError,
+    asyncpg.IdleSessionTimeoutError,
 )
 
 
@@ -99,6 +114,8 @@ def _bind(statement: Any, params: Sequence[Any]) -> list[Any]:
     that UTC time without its zone, which asyncpg wants naive.
     """
     bound = list(params)
+    if not any(isinstance(value, dt.datetime) for value in bound):
+        return bound  # nothing to convert: skip asking for the parameter types
     for i, kind in enumerate(statement.get_parameters()):
         value = bound[i] if i < len(bound) else None
         if kind.name == "timestamp" and isinstance(value, dt.datetime) and value.tzinfo:
@@ -116,27 +133,39 @@ async def _set_timeout(conn: asyncpg.Connection, timeout_s: float | None) -> Non
         await conn.execute(f"SET LOCAL statement_timeout = {max(1, int(timeout_s * 1000))}")
 
 
-@asynccontextmanager
-async def _transaction(
-    conn: asyncpg.Connection, *, read_only: bool, timeout_s: float | None
-) -> AsyncIterator[None]:
-    """A transaction whose BEGIN and statement timeout take one round trip, not two.
+async def _begin(conn: asyncpg.Connection, *, read_only: bool, timeout_s: float | None) -> None:
+    """Open the transaction of one statement: the first of its two round trips, not four.
 
-    asyncpg's ``conn.transaction()`` sends BEGIN on its own; a small query spends most of its
-    time in round trips, so BEGIN and ``SET LOCAL statement_timeout`` go as one simple query.
-    Ends with COMMIT, or ROLLBACK on any error or cancellation.
+    A small query spends most of its time in round trips (each one also a wake-up of the
+    server process, which on a busy host costs more than the query). So BEGIN and
+    ``SET LOCAL statement_timeout`` go as one simple query, and the end of the transaction goes
+    with the pool's session reset as another (:func:`_end`); the pool then skips its own reset.
+    On any error or cancellation in between: :func:`_abort`, and the pool resets the session
+    as usual. Plain calls rather than a context manager: this runs for every Query.
     """
     begin = "BEGIN READ ONLY" if read_only else "BEGIN"
     if timeout_s is not None:
         begin += f"; SET LOCAL statement_timeout = {max(1, int(timeout_s * 1000))}"
     await conn.execute(begin)
-    try:
-        yield
-    except BaseException:
-        if not conn.is_closed() and conn.is_in_transaction():
-            await conn.execute("ROLLBACK")
-        raise
-    await conn.execute("COMMIT")
+
+
+async def _abort(conn: asyncpg.Connection) -> None:
+    """Roll back the transaction :func:`_begin` opened, after an error or a cancellation."""
+    if not conn.is_closed() and conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
+async def _end(conn: _Connection, *, read_only: bool) -> None:
+    """End the transaction :func:`_begin` opened, resetting the session in the same trip."""
+    if read_only:
+        # Everything a statement can change in a session is undone by the rollback (settings,
+        # LISTEN, cursors, temporary tables) but a session advisory lock.
+        await conn.execute("ROLLBACK; SELECT pg_advisory_unlock_all()")
+    else:
+        # A failed COMMIT (a deferred constraint) stops the script there: the error reaches
+        # the caller and, not marked reset, the session gets the pool's full reset.
+        await conn.execute("COMMIT;\n" + conn.get_reset_query())
+    conn.mark_reset()
 
 
 def _columns(attributes: Sequence[Any]) -> list[values_pb2.Column]:
@@ -146,8 +175,29 @@ def _columns(attributes: Sequence[Any]) -> list[values_pb2.Column]:
     ]
 
 
+# Column metadata and row encoder per result shape (asyncpg's attribute tuple: names and
+# types), so a statement run again reuses them. Bounded: emptied when full.
+_SHAPES: dict[tuple[Any, ...], tuple[list[values_pb2.Column], Callable[[Any], values_pb2.Row]]] = {}
+_SHAPES_SIZE = 1024
+
+
+def _shape(
+    attributes: tuple[Any, ...],
+) -> tuple[list[values_pb2.Column], Callable[[Any], values_pb2.Row]]:
+    """The columns (a fresh list each call: a caller may change it) and the row encoder of a
+    result with these attributes."""
+    found = _SHAPES.get(attributes)
+    if found is None:
+        if len(_SHAPES) >= _SHAPES_SIZE:
+            _SHAPES.clear()
+        found = _SHAPES[attributes] = (_columns(attributes), _row_encoder(attributes))
+    return list(found[0]), found[1]
+
+
 def _row_encoder(attributes: Sequence[Any]) -> Callable[[Any], values_pb2.Row]:
     json_columns = {i for i, a in enumerate(attributes) if a.type.name in {"json", "jsonb"}}
+    if not json_columns:
+        return values.encode_row
 
     def encode(record: Any) -> values_pb2.Row:
         return values_pb2.Row(
@@ -184,8 +234,50 @@ class _Connection(asyncpg.Connection):  # type: ignore[misc]
     acquired (asyncpg checks), so the cache keeps the server-side state, not the object.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # For the pool's max lifetime: a connection past it is closed when it comes back.
+        self.opened_at = time.monotonic()
+        # Called once when the connection ends without us closing it (server or network).
+        self.on_lost: Callable[[], None] | None = None
+        self._ending = False
+
+    # The signature of asyncpg's Connection.close, which this extends.
+    async def close(self, *, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        self._ending = True
+        await super().close(timeout=timeout)
+
+    def terminate(self) -> None:
+        self._ending = True
+        super().terminate()
+
+    def _cleanup(self) -> None:
+        # asyncpg's pool replaces a lost connection by itself; this is where it shows.
+        if not self._ending:
+            self._ending = True
+            if self.on_lost is not None:
+                self.on_lost()
+        super()._cleanup()
+
     async def prepared(self, sql: str) -> Any:
         return await self._prepare(sql, use_cache=True)
+
+    def unproxied(self) -> _Connection:
+        """This connection itself: called through asyncpg's pool proxy, which forwards it."""
+        return self
+
+    def mark_reset(self) -> None:
+        """The session was just reset along with the end of its transaction (_end)."""
+        self._was_reset = True
+
+    async def reset_for_pool(self) -> None:
+        """The pool's reset on release: skipped when the session was reset already."""
+        if getattr(self, "_was_reset", False):
+            self._was_reset = False
+            return
+        query = self.get_reset_query()
+        if query:
+            await self.execute(query)
 
 
 def _stale(exc: BaseException) -> bool:
@@ -194,21 +286,130 @@ def _stale(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.FeatureNotSupportedError) and "cached plan" in str(exc)
 
 
+class _BrokenBeforeStart(Exception):
+    """A pooled connection failed on BEGIN: the statement never reached the server."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def _release_done(task: asyncio.Task[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.warning("returning a connection to the pool failed: %r", task.exception())
 
 
-async def _release(conn_cm: Any) -> None:
+async def _give_back(conn_cm: Any, conn: _Connection) -> None:
+    try:
+        await conn_cm.__aexit__(None, None, None)
+    except asyncpg.InternalClientError as exc:
+        # Pool.release() checks that the connection is still lent, then runs the holder's
+        # release in a task of its own. A connection terminated in between (asyncpg's own
+        # background CancelRequest failing against a dead server terminates it) was handed
+        # back by its cleanup meanwhile, and the holder's release finds the holder free:
+        # "release() called on a free connection holder". The pool is whole; nothing to undo.
+        if not conn.is_closed() or "free connection holder" not in str(exc):
+            raise
+
+
+async def _release(conn_cm: Any, conn: _Connection) -> None:
     """Give a connection back to the pool, even when the caller is cancelled meanwhile.
 
     asyncpg's release resets the connection (a round trip); cancelled halfway it terminates
     the connection instead, so a burst of cancelled calls would empty the pool. Shielded, the
     reset finishes on its own and the caller's cancellation still goes through at once.
     """
-    task = asyncio.ensure_future(conn_cm.__aexit__(None, None, None))
+    task = asyncio.ensure_future(_give_back(conn_cm, conn))
     task.add_done_callback(_release_done)
     await asyncio.shield(task)
+
+
+async def _fetch(
+    conn: Any, sql: str, params: Sequence[Any], *, max_rows: int, max_bytes: int
+) -> ResultSet:
+    """Run one statement inside the connection's open transaction; rows in wire form."""
+    statement = await conn.prepared(sql)
+    bound = _bind(statement, params)
+    attributes = statement.get_attributes()
+    if not attributes:
+        await statement.fetch(*bound)
+        return ResultSet(rows_affected=_rows_affected(statement.get_statusmsg()))
+    fetched = await _fetch_limited(statement, bound, max_rows + 1)
+    status = statement.get_statusmsg()
+    columns, encode = _shape(attributes)
+    rows, cut = limit_bytes([encode(r) for r in fetched[:max_rows]], max_bytes)
+    affected = _rows_affected(status) if status and not status.startswith("SELECT") else -1
+    return ResultSet(
+        columns=columns,
+        rows=rows,
+        rows_affected=affected,
+        truncated=cut or len(fetched) > max_rows,
+    )
+
+
+# asyncpg's bind-and-execute with a row limit (what fetchrow uses, with limit 1): one round trip
+# on the unnamed portal, where a cursor costs another to close its portal. Private in asyncpg
+# 0.30-0.32; without it, a cursor does the same in one more round trip.
+_BIND_EXECUTE = getattr(
+    asyncpg.prepared_stmt.PreparedStatement, "_PreparedStatement__bind_execute", None
+)
+
+
+async def _fetch_limited(statement: Any, bound: Sequence[Any], limit: int) -> list[Any]:
+    """At most ``limit`` rows of a prepared statement, without reading the rest."""
+    if _BIND_EXECUTE is not None:
+        return list(await _BIND_EXECUTE(statement, bound, limit, None))
+    fetched = []
+    async for record in statement.cursor(*bound, prefetch=limit):
+        fetched.append(record)
+        if len(fetched) >= limit:
+            break
+    return fetched
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """The connection broke (terminated by the server, network gone): nothing ran on it."""
+    return isinstance(
+        exc, OSError | asyncpg.ConnectionDoesNotExistError | asyncpg.AdminShutdownError
+    ) or (isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc))
+
+
+class _PgTransaction(TransactionSession):
+    def __init__(self, backend: PostgresBackend, conn: Any) -> None:
+        self._backend = backend
+        self._conn = conn
+
+    async def execute(
+        self,
+        sql: str,
+        params: Sequence[Any],
+        *,
+        max_rows: int,
+        max_bytes: int,
+        timeout_s: float | None,
+    ) -> ResultSet:
+        started = time.perf_counter()
+        ok = False
+        try:
+            if timeout_s is not None:
+                await _set_timeout(self._conn, timeout_s)
+            result = await _fetch(self._conn, sql, params, max_rows=max_rows, max_bytes=max_bytes)
+            if timeout_s is not None:
+                await self._conn.execute("SET LOCAL statement_timeout TO DEFAULT")
+            ok = True
+            return result
+        except (asyncpg.PostgresError, *_UNAVAILABLE) as exc:
+            self._backend.errors += 1
+            raise _translate(exc) from exc
+        finally:
+            self._backend.queries += 1
+            self._backend.figures.query(sql, started, ok=ok)
+
+    async def command(self, sql: str) -> None:
+        try:
+            await self._conn.execute(sql)
+        except (asyncpg.PostgresError, *_UNAVAILABLE) as exc:
+            raise _translate(exc) from exc
 
 
 class _PgSession:
@@ -233,9 +434,20 @@ class PostgresBackend(Backend):
     # Key of the advisory lock that serialises migration runners (any fixed 64-bit number).
     MIGRATION_LOCK_KEY = 0x7061636144420001
 
-    def __init__(self, name: str, url: str, *, pool_size: int, acquire_timeout_s: float) -> None:
-        super().__init__(name, url, pool_size=pool_size, acquire_timeout_s=acquire_timeout_s)
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        *,
+        pool_size: int = 10,
+        acquire_timeout_s: float = 5.0,
+        limits: PoolLimits | None = None,
+    ) -> None:
+        super().__init__(
+            name, url, pool_size=pool_size, acquire_timeout_s=acquire_timeout_s, limits=limits
+        )
         self._pool: asyncpg.Pool | None = None
+        self._waiting = 0
 
     def __repr__(self) -> str:
         pool = self._pool
@@ -249,13 +461,23 @@ class PostgresBackend(Backend):
         try:
             self._pool = await asyncpg.create_pool(
                 self.url,
-                min_size=1,
-                max_size=self.pool_size,
+                min_size=min(self.limits.min_size, self.limits.max_size),
+                max_size=self.limits.max_size,
                 timeout=self.acquire_timeout_s,
+                max_inactive_connection_lifetime=self.limits.idle_recycle_s,
                 connection_class=_Connection,
+                init=self._init_connection,
+                reset=_Connection.reset_for_pool,
             )
         except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
             raise DbUnavailable(f"{self.name}: cannot connect to {redact_url(self.url)}") from exc
+
+    async def _init_connection(self, conn: _Connection) -> None:
+        conn.on_lost = self._lost_one
+
+    def _lost_one(self) -> None:
+        self.figures.connections_discarded += 1
+        logger.info("%s: a pooled connection ended; the pool will open another", self.name)
 
     async def aclose(self) -> None:
         if self._pool is not None:
@@ -264,19 +486,40 @@ class PostgresBackend(Backend):
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
-        if self._pool is None:
+        pool = self._pool
+        if pool is None:
             raise DbUnavailable(f"{self.name}: not open")
+        # Waited: no connection was idle when asked (a busy pool, or one still to be opened).
+        waited = pool.get_idle_size() == 0
+        started = time.perf_counter()
+        self._waiting += 1
         try:
-            conn_cm = self._pool.acquire(timeout=self.acquire_timeout_s)
+            conn_cm = pool.acquire(timeout=self.acquire_timeout_s)
             conn = await conn_cm.__aenter__()
         except TimeoutError:
+            self.figures.acquire_timeouts += 1
             raise DbUnavailable(f"{self.name}: no connection free", retry_after_s=0.05) from None
         except _UNAVAILABLE as exc:
             raise DbUnavailable(f"{self.name}: {exc}", retry_after_s=0.1) from exc
-        try:
-            yield conn
         finally:
-            await _release(conn_cm)
+            self._waiting -= 1
+        self.figures.acquired(time.perf_counter() - started, waited=waited)
+        # The connection, not asyncpg's proxy of it: when the server ends the session, asyncpg's
+        # connection-lost callback (Connection._cleanup) gives the holder back to the pool and
+        # detaches the proxy at once, before the failed statement even raises. From then on the
+        # proxy refuses every call ("released back to the pool"; attributes of our subclass
+        # fail with AttributeError), so the error and release paths below could not ask it
+        # whether it is closed. The connection itself answers is_closed() and fails a call
+        # with "connection is closed"; releasing the detached proxy is a no-op in the pool.
+        raw: _Connection = conn.unproxied()
+        try:
+            yield raw
+        finally:
+            # A closed (broken) one is dropped by the pool, which opens a new one.
+            age = time.monotonic() - raw.opened_at
+            if not raw.is_closed() and age > self.limits.max_lifetime_s:
+                raw.terminate()
+            await _release(conn_cm, raw)
 
     async def execute(
         self,
@@ -289,42 +532,68 @@ class PostgresBackend(Backend):
         timeout_s: float | None = None,
     ) -> ResultSet:
         self.queries += 1
+        started = time.perf_counter()
+        ok = False
         try:
-            async with self._connection() as conn:
-                for attempt in (1, 2):
-                    try:
-                        async with _transaction(conn, read_only=read_only, timeout_s=timeout_s):
-                            statement = await conn.prepared(sql)
-                            bound = _bind(statement, params)
-                            attributes = statement.get_attributes()
-                            if not attributes:
-                                await statement.fetch(*bound)
-                                status = statement.get_statusmsg()
-                                return ResultSet(rows_affected=_rows_affected(status))
-                            # One round trip: bind and fetch at most max_rows + 1 rows.
-                            fetched = []
-                            async for record in statement.cursor(*bound, prefetch=max_rows + 1):
-                                fetched.append(record)
-                                if len(fetched) > max_rows:
-                                    break
-                            status = statement.get_statusmsg()
-                        break
-                    except _STALE_STATEMENT as exc:
-                        if attempt == 2 or not _stale(exc):
-                            raise
-                        await conn.reload_schema_state()
+            for connection_attempt in (1, 2):
+                try:
+                    result = await self._execute_once(
+                        sql,
+                        params,
+                        read_only=read_only,
+                        max_rows=max_rows,
+                        max_bytes=max_bytes,
+                        timeout_s=timeout_s,
+                    )
+                    ok = True
+                    return result
+                except _BrokenBeforeStart as broken:
+                    # The connection had died idle in the pool (the server terminated it):
+                    # nothing ran, so the statement is safe to send once more on a new one.
+                    if connection_attempt == 2:
+                        raise broken.error from broken.error.__cause__
+                    logger.info("%s: a pooled connection was broken; retrying", self.name)
+            raise AssertionError("unreachable")
         except (asyncpg.PostgresError, *_UNAVAILABLE) as exc:
             self.errors += 1
             raise _translate(exc) from exc
-        encode = _row_encoder(attributes)
-        rows, cut = limit_bytes([encode(r) for r in fetched[:max_rows]], max_bytes)
-        affected = _rows_affected(status) if status and not status.startswith("SELECT") else -1
-        return ResultSet(
-            columns=_columns(attributes),
-            rows=rows,
-            rows_affected=affected,
-            truncated=cut or len(fetched) > max_rows,
-        )
+        finally:
+            self.figures.query(sql, started, ok=ok)
+
+    async def _execute_once(
+        self,
+        sql: str,
+        params: Sequence[Any],
+        *,
+        read_only: bool,
+        max_rows: int,
+        max_bytes: int,
+        timeout_s: float | None,
+    ) -> ResultSet:
+        async with self._connection() as conn:
+            for attempt in (1, 2):
+                begun = False
+                try:
+                    await _begin(conn, read_only=read_only, timeout_s=timeout_s)
+                    begun = True
+                    try:
+                        result = await _fetch(
+                            conn, sql, params, max_rows=max_rows, max_bytes=max_bytes
+                        )
+                    except BaseException:
+                        await _abort(conn)
+                        raise
+                    await _end(conn, read_only=read_only)
+                    return result
+                except _STALE_STATEMENT as exc:
+                    if attempt == 2 or not _stale(exc):
+                        raise
+                    await conn.reload_schema_state()
+                except _UNAVAILABLE as exc:
+                    if not begun and _connection_lost(exc):
+                        raise _BrokenBeforeStart(exc) from exc
+                    raise
+        raise AssertionError("unreachable")
 
     async def stream(
         self,
@@ -337,6 +606,8 @@ class PostgresBackend(Backend):
         timeout_s: float | None = None,
     ) -> AsyncGenerator[ResultSet, None]:
         self.queries += 1
+        started = time.perf_counter()
+        ok = False
         try:
             # A cursor lives in a transaction: a portal on the server, read chunk by chunk.
             async with self._connection() as conn, conn.transaction(readonly=True):
@@ -357,14 +628,19 @@ class PostgresBackend(Backend):
                 ):
                     self.rows_streamed += len(rows)
                     yield ResultSet(rows=rows)
+            ok = True
         except (asyncpg.PostgresError, *_UNAVAILABLE) as exc:
             self.errors += 1
             raise _translate(exc) from exc
+        finally:
+            self.figures.query(sql, started, ok=ok)
 
     async def executemany(
         self, sql: str, rows: Sequence[Sequence[Any]], *, timeout_s: float | None = None
     ) -> int:
         self.queries += 1
+        started = time.perf_counter()
+        ok = False
         try:
             async with self._connection() as conn, conn.transaction():
                 await _set_timeout(conn, timeout_s)
@@ -375,10 +651,39 @@ class PostgresBackend(Backend):
                 for row in rows:
                     await statement.fetch(*_bind(statement, row))
                     total += max(0, _rows_affected(statement.get_statusmsg()))
-                return total
+            ok = True
+            return total
         except (asyncpg.PostgresError, *_UNAVAILABLE) as exc:
             self.errors += 1
             raise _translate(exc) from exc
+        finally:
+            self.figures.query(sql, started, ok=ok)
+
+    @asynccontextmanager
+    async def transaction(
+        self, *, isolation: Isolation, read_only: bool
+    ) -> AsyncIterator[TransactionSession]:
+        begin = "BEGIN"
+        if isolation:
+            begin += f" ISOLATION LEVEL {isolation}"
+        if read_only:
+            begin += " READ ONLY"
+        async with self._connection() as conn:
+            session = _PgTransaction(self, conn)
+            await session.command(begin)
+            self.figures.transactions_open += 1
+            try:
+                yield session
+            finally:
+                self.figures.transactions_open -= 1
+                if not session.finished and not conn.is_closed():
+                    # asyncpg's release would roll back too; done here so it is explicit and
+                    # a failure shows (the connection is then dropped, not reused).
+                    try:
+                        await asyncio.shield(conn.execute("ROLLBACK"))
+                    except Exception as exc:
+                        logger.warning("%s: rollback failed (%r); closing", self.name, exc)
+                        conn.terminate()
 
     @asynccontextmanager
     async def migration_session(self) -> AsyncIterator[_PgSession]:
@@ -403,6 +708,8 @@ class PostgresBackend(Backend):
             size=size,
             in_use=size - idle,
             idle=idle,
+            waiting=self._waiting,
             queries=self.queries,
             errors=self.errors,
+            query_p95_ms=self.figures.query_p95_ms(),
         )

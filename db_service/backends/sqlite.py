@@ -33,7 +33,10 @@ from paca.db.v1 import db_types_pb2, values_pb2
 from db_service import values
 from db_service.backends.base import (
     Backend,
+    Isolation,
+    PoolLimits,
     ResultSet,
+    TransactionSession,
     limit_bytes,
     split_statements,
     stream_chunks,
@@ -176,6 +179,70 @@ def _translate(exc: sqlite3.Error) -> DbError:
     return engine_error(error, "sqlite", name)
 
 
+async def _run(
+    conn: aiosqlite.Connection,
+    sql: str,
+    bound: Sequence[Any],
+    max_rows: int,
+    max_bytes: int,
+    timeout_s: float | None,
+) -> ResultSet:
+    """One statement on ``conn``; rows in wire form."""
+    async with _statement_timeout(conn, timeout_s):
+        cursor = await conn.execute(sql, bound)
+        try:
+            if cursor.description is None:
+                return ResultSet(rows_affected=cursor.rowcount)
+            fetched = list(await cursor.fetchmany(max_rows + 1))
+            names = [d[0] for d in cursor.description]
+        finally:
+            await cursor.close()
+    truncated = len(fetched) > max_rows
+    fetched = fetched[:max_rows]
+    rows, cut = limit_bytes([_encode_row(row) for row in fetched], max_bytes)
+    return ResultSet(
+        columns=_columns(names, fetched),
+        rows=rows,
+        rows_affected=-1,
+        truncated=truncated or cut,
+    )
+
+
+class _SqliteTransaction(TransactionSession):
+    def __init__(self, backend: SqliteBackend, conn: aiosqlite.Connection) -> None:
+        self._backend = backend
+        self._conn = conn
+
+    async def execute(
+        self,
+        sql: str,
+        params: Sequence[Any],
+        *,
+        max_rows: int,
+        max_bytes: int,
+        timeout_s: float | None,
+    ) -> ResultSet:
+        bound = [_adapt(p, f"params[{i}]") for i, p in enumerate(params)]
+        started = time.perf_counter()
+        ok = False
+        try:
+            result = await _run(self._conn, sql, bound, max_rows, max_bytes, timeout_s)
+            ok = True
+            return result
+        except sqlite3.Error as exc:
+            self._backend.errors += 1
+            raise _translate(exc) from exc
+        finally:
+            self._backend.queries += 1
+            self._backend.figures.query(sql, started, ok=ok)
+
+    async def command(self, sql: str) -> None:
+        try:
+            await self._conn.execute(sql)
+        except sqlite3.Error as exc:
+            raise _translate(exc) from exc
+
+
 class _SqliteSession:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
@@ -219,8 +286,20 @@ class SqliteBackend(Backend):
         else frozenset()
     )
 
-    def __init__(self, name: str, url: str, *, pool_size: int, acquire_timeout_s: float) -> None:
-        super().__init__(name, url, pool_size=pool_size, acquire_timeout_s=acquire_timeout_s)
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        *,
+        pool_size: int = 10,
+        acquire_timeout_s: float = 5.0,
+        limits: PoolLimits | None = None,
+    ) -> None:
+        # A local file: connections do not age or break like network ones, so the pool is
+        # max_size readers opened once and kept (lifetime and idle recycle do not apply).
+        super().__init__(
+            name, url, pool_size=pool_size, acquire_timeout_s=acquire_timeout_s, limits=limits
+        )
         self.path = sqlite_path(url)
         self._writer: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
@@ -263,14 +342,18 @@ class SqliteBackend(Backend):
 
     @asynccontextmanager
     async def _reader(self) -> AsyncIterator[aiosqlite.Connection]:
+        waited = self._readers.empty()
+        started = time.perf_counter()
         self._waiting += 1
         try:
             async with asyncio.timeout(self.acquire_timeout_s):
                 conn = await self._readers.get()
         except TimeoutError:
+            self.figures.acquire_timeouts += 1
             raise DbUnavailable(f"{self.name}: no reader free", retry_after_s=0.05) from None
         finally:
             self._waiting -= 1
+        self.figures.acquired(time.perf_counter() - started, waited=waited)
         try:
             yield conn
         finally:
@@ -280,14 +363,18 @@ class SqliteBackend(Backend):
     async def _writer_conn(self) -> AsyncIterator[aiosqlite.Connection]:
         if self._writer is None:
             raise DbUnavailable(f"{self.name}: not open")
+        waited = self._write_lock.locked()
+        started = time.perf_counter()
         self._waiting += 1
         try:
             async with asyncio.timeout(self.acquire_timeout_s):
                 await self._write_lock.acquire()
         except TimeoutError:
+            self.figures.acquire_timeouts += 1
             raise DbUnavailable(f"{self.name}: writer busy", retry_after_s=0.05) from None
         finally:
             self._waiting -= 1
+        self.figures.acquired(time.perf_counter() - started, waited=waited)
         try:
             yield self._writer
         finally:
@@ -306,28 +393,35 @@ class SqliteBackend(Backend):
         bound = [_adapt(p, f"params[{i}]") for i, p in enumerate(params)]
         self.queries += 1
         connection = self._reader() if read_only else self._writer_conn()
+        started = time.perf_counter()
+        ok = False
         try:
-            async with connection as conn, _statement_timeout(conn, timeout_s):
-                cursor = await conn.execute(sql, bound)
-                try:
-                    if cursor.description is None:
-                        return ResultSet(rows_affected=cursor.rowcount)
-                    fetched = list(await cursor.fetchmany(max_rows + 1))
-                    names = [d[0] for d in cursor.description]
-                finally:
-                    await cursor.close()
+            async with connection as conn:
+                result = await _run(conn, sql, bound, max_rows, max_bytes, timeout_s)
+            ok = True
+            return result
         except sqlite3.Error as exc:
             self.errors += 1
             raise _translate(exc) from exc
-        truncated = len(fetched) > max_rows
-        fetched = fetched[:max_rows]
-        rows, cut = limit_bytes([_encode_row(row) for row in fetched], max_bytes)
-        return ResultSet(
-            columns=_columns(names, fetched),
-            rows=rows,
-            rows_affected=-1,
-            truncated=truncated or cut,
-        )
+        finally:
+            self.figures.query(sql, started, ok=ok)
+
+    @asynccontextmanager
+    async def transaction(
+        self, *, isolation: Isolation, read_only: bool
+    ) -> AsyncIterator[TransactionSession]:
+        # SQLite is serializable whatever the level asked. A read-only transaction reads one
+        # snapshot on a reader; a writing one holds the single writer from BEGIN IMMEDIATE on.
+        async with self._reader() if read_only else self._writer_conn() as conn:
+            session = _SqliteTransaction(self, conn)
+            await session.command("BEGIN" if read_only else "BEGIN IMMEDIATE")
+            self.figures.transactions_open += 1
+            try:
+                yield session
+            finally:
+                self.figures.transactions_open -= 1
+                if conn.in_transaction:
+                    await asyncio.shield(conn.execute("ROLLBACK"))
 
     async def stream(
         self,
@@ -422,4 +516,5 @@ class SqliteBackend(Backend):
             waiting=self._waiting,
             queries=self.queries,
             errors=self.errors,
+            query_p95_ms=self.figures.query_p95_ms(),
         )

@@ -29,6 +29,8 @@ from paca.db.v1 import db_service_pb2
 from paca.monitor.v1 import monitor_service_pb2
 
 import api_service.settings
+import db_service.document.config
+import db_service.keyvalue.settings
 import db_service.settings
 import monitor.settings
 import paca_runtime.settings
@@ -97,11 +99,15 @@ class Ours:
     settings: ModuleType
     listen: str  # the setting naming its gRPC address
     default_listen: str
+    more_settings: tuple[ModuleType, ...] = ()  # engines whose settings live beside them
 
     @property
     def known_names(self) -> frozenset[str]:
         """Every setting this process reads."""
-        return RUNTIME_NAMES | _setting_names(self.settings)
+        names = RUNTIME_NAMES | _setting_names(self.settings)
+        for module in self.more_settings:
+            names |= _setting_names(module)
+        return names
 
     @property
     def port(self) -> int:
@@ -124,6 +130,7 @@ OURS = {
             db_service.settings,
             db_service.settings.LISTEN,
             _field_default(db_service.settings.DbSettings, "listen"),
+            (db_service.document.config, db_service.keyvalue.settings),
         ),
         Ours(
             "monitor",

@@ -75,6 +75,60 @@ func (MigrationDirection) EnumDescriptor() ([]byte, []int) {
 	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{0}
 }
 
+// How concurrent transactions see each other's changes (SQL standard levels).
+type IsolationLevel int32
+
+const (
+	// The database's default.
+	IsolationLevel_ISOLATION_LEVEL_UNSPECIFIED     IsolationLevel = 0
+	IsolationLevel_ISOLATION_LEVEL_READ_COMMITTED  IsolationLevel = 1
+	IsolationLevel_ISOLATION_LEVEL_REPEATABLE_READ IsolationLevel = 2
+	IsolationLevel_ISOLATION_LEVEL_SERIALIZABLE    IsolationLevel = 3
+)
+
+// Enum value maps for IsolationLevel.
+var (
+	IsolationLevel_name = map[int32]string{
+		0: "ISOLATION_LEVEL_UNSPECIFIED",
+		1: "ISOLATION_LEVEL_READ_COMMITTED",
+		2: "ISOLATION_LEVEL_REPEATABLE_READ",
+		3: "ISOLATION_LEVEL_SERIALIZABLE",
+	}
+	IsolationLevel_value = map[string]int32{
+		"ISOLATION_LEVEL_UNSPECIFIED":     0,
+		"ISOLATION_LEVEL_READ_COMMITTED":  1,
+		"ISOLATION_LEVEL_REPEATABLE_READ": 2,
+		"ISOLATION_LEVEL_SERIALIZABLE":    3,
+	}
+)
+
+func (x IsolationLevel) Enum() *IsolationLevel {
+	p := new(IsolationLevel)
+	*p = x
+	return p
+}
+
+func (x IsolationLevel) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (IsolationLevel) Descriptor() protoreflect.EnumDescriptor {
+	return file_paca_db_v1_db_service_proto_enumTypes[1].Descriptor()
+}
+
+func (IsolationLevel) Type() protoreflect.EnumType {
+	return &file_paca_db_v1_db_service_proto_enumTypes[1]
+}
+
+func (x IsolationLevel) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use IsolationLevel.Descriptor instead.
+func (IsolationLevel) EnumDescriptor() ([]byte, []int) {
+	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{1}
+}
+
 // Request of DbService.Query.
 type QueryRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -350,10 +404,13 @@ type ExecuteResponse struct {
 	// Rows inserted, updated or deleted; -1 where the engine does not say.
 	RowsAffected int64 `protobuf:"varint,1,opt,name=rows_affected,json=rowsAffected,proto3" json:"rows_affected,omitempty"`
 	// Columns and rows of a RETURNING clause, if the statement has one.
-	Columns       []*Column `protobuf:"bytes,2,rep,name=columns,proto3" json:"columns,omitempty"`
-	Rows          []*Row    `protobuf:"bytes,3,rep,name=rows,proto3" json:"rows,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Columns []*Column `protobuf:"bytes,2,rep,name=columns,proto3" json:"columns,omitempty"`
+	Rows    []*Row    `protobuf:"bytes,3,rep,name=rows,proto3" json:"rows,omitempty"`
+	// After the write: pass it to later reads to see this write from any host (empty when the
+	// database has no replicas).
+	ConsistencyToken string `protobuf:"bytes,4,opt,name=consistency_token,json=consistencyToken,proto3" json:"consistency_token,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ExecuteResponse) Reset() {
@@ -405,6 +462,13 @@ func (x *ExecuteResponse) GetRows() []*Row {
 		return x.Rows
 	}
 	return nil
+}
+
+func (x *ExecuteResponse) GetConsistencyToken() string {
+	if x != nil {
+		return x.ConsistencyToken
+	}
+	return ""
 }
 
 // Request of DbService.ExecuteBatch.
@@ -483,9 +547,12 @@ func (x *ExecuteBatchRequest) GetTimeout() *durationpb.Duration {
 type ExecuteBatchResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Rows changed by all runs together; -1 where the engine does not say.
-	RowsAffected  int64 `protobuf:"varint,1,opt,name=rows_affected,json=rowsAffected,proto3" json:"rows_affected,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RowsAffected int64 `protobuf:"varint,1,opt,name=rows_affected,json=rowsAffected,proto3" json:"rows_affected,omitempty"`
+	// After the write: pass it to later reads to see this write from any host (empty when the
+	// database has no replicas).
+	ConsistencyToken string `protobuf:"bytes,2,opt,name=consistency_token,json=consistencyToken,proto3" json:"consistency_token,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ExecuteBatchResponse) Reset() {
@@ -525,6 +592,13 @@ func (x *ExecuteBatchResponse) GetRowsAffected() int64 {
 	return 0
 }
 
+func (x *ExecuteBatchResponse) GetConsistencyToken() string {
+	if x != nil {
+		return x.ConsistencyToken
+	}
+	return ""
+}
+
 // Request of DbService.StreamQuery.
 type StreamQueryRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -539,9 +613,13 @@ type StreamQueryRequest struct {
 	// Approximate bytes of rows per response (0: the server's default).
 	ChunkBytes int64 `protobuf:"varint,6,opt,name=chunk_bytes,json=chunkBytes,proto3" json:"chunk_bytes,omitempty"`
 	// Stop after this many rows (0: no limit).
-	MaxRows       int64 `protobuf:"varint,7,opt,name=max_rows,json=maxRows,proto3" json:"max_rows,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MaxRows int64 `protobuf:"varint,7,opt,name=max_rows,json=maxRows,proto3" json:"max_rows,omitempty"`
+	// Where the read may be served from (a replica, the primary).
+	ReadPreference ReadPreference `protobuf:"varint,8,opt,name=read_preference,json=readPreference,proto3,enum=paca.db.v1.ReadPreference" json:"read_preference,omitempty"`
+	// A token returned by an earlier write: serve the read from a host that has applied it.
+	ConsistencyToken string `protobuf:"bytes,9,opt,name=consistency_token,json=consistencyToken,proto3" json:"consistency_token,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *StreamQueryRequest) Reset() {
@@ -623,6 +701,20 @@ func (x *StreamQueryRequest) GetMaxRows() int64 {
 	return 0
 }
 
+func (x *StreamQueryRequest) GetReadPreference() ReadPreference {
+	if x != nil {
+		return x.ReadPreference
+	}
+	return ReadPreference_READ_PREFERENCE_UNSPECIFIED
+}
+
+func (x *StreamQueryRequest) GetConsistencyToken() string {
+	if x != nil {
+		return x.ConsistencyToken
+	}
+	return ""
+}
+
 // One chunk of DbService.StreamQuery.
 type StreamQueryResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -689,9 +781,13 @@ type SelectRequest struct {
 	// Return at most this many rows (0: the server's limit); `truncated` says when rows were left.
 	MaxRows int64 `protobuf:"varint,4,opt,name=max_rows,json=maxRows,proto3" json:"max_rows,omitempty"`
 	// Return at most about this many bytes of rows (0: the server's limit).
-	MaxBytes      int64 `protobuf:"varint,5,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MaxBytes int64 `protobuf:"varint,5,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	// Where the read may be served from (a replica, the primary).
+	ReadPreference ReadPreference `protobuf:"varint,6,opt,name=read_preference,json=readPreference,proto3,enum=paca.db.v1.ReadPreference" json:"read_preference,omitempty"`
+	// A token returned by an earlier write: serve the read from a host that has applied it.
+	ConsistencyToken string `protobuf:"bytes,7,opt,name=consistency_token,json=consistencyToken,proto3" json:"consistency_token,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *SelectRequest) Reset() {
@@ -757,6 +853,20 @@ func (x *SelectRequest) GetMaxBytes() int64 {
 		return x.MaxBytes
 	}
 	return 0
+}
+
+func (x *SelectRequest) GetReadPreference() ReadPreference {
+	if x != nil {
+		return x.ReadPreference
+	}
+	return ReadPreference_READ_PREFERENCE_UNSPECIFIED
+}
+
+func (x *SelectRequest) GetConsistencyToken() string {
+	if x != nil {
+		return x.ConsistencyToken
+	}
+	return ""
 }
 
 // Response of DbService.Select.
@@ -891,10 +1001,13 @@ type InsertResponse struct {
 	// Rows inserted; -1 where the engine does not say.
 	RowsAffected int64 `protobuf:"varint,1,opt,name=rows_affected,json=rowsAffected,proto3" json:"rows_affected,omitempty"`
 	// The `returning` columns of the inserted rows.
-	Columns       []*Column `protobuf:"bytes,2,rep,name=columns,proto3" json:"columns,omitempty"`
-	Rows          []*Row    `protobuf:"bytes,3,rep,name=rows,proto3" json:"rows,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Columns []*Column `protobuf:"bytes,2,rep,name=columns,proto3" json:"columns,omitempty"`
+	Rows    []*Row    `protobuf:"bytes,3,rep,name=rows,proto3" json:"rows,omitempty"`
+	// After the write: pass it to later reads to see this write from any host (empty when the
+	// database has no replicas).
+	ConsistencyToken string `protobuf:"bytes,4,opt,name=consistency_token,json=consistencyToken,proto3" json:"consistency_token,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *InsertResponse) Reset() {
@@ -946,6 +1059,13 @@ func (x *InsertResponse) GetRows() []*Row {
 		return x.Rows
 	}
 	return nil
+}
+
+func (x *InsertResponse) GetConsistencyToken() string {
+	if x != nil {
+		return x.ConsistencyToken
+	}
+	return ""
 }
 
 // Request of DbService.Update.
@@ -1018,10 +1138,13 @@ type UpdateResponse struct {
 	// Rows updated (MySQL/MariaDB: rows matched); -1 where the engine does not say.
 	RowsAffected int64 `protobuf:"varint,1,opt,name=rows_affected,json=rowsAffected,proto3" json:"rows_affected,omitempty"`
 	// The `returning` columns of the updated rows.
-	Columns       []*Column `protobuf:"bytes,2,rep,name=columns,proto3" json:"columns,omitempty"`
-	Rows          []*Row    `protobuf:"bytes,3,rep,name=rows,proto3" json:"rows,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Columns []*Column `protobuf:"bytes,2,rep,name=columns,proto3" json:"columns,omitempty"`
+	Rows    []*Row    `protobuf:"bytes,3,rep,name=rows,proto3" json:"rows,omitempty"`
+	// After the write: pass it to later reads to see this write from any host (empty when the
+	// database has no replicas).
+	ConsistencyToken string `protobuf:"bytes,4,opt,name=consistency_token,json=consistencyToken,proto3" json:"consistency_token,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *UpdateResponse) Reset() {
@@ -1073,6 +1196,13 @@ func (x *UpdateResponse) GetRows() []*Row {
 		return x.Rows
 	}
 	return nil
+}
+
+func (x *UpdateResponse) GetConsistencyToken() string {
+	if x != nil {
+		return x.ConsistencyToken
+	}
+	return ""
 }
 
 // Request of DbService.Delete.
@@ -1145,10 +1275,13 @@ type DeleteResponse struct {
 	// Rows deleted; -1 where the engine does not say.
 	RowsAffected int64 `protobuf:"varint,1,opt,name=rows_affected,json=rowsAffected,proto3" json:"rows_affected,omitempty"`
 	// The `returning` columns of the deleted rows.
-	Columns       []*Column `protobuf:"bytes,2,rep,name=columns,proto3" json:"columns,omitempty"`
-	Rows          []*Row    `protobuf:"bytes,3,rep,name=rows,proto3" json:"rows,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Columns []*Column `protobuf:"bytes,2,rep,name=columns,proto3" json:"columns,omitempty"`
+	Rows    []*Row    `protobuf:"bytes,3,rep,name=rows,proto3" json:"rows,omitempty"`
+	// After the write: pass it to later reads to see this write from any host (empty when the
+	// database has no replicas).
+	ConsistencyToken string `protobuf:"bytes,4,opt,name=consistency_token,json=consistencyToken,proto3" json:"consistency_token,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *DeleteResponse) Reset() {
@@ -1200,6 +1333,13 @@ func (x *DeleteResponse) GetRows() []*Row {
 		return x.Rows
 	}
 	return nil
+}
+
+func (x *DeleteResponse) GetConsistencyToken() string {
+	if x != nil {
+		return x.ConsistencyToken
+	}
+	return ""
 }
 
 // Request of DbService.Migrate.
@@ -1729,8 +1869,12 @@ func (*GetStatsRequest) Descriptor() ([]byte, []int) {
 
 // Response of DbService.GetStats.
 type GetStatsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Pools         []*PoolStats           `protobuf:"bytes,1,rep,name=pools,proto3" json:"pools,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Pools []*PoolStats           `protobuf:"bytes,1,rep,name=pools,proto3" json:"pools,omitempty"`
+	// Per database: pool waits and query latency by statement shape.
+	Figures []*DatabaseFigures `protobuf:"bytes,2,rep,name=figures,proto3" json:"figures,omitempty"`
+	// Per database with replicas: each host's health as the routing sees it.
+	Hosts         []*HostHealth `protobuf:"bytes,3,rep,name=hosts,proto3" json:"hosts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1772,6 +1916,689 @@ func (x *GetStatsResponse) GetPools() []*PoolStats {
 	return nil
 }
 
+func (x *GetStatsResponse) GetFigures() []*DatabaseFigures {
+	if x != nil {
+		return x.Figures
+	}
+	return nil
+}
+
+func (x *GetStatsResponse) GetHosts() []*HostHealth {
+	if x != nil {
+		return x.Hosts
+	}
+	return nil
+}
+
+// Latency of one statement shape (its SQL with literals replaced by "?").
+type QueryFingerprintFigures struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Fingerprint   string                 `protobuf:"bytes,1,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	Calls         int64                  `protobuf:"varint,2,opt,name=calls,proto3" json:"calls,omitempty"`
+	Errors        int64                  `protobuf:"varint,3,opt,name=errors,proto3" json:"errors,omitempty"`
+	P50Ms         float64                `protobuf:"fixed64,4,opt,name=p50_ms,json=p50Ms,proto3" json:"p50_ms,omitempty"`
+	P95Ms         float64                `protobuf:"fixed64,5,opt,name=p95_ms,json=p95Ms,proto3" json:"p95_ms,omitempty"`
+	P99Ms         float64                `protobuf:"fixed64,6,opt,name=p99_ms,json=p99Ms,proto3" json:"p99_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueryFingerprintFigures) Reset() {
+	*x = QueryFingerprintFigures{}
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueryFingerprintFigures) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueryFingerprintFigures) ProtoMessage() {}
+
+func (x *QueryFingerprintFigures) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueryFingerprintFigures.ProtoReflect.Descriptor instead.
+func (*QueryFingerprintFigures) Descriptor() ([]byte, []int) {
+	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *QueryFingerprintFigures) GetFingerprint() string {
+	if x != nil {
+		return x.Fingerprint
+	}
+	return ""
+}
+
+func (x *QueryFingerprintFigures) GetCalls() int64 {
+	if x != nil {
+		return x.Calls
+	}
+	return 0
+}
+
+func (x *QueryFingerprintFigures) GetErrors() int64 {
+	if x != nil {
+		return x.Errors
+	}
+	return 0
+}
+
+func (x *QueryFingerprintFigures) GetP50Ms() float64 {
+	if x != nil {
+		return x.P50Ms
+	}
+	return 0
+}
+
+func (x *QueryFingerprintFigures) GetP95Ms() float64 {
+	if x != nil {
+		return x.P95Ms
+	}
+	return 0
+}
+
+func (x *QueryFingerprintFigures) GetP99Ms() float64 {
+	if x != nil {
+		return x.P99Ms
+	}
+	return 0
+}
+
+// Pool and query figures of one database since the process started.
+type DatabaseFigures struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Database string                 `protobuf:"bytes,1,opt,name=database,proto3" json:"database,omitempty"`
+	// Connections the pool may hold at most.
+	MaxSize  int32 `protobuf:"varint,2,opt,name=max_size,json=maxSize,proto3" json:"max_size,omitempty"`
+	Acquires int64 `protobuf:"varint,3,opt,name=acquires,proto3" json:"acquires,omitempty"`
+	// Acquires that found a connection free at once.
+	AcquiresWithoutWait int64 `protobuf:"varint,4,opt,name=acquires_without_wait,json=acquiresWithoutWait,proto3" json:"acquires_without_wait,omitempty"`
+	// Share of acquires served without waiting (1.0 when there were none).
+	PoolEfficiency   float64 `protobuf:"fixed64,5,opt,name=pool_efficiency,json=poolEfficiency,proto3" json:"pool_efficiency,omitempty"`
+	AcquireWaitP50Ms float64 `protobuf:"fixed64,6,opt,name=acquire_wait_p50_ms,json=acquireWaitP50Ms,proto3" json:"acquire_wait_p50_ms,omitempty"`
+	AcquireWaitP95Ms float64 `protobuf:"fixed64,7,opt,name=acquire_wait_p95_ms,json=acquireWaitP95Ms,proto3" json:"acquire_wait_p95_ms,omitempty"`
+	AcquireWaitMaxMs float64 `protobuf:"fixed64,8,opt,name=acquire_wait_max_ms,json=acquireWaitMaxMs,proto3" json:"acquire_wait_max_ms,omitempty"`
+	// Acquires that gave up after the acquire timeout.
+	AcquireTimeouts int64 `protobuf:"varint,9,opt,name=acquire_timeouts,json=acquireTimeouts,proto3" json:"acquire_timeouts,omitempty"`
+	// Broken connections taken out of the pool.
+	ConnectionsDiscarded int64 `protobuf:"varint,10,opt,name=connections_discarded,json=connectionsDiscarded,proto3" json:"connections_discarded,omitempty"`
+	// The busiest statement shapes (at most the server's fingerprint cap; the rest count under
+	// the fingerprint "(other)").
+	Queries []*QueryFingerprintFigures `protobuf:"bytes,11,rep,name=queries,proto3" json:"queries,omitempty"`
+	// Transactions open now.
+	TransactionsOpen int32 `protobuf:"varint,12,opt,name=transactions_open,json=transactionsOpen,proto3" json:"transactions_open,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *DatabaseFigures) Reset() {
+	*x = DatabaseFigures{}
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DatabaseFigures) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DatabaseFigures) ProtoMessage() {}
+
+func (x *DatabaseFigures) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DatabaseFigures.ProtoReflect.Descriptor instead.
+func (*DatabaseFigures) Descriptor() ([]byte, []int) {
+	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *DatabaseFigures) GetDatabase() string {
+	if x != nil {
+		return x.Database
+	}
+	return ""
+}
+
+func (x *DatabaseFigures) GetMaxSize() int32 {
+	if x != nil {
+		return x.MaxSize
+	}
+	return 0
+}
+
+func (x *DatabaseFigures) GetAcquires() int64 {
+	if x != nil {
+		return x.Acquires
+	}
+	return 0
+}
+
+func (x *DatabaseFigures) GetAcquiresWithoutWait() int64 {
+	if x != nil {
+		return x.AcquiresWithoutWait
+	}
+	return 0
+}
+
+func (x *DatabaseFigures) GetPoolEfficiency() float64 {
+	if x != nil {
+		return x.PoolEfficiency
+	}
+	return 0
+}
+
+func (x *DatabaseFigures) GetAcquireWaitP50Ms() float64 {
+	if x != nil {
+		return x.AcquireWaitP50Ms
+	}
+	return 0
+}
+
+func (x *DatabaseFigures) GetAcquireWaitP95Ms() float64 {
+	if x != nil {
+		return x.AcquireWaitP95Ms
+	}
+	return 0
+}
+
+func (x *DatabaseFigures) GetAcquireWaitMaxMs() float64 {
+	if x != nil {
+		return x.AcquireWaitMaxMs
+	}
+	return 0
+}
+
+func (x *DatabaseFigures) GetAcquireTimeouts() int64 {
+	if x != nil {
+		return x.AcquireTimeouts
+	}
+	return 0
+}
+
+func (x *DatabaseFigures) GetConnectionsDiscarded() int64 {
+	if x != nil {
+		return x.ConnectionsDiscarded
+	}
+	return 0
+}
+
+func (x *DatabaseFigures) GetQueries() []*QueryFingerprintFigures {
+	if x != nil {
+		return x.Queries
+	}
+	return nil
+}
+
+func (x *DatabaseFigures) GetTransactionsOpen() int32 {
+	if x != nil {
+		return x.TransactionsOpen
+	}
+	return 0
+}
+
+// Opens the transaction; must be the first request of DbService.Transaction.
+type BeginTransaction struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Database string                 `protobuf:"bytes,1,opt,name=database,proto3" json:"database,omitempty"`
+	// SQLite is always serializable and accepts any level.
+	IsolationLevel IsolationLevel `protobuf:"varint,2,opt,name=isolation_level,json=isolationLevel,proto3,enum=paca.db.v1.IsolationLevel" json:"isolation_level,omitempty"`
+	// The engine refuses writes in the transaction.
+	ReadOnly      bool `protobuf:"varint,3,opt,name=read_only,json=readOnly,proto3" json:"read_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BeginTransaction) Reset() {
+	*x = BeginTransaction{}
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BeginTransaction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BeginTransaction) ProtoMessage() {}
+
+func (x *BeginTransaction) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BeginTransaction.ProtoReflect.Descriptor instead.
+func (*BeginTransaction) Descriptor() ([]byte, []int) {
+	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *BeginTransaction) GetDatabase() string {
+	if x != nil {
+		return x.Database
+	}
+	return ""
+}
+
+func (x *BeginTransaction) GetIsolationLevel() IsolationLevel {
+	if x != nil {
+		return x.IsolationLevel
+	}
+	return IsolationLevel_ISOLATION_LEVEL_UNSPECIFIED
+}
+
+func (x *BeginTransaction) GetReadOnly() bool {
+	if x != nil {
+		return x.ReadOnly
+	}
+	return false
+}
+
+// One statement inside the transaction, in the engine's placeholder style.
+type TransactionStatement struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Sql    string                 `protobuf:"bytes,1,opt,name=sql,proto3" json:"sql,omitempty"`
+	Params []*Value               `protobuf:"bytes,2,rep,name=params,proto3" json:"params,omitempty"`
+	// Statement time limit; the gRPC deadline caps it.
+	Timeout *durationpb.Duration `protobuf:"bytes,3,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// Return at most this many rows (0: the server's limit).
+	MaxRows       int64 `protobuf:"varint,4,opt,name=max_rows,json=maxRows,proto3" json:"max_rows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransactionStatement) Reset() {
+	*x = TransactionStatement{}
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransactionStatement) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransactionStatement) ProtoMessage() {}
+
+func (x *TransactionStatement) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransactionStatement.ProtoReflect.Descriptor instead.
+func (*TransactionStatement) Descriptor() ([]byte, []int) {
+	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *TransactionStatement) GetSql() string {
+	if x != nil {
+		return x.Sql
+	}
+	return ""
+}
+
+func (x *TransactionStatement) GetParams() []*Value {
+	if x != nil {
+		return x.Params
+	}
+	return nil
+}
+
+func (x *TransactionStatement) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+func (x *TransactionStatement) GetMaxRows() int64 {
+	if x != nil {
+		return x.MaxRows
+	}
+	return 0
+}
+
+// Names a savepoint: a letter or "_", then letters, digits or "_" (at most 63).
+type SavepointAction struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SavepointAction) Reset() {
+	*x = SavepointAction{}
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SavepointAction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SavepointAction) ProtoMessage() {}
+
+func (x *SavepointAction) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SavepointAction.ProtoReflect.Descriptor instead.
+func (*SavepointAction) Descriptor() ([]byte, []int) {
+	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *SavepointAction) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// Request of DbService.Transaction: one action.
+type TransactionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Action:
+	//
+	//	*TransactionRequest_Begin
+	//	*TransactionRequest_Statement
+	//	*TransactionRequest_Savepoint
+	//	*TransactionRequest_RollbackToSavepoint
+	//	*TransactionRequest_ReleaseSavepoint
+	//	*TransactionRequest_Commit
+	//	*TransactionRequest_Rollback
+	Action        isTransactionRequest_Action `protobuf_oneof:"action"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransactionRequest) Reset() {
+	*x = TransactionRequest{}
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransactionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransactionRequest) ProtoMessage() {}
+
+func (x *TransactionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransactionRequest.ProtoReflect.Descriptor instead.
+func (*TransactionRequest) Descriptor() ([]byte, []int) {
+	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *TransactionRequest) GetAction() isTransactionRequest_Action {
+	if x != nil {
+		return x.Action
+	}
+	return nil
+}
+
+func (x *TransactionRequest) GetBegin() *BeginTransaction {
+	if x != nil {
+		if x, ok := x.Action.(*TransactionRequest_Begin); ok {
+			return x.Begin
+		}
+	}
+	return nil
+}
+
+func (x *TransactionRequest) GetStatement() *TransactionStatement {
+	if x != nil {
+		if x, ok := x.Action.(*TransactionRequest_Statement); ok {
+			return x.Statement
+		}
+	}
+	return nil
+}
+
+func (x *TransactionRequest) GetSavepoint() *SavepointAction {
+	if x != nil {
+		if x, ok := x.Action.(*TransactionRequest_Savepoint); ok {
+			return x.Savepoint
+		}
+	}
+	return nil
+}
+
+func (x *TransactionRequest) GetRollbackToSavepoint() *SavepointAction {
+	if x != nil {
+		if x, ok := x.Action.(*TransactionRequest_RollbackToSavepoint); ok {
+			return x.RollbackToSavepoint
+		}
+	}
+	return nil
+}
+
+func (x *TransactionRequest) GetReleaseSavepoint() *SavepointAction {
+	if x != nil {
+		if x, ok := x.Action.(*TransactionRequest_ReleaseSavepoint); ok {
+			return x.ReleaseSavepoint
+		}
+	}
+	return nil
+}
+
+func (x *TransactionRequest) GetCommit() bool {
+	if x != nil {
+		if x, ok := x.Action.(*TransactionRequest_Commit); ok {
+			return x.Commit
+		}
+	}
+	return false
+}
+
+func (x *TransactionRequest) GetRollback() bool {
+	if x != nil {
+		if x, ok := x.Action.(*TransactionRequest_Rollback); ok {
+			return x.Rollback
+		}
+	}
+	return false
+}
+
+type isTransactionRequest_Action interface {
+	isTransactionRequest_Action()
+}
+
+type TransactionRequest_Begin struct {
+	Begin *BeginTransaction `protobuf:"bytes,1,opt,name=begin,proto3,oneof"`
+}
+
+type TransactionRequest_Statement struct {
+	Statement *TransactionStatement `protobuf:"bytes,2,opt,name=statement,proto3,oneof"`
+}
+
+type TransactionRequest_Savepoint struct {
+	Savepoint *SavepointAction `protobuf:"bytes,3,opt,name=savepoint,proto3,oneof"`
+}
+
+type TransactionRequest_RollbackToSavepoint struct {
+	RollbackToSavepoint *SavepointAction `protobuf:"bytes,4,opt,name=rollback_to_savepoint,json=rollbackToSavepoint,proto3,oneof"`
+}
+
+type TransactionRequest_ReleaseSavepoint struct {
+	ReleaseSavepoint *SavepointAction `protobuf:"bytes,5,opt,name=release_savepoint,json=releaseSavepoint,proto3,oneof"`
+}
+
+type TransactionRequest_Commit struct {
+	// Commits and ends the stream.
+	Commit bool `protobuf:"varint,6,opt,name=commit,proto3,oneof"`
+}
+
+type TransactionRequest_Rollback struct {
+	// Rolls back and ends the stream.
+	Rollback bool `protobuf:"varint,7,opt,name=rollback,proto3,oneof"`
+}
+
+func (*TransactionRequest_Begin) isTransactionRequest_Action() {}
+
+func (*TransactionRequest_Statement) isTransactionRequest_Action() {}
+
+func (*TransactionRequest_Savepoint) isTransactionRequest_Action() {}
+
+func (*TransactionRequest_RollbackToSavepoint) isTransactionRequest_Action() {}
+
+func (*TransactionRequest_ReleaseSavepoint) isTransactionRequest_Action() {}
+
+func (*TransactionRequest_Commit) isTransactionRequest_Action() {}
+
+func (*TransactionRequest_Rollback) isTransactionRequest_Action() {}
+
+// Response of DbService.Transaction: the outcome of the request at the same position.
+type TransactionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Rows of a statement.
+	Columns []*Column `protobuf:"bytes,1,rep,name=columns,proto3" json:"columns,omitempty"`
+	Rows    []*Row    `protobuf:"bytes,2,rep,name=rows,proto3" json:"rows,omitempty"`
+	// Rows a statement inserted, updated or deleted; -1 where the engine does not say.
+	RowsAffected int64 `protobuf:"varint,3,opt,name=rows_affected,json=rowsAffected,proto3" json:"rows_affected,omitempty"`
+	Truncated    bool  `protobuf:"varint,4,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	// Set on the response to `commit`.
+	Committed bool `protobuf:"varint,5,opt,name=committed,proto3" json:"committed,omitempty"`
+	// Set on the response to `rollback`.
+	RolledBack bool `protobuf:"varint,6,opt,name=rolled_back,json=rolledBack,proto3" json:"rolled_back,omitempty"`
+	// Set on the response to `commit` of a transaction that may write: pass it to later reads
+	// to see the committed changes from any host (empty for a database without replicas).
+	ConsistencyToken string `protobuf:"bytes,7,opt,name=consistency_token,json=consistencyToken,proto3" json:"consistency_token,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *TransactionResponse) Reset() {
+	*x = TransactionResponse{}
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransactionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransactionResponse) ProtoMessage() {}
+
+func (x *TransactionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_db_v1_db_service_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransactionResponse.ProtoReflect.Descriptor instead.
+func (*TransactionResponse) Descriptor() ([]byte, []int) {
+	return file_paca_db_v1_db_service_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *TransactionResponse) GetColumns() []*Column {
+	if x != nil {
+		return x.Columns
+	}
+	return nil
+}
+
+func (x *TransactionResponse) GetRows() []*Row {
+	if x != nil {
+		return x.Rows
+	}
+	return nil
+}
+
+func (x *TransactionResponse) GetRowsAffected() int64 {
+	if x != nil {
+		return x.RowsAffected
+	}
+	return 0
+}
+
+func (x *TransactionResponse) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
+func (x *TransactionResponse) GetCommitted() bool {
+	if x != nil {
+		return x.Committed
+	}
+	return false
+}
+
+func (x *TransactionResponse) GetRolledBack() bool {
+	if x != nil {
+		return x.RolledBack
+	}
+	return false
+}
+
+func (x *TransactionResponse) GetConsistencyToken() string {
+	if x != nil {
+		return x.ConsistencyToken
+	}
+	return ""
+}
+
 var File_paca_db_v1_db_service_proto protoreflect.FileDescriptor
 
 const file_paca_db_v1_db_service_proto_rawDesc = "" +
@@ -1798,19 +2625,21 @@ const file_paca_db_v1_db_service_proto_rawDesc = "" +
 	"\bdatabase\x18\x01 \x01(\tR\bdatabase\x12\x10\n" +
 	"\x03sql\x18\x02 \x01(\tR\x03sql\x12)\n" +
 	"\x06params\x18\x03 \x03(\v2\x11.paca.db.v1.ValueR\x06params\x123\n" +
-	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\x89\x01\n" +
+	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\xb6\x01\n" +
 	"\x0fExecuteResponse\x12#\n" +
 	"\rrows_affected\x18\x01 \x01(\x03R\frowsAffected\x12,\n" +
 	"\acolumns\x18\x02 \x03(\v2\x12.paca.db.v1.ColumnR\acolumns\x12#\n" +
-	"\x04rows\x18\x03 \x03(\v2\x0f.paca.db.v1.RowR\x04rows\"\xae\x01\n" +
+	"\x04rows\x18\x03 \x03(\v2\x0f.paca.db.v1.RowR\x04rows\x12+\n" +
+	"\x11consistency_token\x18\x04 \x01(\tR\x10consistencyToken\"\xae\x01\n" +
 	"\x13ExecuteBatchRequest\x12\x1a\n" +
 	"\bdatabase\x18\x01 \x01(\tR\bdatabase\x12\x10\n" +
 	"\x03sql\x18\x02 \x01(\tR\x03sql\x124\n" +
 	"\n" +
 	"param_sets\x18\x03 \x03(\v2\x15.paca.db.v1.ValueListR\tparamSets\x123\n" +
-	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\";\n" +
+	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"h\n" +
 	"\x14ExecuteBatchResponse\x12#\n" +
-	"\rrows_affected\x18\x01 \x01(\x03R\frowsAffected\"\xfd\x01\n" +
+	"\rrows_affected\x18\x01 \x01(\x03R\frowsAffected\x12+\n" +
+	"\x11consistency_token\x18\x02 \x01(\tR\x10consistencyToken\"\xef\x02\n" +
 	"\x12StreamQueryRequest\x12\x1a\n" +
 	"\bdatabase\x18\x01 \x01(\tR\bdatabase\x12\x10\n" +
 	"\x03sql\x18\x02 \x01(\tR\x03sql\x12)\n" +
@@ -1820,16 +2649,20 @@ const file_paca_db_v1_db_service_proto_rawDesc = "" +
 	"chunk_rows\x18\x05 \x01(\x05R\tchunkRows\x12\x1f\n" +
 	"\vchunk_bytes\x18\x06 \x01(\x03R\n" +
 	"chunkBytes\x12\x19\n" +
-	"\bmax_rows\x18\a \x01(\x03R\amaxRows\"h\n" +
+	"\bmax_rows\x18\a \x01(\x03R\amaxRows\x12C\n" +
+	"\x0fread_preference\x18\b \x01(\x0e2\x1a.paca.db.v1.ReadPreferenceR\x0ereadPreference\x12+\n" +
+	"\x11consistency_token\x18\t \x01(\tR\x10consistencyToken\"h\n" +
 	"\x13StreamQueryResponse\x12,\n" +
 	"\acolumns\x18\x01 \x03(\v2\x12.paca.db.v1.ColumnR\acolumns\x12#\n" +
-	"\x04rows\x18\x02 \x03(\v2\x0f.paca.db.v1.RowR\x04rows\"\xc4\x01\n" +
+	"\x04rows\x18\x02 \x03(\v2\x0f.paca.db.v1.RowR\x04rows\"\xb6\x02\n" +
 	"\rSelectRequest\x12\x1a\n" +
 	"\bdatabase\x18\x01 \x01(\tR\bdatabase\x12*\n" +
 	"\x06select\x18\x02 \x01(\v2\x12.paca.db.v1.SelectR\x06select\x123\n" +
 	"\atimeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12\x19\n" +
 	"\bmax_rows\x18\x04 \x01(\x03R\amaxRows\x12\x1b\n" +
-	"\tmax_bytes\x18\x05 \x01(\x03R\bmaxBytes\"\x81\x01\n" +
+	"\tmax_bytes\x18\x05 \x01(\x03R\bmaxBytes\x12C\n" +
+	"\x0fread_preference\x18\x06 \x01(\x0e2\x1a.paca.db.v1.ReadPreferenceR\x0ereadPreference\x12+\n" +
+	"\x11consistency_token\x18\a \x01(\tR\x10consistencyToken\"\x81\x01\n" +
 	"\x0eSelectResponse\x12,\n" +
 	"\acolumns\x18\x01 \x03(\v2\x12.paca.db.v1.ColumnR\acolumns\x12#\n" +
 	"\x04rows\x18\x02 \x03(\v2\x0f.paca.db.v1.RowR\x04rows\x12\x1c\n" +
@@ -1837,27 +2670,30 @@ const file_paca_db_v1_db_service_proto_rawDesc = "" +
 	"\rInsertRequest\x12\x1a\n" +
 	"\bdatabase\x18\x01 \x01(\tR\bdatabase\x12*\n" +
 	"\x06insert\x18\x02 \x01(\v2\x12.paca.db.v1.InsertR\x06insert\x123\n" +
-	"\atimeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\x88\x01\n" +
+	"\atimeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\xb5\x01\n" +
 	"\x0eInsertResponse\x12#\n" +
 	"\rrows_affected\x18\x01 \x01(\x03R\frowsAffected\x12,\n" +
 	"\acolumns\x18\x02 \x03(\v2\x12.paca.db.v1.ColumnR\acolumns\x12#\n" +
-	"\x04rows\x18\x03 \x03(\v2\x0f.paca.db.v1.RowR\x04rows\"\x8c\x01\n" +
+	"\x04rows\x18\x03 \x03(\v2\x0f.paca.db.v1.RowR\x04rows\x12+\n" +
+	"\x11consistency_token\x18\x04 \x01(\tR\x10consistencyToken\"\x8c\x01\n" +
 	"\rUpdateRequest\x12\x1a\n" +
 	"\bdatabase\x18\x01 \x01(\tR\bdatabase\x12*\n" +
 	"\x06update\x18\x02 \x01(\v2\x12.paca.db.v1.UpdateR\x06update\x123\n" +
-	"\atimeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\x88\x01\n" +
+	"\atimeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\xb5\x01\n" +
 	"\x0eUpdateResponse\x12#\n" +
 	"\rrows_affected\x18\x01 \x01(\x03R\frowsAffected\x12,\n" +
 	"\acolumns\x18\x02 \x03(\v2\x12.paca.db.v1.ColumnR\acolumns\x12#\n" +
-	"\x04rows\x18\x03 \x03(\v2\x0f.paca.db.v1.RowR\x04rows\"\x8c\x01\n" +
+	"\x04rows\x18\x03 \x03(\v2\x0f.paca.db.v1.RowR\x04rows\x12+\n" +
+	"\x11consistency_token\x18\x04 \x01(\tR\x10consistencyToken\"\x8c\x01\n" +
 	"\rDeleteRequest\x12\x1a\n" +
 	"\bdatabase\x18\x01 \x01(\tR\bdatabase\x12*\n" +
 	"\x06delete\x18\x02 \x01(\v2\x12.paca.db.v1.DeleteR\x06delete\x123\n" +
-	"\atimeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\x88\x01\n" +
+	"\atimeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\xb5\x01\n" +
 	"\x0eDeleteResponse\x12#\n" +
 	"\rrows_affected\x18\x01 \x01(\x03R\frowsAffected\x12,\n" +
 	"\acolumns\x18\x02 \x03(\v2\x12.paca.db.v1.ColumnR\acolumns\x12#\n" +
-	"\x04rows\x18\x03 \x03(\v2\x0f.paca.db.v1.RowR\x04rows\"\x84\x01\n" +
+	"\x04rows\x18\x03 \x03(\v2\x0f.paca.db.v1.RowR\x04rows\x12+\n" +
+	"\x11consistency_token\x18\x04 \x01(\tR\x10consistencyToken\"\x84\x01\n" +
 	"\x0eMigrateRequest\x12\x1a\n" +
 	"\bdatabase\x18\x01 \x01(\tR\bdatabase\x12*\n" +
 	"\x0etarget_version\x18\x02 \x01(\x03H\x00R\rtargetVersion\x88\x01\x01\x12\x17\n" +
@@ -1896,13 +2732,70 @@ const file_paca_db_v1_db_service_proto_rawDesc = "" +
 	"\n" +
 	"duplicates\x18\x02 \x01(\x05R\n" +
 	"duplicates\"\x11\n" +
-	"\x0fGetStatsRequest\"?\n" +
+	"\x0fGetStatsRequest\"\xa4\x01\n" +
 	"\x10GetStatsResponse\x12+\n" +
-	"\x05pools\x18\x01 \x03(\v2\x15.paca.db.v1.PoolStatsR\x05pools*s\n" +
+	"\x05pools\x18\x01 \x03(\v2\x15.paca.db.v1.PoolStatsR\x05pools\x125\n" +
+	"\afigures\x18\x02 \x03(\v2\x1b.paca.db.v1.DatabaseFiguresR\afigures\x12,\n" +
+	"\x05hosts\x18\x03 \x03(\v2\x16.paca.db.v1.HostHealthR\x05hosts\"\xae\x01\n" +
+	"\x17QueryFingerprintFigures\x12 \n" +
+	"\vfingerprint\x18\x01 \x01(\tR\vfingerprint\x12\x14\n" +
+	"\x05calls\x18\x02 \x01(\x03R\x05calls\x12\x16\n" +
+	"\x06errors\x18\x03 \x01(\x03R\x06errors\x12\x15\n" +
+	"\x06p50_ms\x18\x04 \x01(\x01R\x05p50Ms\x12\x15\n" +
+	"\x06p95_ms\x18\x05 \x01(\x01R\x05p95Ms\x12\x15\n" +
+	"\x06p99_ms\x18\x06 \x01(\x01R\x05p99Ms\"\x9a\x04\n" +
+	"\x0fDatabaseFigures\x12\x1a\n" +
+	"\bdatabase\x18\x01 \x01(\tR\bdatabase\x12\x19\n" +
+	"\bmax_size\x18\x02 \x01(\x05R\amaxSize\x12\x1a\n" +
+	"\bacquires\x18\x03 \x01(\x03R\bacquires\x122\n" +
+	"\x15acquires_without_wait\x18\x04 \x01(\x03R\x13acquiresWithoutWait\x12'\n" +
+	"\x0fpool_efficiency\x18\x05 \x01(\x01R\x0epoolEfficiency\x12-\n" +
+	"\x13acquire_wait_p50_ms\x18\x06 \x01(\x01R\x10acquireWaitP50Ms\x12-\n" +
+	"\x13acquire_wait_p95_ms\x18\a \x01(\x01R\x10acquireWaitP95Ms\x12-\n" +
+	"\x13acquire_wait_max_ms\x18\b \x01(\x01R\x10acquireWaitMaxMs\x12)\n" +
+	"\x10acquire_timeouts\x18\t \x01(\x03R\x0facquireTimeouts\x123\n" +
+	"\x15connections_discarded\x18\n" +
+	" \x01(\x03R\x14connectionsDiscarded\x12=\n" +
+	"\aqueries\x18\v \x03(\v2#.paca.db.v1.QueryFingerprintFiguresR\aqueries\x12+\n" +
+	"\x11transactions_open\x18\f \x01(\x05R\x10transactionsOpen\"\x90\x01\n" +
+	"\x10BeginTransaction\x12\x1a\n" +
+	"\bdatabase\x18\x01 \x01(\tR\bdatabase\x12C\n" +
+	"\x0fisolation_level\x18\x02 \x01(\x0e2\x1a.paca.db.v1.IsolationLevelR\x0eisolationLevel\x12\x1b\n" +
+	"\tread_only\x18\x03 \x01(\bR\breadOnly\"\xa3\x01\n" +
+	"\x14TransactionStatement\x12\x10\n" +
+	"\x03sql\x18\x01 \x01(\tR\x03sql\x12)\n" +
+	"\x06params\x18\x02 \x03(\v2\x11.paca.db.v1.ValueR\x06params\x123\n" +
+	"\atimeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12\x19\n" +
+	"\bmax_rows\x18\x04 \x01(\x03R\amaxRows\"%\n" +
+	"\x0fSavepointAction\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xaa\x03\n" +
+	"\x12TransactionRequest\x124\n" +
+	"\x05begin\x18\x01 \x01(\v2\x1c.paca.db.v1.BeginTransactionH\x00R\x05begin\x12@\n" +
+	"\tstatement\x18\x02 \x01(\v2 .paca.db.v1.TransactionStatementH\x00R\tstatement\x12;\n" +
+	"\tsavepoint\x18\x03 \x01(\v2\x1b.paca.db.v1.SavepointActionH\x00R\tsavepoint\x12Q\n" +
+	"\x15rollback_to_savepoint\x18\x04 \x01(\v2\x1b.paca.db.v1.SavepointActionH\x00R\x13rollbackToSavepoint\x12J\n" +
+	"\x11release_savepoint\x18\x05 \x01(\v2\x1b.paca.db.v1.SavepointActionH\x00R\x10releaseSavepoint\x12\x18\n" +
+	"\x06commit\x18\x06 \x01(\bH\x00R\x06commit\x12\x1c\n" +
+	"\brollback\x18\a \x01(\bH\x00R\brollbackB\b\n" +
+	"\x06action\"\x97\x02\n" +
+	"\x13TransactionResponse\x12,\n" +
+	"\acolumns\x18\x01 \x03(\v2\x12.paca.db.v1.ColumnR\acolumns\x12#\n" +
+	"\x04rows\x18\x02 \x03(\v2\x0f.paca.db.v1.RowR\x04rows\x12#\n" +
+	"\rrows_affected\x18\x03 \x01(\x03R\frowsAffected\x12\x1c\n" +
+	"\ttruncated\x18\x04 \x01(\bR\ttruncated\x12\x1c\n" +
+	"\tcommitted\x18\x05 \x01(\bR\tcommitted\x12\x1f\n" +
+	"\vrolled_back\x18\x06 \x01(\bR\n" +
+	"rolledBack\x12+\n" +
+	"\x11consistency_token\x18\a \x01(\tR\x10consistencyToken*s\n" +
 	"\x12MigrationDirection\x12#\n" +
 	"\x1fMIGRATION_DIRECTION_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16MIGRATION_DIRECTION_UP\x10\x01\x12\x1c\n" +
-	"\x18MIGRATION_DIRECTION_DOWN\x10\x022\x98\a\n" +
+	"\x18MIGRATION_DIRECTION_DOWN\x10\x02*\x9c\x01\n" +
+	"\x0eIsolationLevel\x12\x1f\n" +
+	"\x1bISOLATION_LEVEL_UNSPECIFIED\x10\x00\x12\"\n" +
+	"\x1eISOLATION_LEVEL_READ_COMMITTED\x10\x01\x12#\n" +
+	"\x1fISOLATION_LEVEL_REPEATABLE_READ\x10\x02\x12 \n" +
+	"\x1cISOLATION_LEVEL_SERIALIZABLE\x10\x032\xec\a\n" +
 	"\tDbService\x12<\n" +
 	"\x05Query\x12\x18.paca.db.v1.QueryRequest\x1a\x19.paca.db.v1.QueryResponse\x12B\n" +
 	"\aExecute\x12\x1a.paca.db.v1.ExecuteRequest\x1a\x1b.paca.db.v1.ExecuteResponse\x12Q\n" +
@@ -1915,7 +2808,8 @@ const file_paca_db_v1_db_service_proto_rawDesc = "" +
 	"\aMigrate\x12\x1a.paca.db.v1.MigrateRequest\x1a\x1b.paca.db.v1.MigrateResponse\x12h\n" +
 	"\x12GetMigrationStatus\x12%.paca.db.v1.GetMigrationStatusRequest\x1a&.paca.db.v1.GetMigrationStatusResponse\"\x03\x90\x02\x01\x12\\\n" +
 	"\x0eRecordApiCalls\x12!.paca.db.v1.RecordApiCallsRequest\x1a\".paca.db.v1.RecordApiCallsResponse\"\x03\x90\x02\x02\x12J\n" +
-	"\bGetStats\x12\x1b.paca.db.v1.GetStatsRequest\x1a\x1c.paca.db.v1.GetStatsResponse\"\x03\x90\x02\x01b\x06proto3"
+	"\bGetStats\x12\x1b.paca.db.v1.GetStatsRequest\x1a\x1c.paca.db.v1.GetStatsResponse\"\x03\x90\x02\x01\x12R\n" +
+	"\vTransaction\x12\x1e.paca.db.v1.TransactionRequest\x1a\x1f.paca.db.v1.TransactionResponse(\x010\x01b\x06proto3"
 
 var (
 	file_paca_db_v1_db_service_proto_rawDescOnce sync.Once
@@ -1929,117 +2823,143 @@ func file_paca_db_v1_db_service_proto_rawDescGZIP() []byte {
 	return file_paca_db_v1_db_service_proto_rawDescData
 }
 
-var file_paca_db_v1_db_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_paca_db_v1_db_service_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_paca_db_v1_db_service_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_paca_db_v1_db_service_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_paca_db_v1_db_service_proto_goTypes = []any{
 	(MigrationDirection)(0),            // 0: paca.db.v1.MigrationDirection
-	(*QueryRequest)(nil),               // 1: paca.db.v1.QueryRequest
-	(*QueryResponse)(nil),              // 2: paca.db.v1.QueryResponse
-	(*ExecuteRequest)(nil),             // 3: paca.db.v1.ExecuteRequest
-	(*ExecuteResponse)(nil),            // 4: paca.db.v1.ExecuteResponse
-	(*ExecuteBatchRequest)(nil),        // 5: paca.db.v1.ExecuteBatchRequest
-	(*ExecuteBatchResponse)(nil),       // 6: paca.db.v1.ExecuteBatchResponse
-	(*StreamQueryRequest)(nil),         // 7: paca.db.v1.StreamQueryRequest
-	(*StreamQueryResponse)(nil),        // 8: paca.db.v1.StreamQueryResponse
-	(*SelectRequest)(nil),              // 9: paca.db.v1.SelectRequest
-	(*SelectResponse)(nil),             // 10: paca.db.v1.SelectResponse
-	(*InsertRequest)(nil),              // 11: paca.db.v1.InsertRequest
-	(*InsertResponse)(nil),             // 12: paca.db.v1.InsertResponse
-	(*UpdateRequest)(nil),              // 13: paca.db.v1.UpdateRequest
-	(*UpdateResponse)(nil),             // 14: paca.db.v1.UpdateResponse
-	(*DeleteRequest)(nil),              // 15: paca.db.v1.DeleteRequest
-	(*DeleteResponse)(nil),             // 16: paca.db.v1.DeleteResponse
-	(*MigrateRequest)(nil),             // 17: paca.db.v1.MigrateRequest
-	(*MigrationStep)(nil),              // 18: paca.db.v1.MigrationStep
-	(*MigrateResponse)(nil),            // 19: paca.db.v1.MigrateResponse
-	(*GetMigrationStatusRequest)(nil),  // 20: paca.db.v1.GetMigrationStatusRequest
-	(*MigrationState)(nil),             // 21: paca.db.v1.MigrationState
-	(*GetMigrationStatusResponse)(nil), // 22: paca.db.v1.GetMigrationStatusResponse
-	(*RecordApiCallsRequest)(nil),      // 23: paca.db.v1.RecordApiCallsRequest
-	(*RecordApiCallsResponse)(nil),     // 24: paca.db.v1.RecordApiCallsResponse
-	(*GetStatsRequest)(nil),            // 25: paca.db.v1.GetStatsRequest
-	(*GetStatsResponse)(nil),           // 26: paca.db.v1.GetStatsResponse
-	(*Value)(nil),                      // 27: paca.db.v1.Value
-	(ReadPreference)(0),                // 28: paca.db.v1.ReadPreference
-	(*durationpb.Duration)(nil),        // 29: google.protobuf.Duration
-	(*Column)(nil),                     // 30: paca.db.v1.Column
-	(*Row)(nil),                        // 31: paca.db.v1.Row
-	(*ValueList)(nil),                  // 32: paca.db.v1.ValueList
-	(*Select)(nil),                     // 33: paca.db.v1.Select
-	(*Insert)(nil),                     // 34: paca.db.v1.Insert
-	(*Update)(nil),                     // 35: paca.db.v1.Update
-	(*Delete)(nil),                     // 36: paca.db.v1.Delete
-	(*timestamppb.Timestamp)(nil),      // 37: google.protobuf.Timestamp
-	(*ApiCallRecord)(nil),              // 38: paca.db.v1.ApiCallRecord
-	(*PoolStats)(nil),                  // 39: paca.db.v1.PoolStats
+	(IsolationLevel)(0),                // 1: paca.db.v1.IsolationLevel
+	(*QueryRequest)(nil),               // 2: paca.db.v1.QueryRequest
+	(*QueryResponse)(nil),              // 3: paca.db.v1.QueryResponse
+	(*ExecuteRequest)(nil),             // 4: paca.db.v1.ExecuteRequest
+	(*ExecuteResponse)(nil),            // 5: paca.db.v1.ExecuteResponse
+	(*ExecuteBatchRequest)(nil),        // 6: paca.db.v1.ExecuteBatchRequest
+	(*ExecuteBatchResponse)(nil),       // 7: paca.db.v1.ExecuteBatchResponse
+	(*StreamQueryRequest)(nil),         // 8: paca.db.v1.StreamQueryRequest
+	(*StreamQueryResponse)(nil),        // 9: paca.db.v1.StreamQueryResponse
+	(*SelectRequest)(nil),              // 10: paca.db.v1.SelectRequest
+	(*SelectResponse)(nil),             // 11: paca.db.v1.SelectResponse
+	(*InsertRequest)(nil),              // 12: paca.db.v1.InsertRequest
+	(*InsertResponse)(nil),             // 13: paca.db.v1.InsertResponse
+	(*UpdateRequest)(nil),              // 14: paca.db.v1.UpdateRequest
+	(*UpdateResponse)(nil),             // 15: paca.db.v1.UpdateResponse
+	(*DeleteRequest)(nil),              // 16: paca.db.v1.DeleteRequest
+	(*DeleteResponse)(nil),             // 17: paca.db.v1.DeleteResponse
+	(*MigrateRequest)(nil),             // 18: paca.db.v1.MigrateRequest
+	(*MigrationStep)(nil),              // 19: paca.db.v1.MigrationStep
+	(*MigrateResponse)(nil),            // 20: paca.db.v1.MigrateResponse
+	(*GetMigrationStatusRequest)(nil),  // 21: paca.db.v1.GetMigrationStatusRequest
+	(*MigrationState)(nil),             // 22: paca.db.v1.MigrationState
+	(*GetMigrationStatusResponse)(nil), // 23: paca.db.v1.GetMigrationStatusResponse
+	(*RecordApiCallsRequest)(nil),      // 24: paca.db.v1.RecordApiCallsRequest
+	(*RecordApiCallsResponse)(nil),     // 25: paca.db.v1.RecordApiCallsResponse
+	(*GetStatsRequest)(nil),            // 26: paca.db.v1.GetStatsRequest
+	(*GetStatsResponse)(nil),           // 27: paca.db.v1.GetStatsResponse
+	(*QueryFingerprintFigures)(nil),    // 28: paca.db.v1.QueryFingerprintFigures
+	(*DatabaseFigures)(nil),            // 29: paca.db.v1.DatabaseFigures
+	(*BeginTransaction)(nil),           // 30: paca.db.v1.BeginTransaction
+	(*TransactionStatement)(nil),       // 31: paca.db.v1.TransactionStatement
+	(*SavepointAction)(nil),            // 32: paca.db.v1.SavepointAction
+	(*TransactionRequest)(nil),         // 33: paca.db.v1.TransactionRequest
+	(*TransactionResponse)(nil),        // 34: paca.db.v1.TransactionResponse
+	(*Value)(nil),                      // 35: paca.db.v1.Value
+	(ReadPreference)(0),                // 36: paca.db.v1.ReadPreference
+	(*durationpb.Duration)(nil),        // 37: google.protobuf.Duration
+	(*Column)(nil),                     // 38: paca.db.v1.Column
+	(*Row)(nil),                        // 39: paca.db.v1.Row
+	(*ValueList)(nil),                  // 40: paca.db.v1.ValueList
+	(*Select)(nil),                     // 41: paca.db.v1.Select
+	(*Insert)(nil),                     // 42: paca.db.v1.Insert
+	(*Update)(nil),                     // 43: paca.db.v1.Update
+	(*Delete)(nil),                     // 44: paca.db.v1.Delete
+	(*timestamppb.Timestamp)(nil),      // 45: google.protobuf.Timestamp
+	(*ApiCallRecord)(nil),              // 46: paca.db.v1.ApiCallRecord
+	(*PoolStats)(nil),                  // 47: paca.db.v1.PoolStats
+	(*HostHealth)(nil),                 // 48: paca.db.v1.HostHealth
 }
 var file_paca_db_v1_db_service_proto_depIdxs = []int32{
-	27, // 0: paca.db.v1.QueryRequest.params:type_name -> paca.db.v1.Value
-	28, // 1: paca.db.v1.QueryRequest.read_preference:type_name -> paca.db.v1.ReadPreference
-	29, // 2: paca.db.v1.QueryRequest.timeout:type_name -> google.protobuf.Duration
-	30, // 3: paca.db.v1.QueryResponse.columns:type_name -> paca.db.v1.Column
-	31, // 4: paca.db.v1.QueryResponse.rows:type_name -> paca.db.v1.Row
-	27, // 5: paca.db.v1.ExecuteRequest.params:type_name -> paca.db.v1.Value
-	29, // 6: paca.db.v1.ExecuteRequest.timeout:type_name -> google.protobuf.Duration
-	30, // 7: paca.db.v1.ExecuteResponse.columns:type_name -> paca.db.v1.Column
-	31, // 8: paca.db.v1.ExecuteResponse.rows:type_name -> paca.db.v1.Row
-	32, // 9: paca.db.v1.ExecuteBatchRequest.param_sets:type_name -> paca.db.v1.ValueList
-	29, // 10: paca.db.v1.ExecuteBatchRequest.timeout:type_name -> google.protobuf.Duration
-	27, // 11: paca.db.v1.StreamQueryRequest.params:type_name -> paca.db.v1.Value
-	29, // 12: paca.db.v1.StreamQueryRequest.timeout:type_name -> google.protobuf.Duration
-	30, // 13: paca.db.v1.StreamQueryResponse.columns:type_name -> paca.db.v1.Column
-	31, // 14: paca.db.v1.StreamQueryResponse.rows:type_name -> paca.db.v1.Row
-	33, // 15: paca.db.v1.SelectRequest.select:type_name -> paca.db.v1.Select
-	29, // 16: paca.db.v1.SelectRequest.timeout:type_name -> google.protobuf.Duration
-	30, // 17: paca.db.v1.SelectResponse.columns:type_name -> paca.db.v1.Column
-	31, // 18: paca.db.v1.SelectResponse.rows:type_name -> paca.db.v1.Row
-	34, // 19: paca.db.v1.InsertRequest.insert:type_name -> paca.db.v1.Insert
-	29, // 20: paca.db.v1.InsertRequest.timeout:type_name -> google.protobuf.Duration
-	30, // 21: paca.db.v1.InsertResponse.columns:type_name -> paca.db.v1.Column
-	31, // 22: paca.db.v1.InsertResponse.rows:type_name -> paca.db.v1.Row
-	35, // 23: paca.db.v1.UpdateRequest.update:type_name -> paca.db.v1.Update
-	29, // 24: paca.db.v1.UpdateRequest.timeout:type_name -> google.protobuf.Duration
-	30, // 25: paca.db.v1.UpdateResponse.columns:type_name -> paca.db.v1.Column
-	31, // 26: paca.db.v1.UpdateResponse.rows:type_name -> paca.db.v1.Row
-	36, // 27: paca.db.v1.DeleteRequest.delete:type_name -> paca.db.v1.Delete
-	29, // 28: paca.db.v1.DeleteRequest.timeout:type_name -> google.protobuf.Duration
-	30, // 29: paca.db.v1.DeleteResponse.columns:type_name -> paca.db.v1.Column
-	31, // 30: paca.db.v1.DeleteResponse.rows:type_name -> paca.db.v1.Row
-	0,  // 31: paca.db.v1.MigrationStep.direction:type_name -> paca.db.v1.MigrationDirection
-	18, // 32: paca.db.v1.MigrateResponse.steps:type_name -> paca.db.v1.MigrationStep
-	37, // 33: paca.db.v1.MigrationState.apply_time:type_name -> google.protobuf.Timestamp
-	21, // 34: paca.db.v1.GetMigrationStatusResponse.migrations:type_name -> paca.db.v1.MigrationState
-	38, // 35: paca.db.v1.RecordApiCallsRequest.records:type_name -> paca.db.v1.ApiCallRecord
-	39, // 36: paca.db.v1.GetStatsResponse.pools:type_name -> paca.db.v1.PoolStats
-	1,  // 37: paca.db.v1.DbService.Query:input_type -> paca.db.v1.QueryRequest
-	3,  // 38: paca.db.v1.DbService.Execute:input_type -> paca.db.v1.ExecuteRequest
-	5,  // 39: paca.db.v1.DbService.ExecuteBatch:input_type -> paca.db.v1.ExecuteBatchRequest
-	7,  // 40: paca.db.v1.DbService.StreamQuery:input_type -> paca.db.v1.StreamQueryRequest
-	9,  // 41: paca.db.v1.DbService.Select:input_type -> paca.db.v1.SelectRequest
-	11, // 42: paca.db.v1.DbService.Insert:input_type -> paca.db.v1.InsertRequest
-	13, // 43: paca.db.v1.DbService.Update:input_type -> paca.db.v1.UpdateRequest
-	15, // 44: paca.db.v1.DbService.Delete:input_type -> paca.db.v1.DeleteRequest
-	17, // 45: paca.db.v1.DbService.Migrate:input_type -> paca.db.v1.MigrateRequest
-	20, // 46: paca.db.v1.DbService.GetMigrationStatus:input_type -> paca.db.v1.GetMigrationStatusRequest
-	23, // 47: paca.db.v1.DbService.RecordApiCalls:input_type -> paca.db.v1.RecordApiCallsRequest
-	25, // 48: paca.db.v1.DbService.GetStats:input_type -> paca.db.v1.GetStatsRequest
-	2,  // 49: paca.db.v1.DbService.Query:output_type -> paca.db.v1.QueryResponse
-	4,  // 50: paca.db.v1.DbService.Execute:output_type -> paca.db.v1.ExecuteResponse
-	6,  // 51: paca.db.v1.DbService.ExecuteBatch:output_type -> paca.db.v1.ExecuteBatchResponse
-	8,  // 52: paca.db.v1.DbService.StreamQuery:output_type -> paca.db.v1.StreamQueryResponse
-	10, // 53: paca.db.v1.DbService.Select:output_type -> paca.db.v1.SelectResponse
-	12, // 54: paca.db.v1.DbService.Insert:output_type -> paca.db.v1.InsertResponse
-	14, // 55: paca.db.v1.DbService.Update:output_type -> paca.db.v1.UpdateResponse
-	16, // 56: paca.db.v1.DbService.Delete:output_type -> paca.db.v1.DeleteResponse
-	19, // 57: paca.db.v1.DbService.Migrate:output_type -> paca.db.v1.MigrateResponse
-	22, // 58: paca.db.v1.DbService.GetMigrationStatus:output_type -> paca.db.v1.GetMigrationStatusResponse
-	24, // 59: paca.db.v1.DbService.RecordApiCalls:output_type -> paca.db.v1.RecordApiCallsResponse
-	26, // 60: paca.db.v1.DbService.GetStats:output_type -> paca.db.v1.GetStatsResponse
-	49, // [49:61] is the sub-list for method output_type
-	37, // [37:49] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	35, // 0: paca.db.v1.QueryRequest.params:type_name -> paca.db.v1.Value
+	36, // 1: paca.db.v1.QueryRequest.read_preference:type_name -> paca.db.v1.ReadPreference
+	37, // 2: paca.db.v1.QueryRequest.timeout:type_name -> google.protobuf.Duration
+	38, // 3: paca.db.v1.QueryResponse.columns:type_name -> paca.db.v1.Column
+	39, // 4: paca.db.v1.QueryResponse.rows:type_name -> paca.db.v1.Row
+	35, // 5: paca.db.v1.ExecuteRequest.params:type_name -> paca.db.v1.Value
+	37, // 6: paca.db.v1.ExecuteRequest.timeout:type_name -> google.protobuf.Duration
+	38, // 7: paca.db.v1.ExecuteResponse.columns:type_name -> paca.db.v1.Column
+	39, // 8: paca.db.v1.ExecuteResponse.rows:type_name -> paca.db.v1.Row
+	40, // 9: paca.db.v1.ExecuteBatchRequest.param_sets:type_name -> paca.db.v1.ValueList
+	37, // 10: paca.db.v1.ExecuteBatchRequest.timeout:type_name -> google.protobuf.Duration
+	35, // 11: paca.db.v1.StreamQueryRequest.params:type_name -> paca.db.v1.Value
+	37, // 12: paca.db.v1.StreamQueryRequest.timeout:type_name -> google.protobuf.Duration
+	36, // 13: paca.db.v1.StreamQueryRequest.read_preference:type_name -> paca.db.v1.ReadPreference
+	38, // 14: paca.db.v1.StreamQueryResponse.columns:type_name -> paca.db.v1.Column
+	39, // 15: paca.db.v1.StreamQueryResponse.rows:type_name -> paca.db.v1.Row
+	41, // 16: paca.db.v1.SelectRequest.select:type_name -> paca.db.v1.Select
+	37, // 17: paca.db.v1.SelectRequest.timeout:type_name -> google.protobuf.Duration
+	36, // 18: paca.db.v1.SelectRequest.read_preference:type_name -> paca.db.v1.ReadPreference
+	38, // 19: paca.db.v1.SelectResponse.columns:type_name -> paca.db.v1.Column
+	39, // 20: paca.db.v1.SelectResponse.rows:type_name -> paca.db.v1.Row
+	42, // 21: paca.db.v1.InsertRequest.insert:type_name -> paca.db.v1.Insert
+	37, // 22: paca.db.v1.InsertRequest.timeout:type_name -> google.protobuf.Duration
+	38, // 23: paca.db.v1.InsertResponse.columns:type_name -> paca.db.v1.Column
+	39, // 24: paca.db.v1.InsertResponse.rows:type_name -> paca.db.v1.Row
+	43, // 25: paca.db.v1.UpdateRequest.update:type_name -> paca.db.v1.Update
+	37, // 26: paca.db.v1.UpdateRequest.timeout:type_name -> google.protobuf.Duration
+	38, // 27: paca.db.v1.UpdateResponse.columns:type_name -> paca.db.v1.Column
+	39, // 28: paca.db.v1.UpdateResponse.rows:type_name -> paca.db.v1.Row
+	44, // 29: paca.db.v1.DeleteRequest.delete:type_name -> paca.db.v1.Delete
+	37, // 30: paca.db.v1.DeleteRequest.timeout:type_name -> google.protobuf.Duration
+	38, // 31: paca.db.v1.DeleteResponse.columns:type_name -> paca.db.v1.Column
+	39, // 32: paca.db.v1.DeleteResponse.rows:type_name -> paca.db.v1.Row
+	0,  // 33: paca.db.v1.MigrationStep.direction:type_name -> paca.db.v1.MigrationDirection
+	19, // 34: paca.db.v1.MigrateResponse.steps:type_name -> paca.db.v1.MigrationStep
+	45, // 35: paca.db.v1.MigrationState.apply_time:type_name -> google.protobuf.Timestamp
+	22, // 36: paca.db.v1.GetMigrationStatusResponse.migrations:type_name -> paca.db.v1.MigrationState
+	46, // 37: paca.db.v1.RecordApiCallsRequest.records:type_name -> paca.db.v1.ApiCallRecord
+	47, // 38: paca.db.v1.GetStatsResponse.pools:type_name -> paca.db.v1.PoolStats
+	29, // 39: paca.db.v1.GetStatsResponse.figures:type_name -> paca.db.v1.DatabaseFigures
+	48, // 40: paca.db.v1.GetStatsResponse.hosts:type_name -> paca.db.v1.HostHealth
+	28, // 41: paca.db.v1.DatabaseFigures.queries:type_name -> paca.db.v1.QueryFingerprintFigures
+	1,  // 42: paca.db.v1.BeginTransaction.isolation_level:type_name -> paca.db.v1.IsolationLevel
+	35, // 43: paca.db.v1.TransactionStatement.params:type_name -> paca.db.v1.Value
+	37, // 44: paca.db.v1.TransactionStatement.timeout:type_name -> google.protobuf.Duration
+	30, // 45: paca.db.v1.TransactionRequest.begin:type_name -> paca.db.v1.BeginTransaction
+	31, // 46: paca.db.v1.TransactionRequest.statement:type_name -> paca.db.v1.TransactionStatement
+	32, // 47: paca.db.v1.TransactionRequest.savepoint:type_name -> paca.db.v1.SavepointAction
+	32, // 48: paca.db.v1.TransactionRequest.rollback_to_savepoint:type_name -> paca.db.v1.SavepointAction
+	32, // 49: paca.db.v1.TransactionRequest.release_savepoint:type_name -> paca.db.v1.SavepointAction
+	38, // 50: paca.db.v1.TransactionResponse.columns:type_name -> paca.db.v1.Column
+	39, // 51: paca.db.v1.TransactionResponse.rows:type_name -> paca.db.v1.Row
+	2,  // 52: paca.db.v1.DbService.Query:input_type -> paca.db.v1.QueryRequest
+	4,  // 53: paca.db.v1.DbService.Execute:input_type -> paca.db.v1.ExecuteRequest
+	6,  // 54: paca.db.v1.DbService.ExecuteBatch:input_type -> paca.db.v1.ExecuteBatchRequest
+	8,  // 55: paca.db.v1.DbService.StreamQuery:input_type -> paca.db.v1.StreamQueryRequest
+	10, // 56: paca.db.v1.DbService.Select:input_type -> paca.db.v1.SelectRequest
+	12, // 57: paca.db.v1.DbService.Insert:input_type -> paca.db.v1.InsertRequest
+	14, // 58: paca.db.v1.DbService.Update:input_type -> paca.db.v1.UpdateRequest
+	16, // 59: paca.db.v1.DbService.Delete:input_type -> paca.db.v1.DeleteRequest
+	18, // 60: paca.db.v1.DbService.Migrate:input_type -> paca.db.v1.MigrateRequest
+	21, // 61: paca.db.v1.DbService.GetMigrationStatus:input_type -> paca.db.v1.GetMigrationStatusRequest
+	24, // 62: paca.db.v1.DbService.RecordApiCalls:input_type -> paca.db.v1.RecordApiCallsRequest
+	26, // 63: paca.db.v1.DbService.GetStats:input_type -> paca.db.v1.GetStatsRequest
+	33, // 64: paca.db.v1.DbService.Transaction:input_type -> paca.db.v1.TransactionRequest
+	3,  // 65: paca.db.v1.DbService.Query:output_type -> paca.db.v1.QueryResponse
+	5,  // 66: paca.db.v1.DbService.Execute:output_type -> paca.db.v1.ExecuteResponse
+	7,  // 67: paca.db.v1.DbService.ExecuteBatch:output_type -> paca.db.v1.ExecuteBatchResponse
+	9,  // 68: paca.db.v1.DbService.StreamQuery:output_type -> paca.db.v1.StreamQueryResponse
+	11, // 69: paca.db.v1.DbService.Select:output_type -> paca.db.v1.SelectResponse
+	13, // 70: paca.db.v1.DbService.Insert:output_type -> paca.db.v1.InsertResponse
+	15, // 71: paca.db.v1.DbService.Update:output_type -> paca.db.v1.UpdateResponse
+	17, // 72: paca.db.v1.DbService.Delete:output_type -> paca.db.v1.DeleteResponse
+	20, // 73: paca.db.v1.DbService.Migrate:output_type -> paca.db.v1.MigrateResponse
+	23, // 74: paca.db.v1.DbService.GetMigrationStatus:output_type -> paca.db.v1.GetMigrationStatusResponse
+	25, // 75: paca.db.v1.DbService.RecordApiCalls:output_type -> paca.db.v1.RecordApiCallsResponse
+	27, // 76: paca.db.v1.DbService.GetStats:output_type -> paca.db.v1.GetStatsResponse
+	34, // 77: paca.db.v1.DbService.Transaction:output_type -> paca.db.v1.TransactionResponse
+	65, // [65:78] is the sub-list for method output_type
+	52, // [52:65] is the sub-list for method input_type
+	52, // [52:52] is the sub-list for extension type_name
+	52, // [52:52] is the sub-list for extension extendee
+	0,  // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_paca_db_v1_db_service_proto_init() }
@@ -2050,13 +2970,22 @@ func file_paca_db_v1_db_service_proto_init() {
 	file_paca_db_v1_db_types_proto_init()
 	file_paca_db_v1_values_proto_init()
 	file_paca_db_v1_db_service_proto_msgTypes[16].OneofWrappers = []any{}
+	file_paca_db_v1_db_service_proto_msgTypes[31].OneofWrappers = []any{
+		(*TransactionRequest_Begin)(nil),
+		(*TransactionRequest_Statement)(nil),
+		(*TransactionRequest_Savepoint)(nil),
+		(*TransactionRequest_RollbackToSavepoint)(nil),
+		(*TransactionRequest_ReleaseSavepoint)(nil),
+		(*TransactionRequest_Commit)(nil),
+		(*TransactionRequest_Rollback)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_paca_db_v1_db_service_proto_rawDesc), len(file_paca_db_v1_db_service_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   26,
+			NumEnums:      2,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

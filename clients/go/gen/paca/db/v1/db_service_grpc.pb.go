@@ -31,6 +31,7 @@ const (
 	DbService_GetMigrationStatus_FullMethodName = "/paca.db.v1.DbService/GetMigrationStatus"
 	DbService_RecordApiCalls_FullMethodName     = "/paca.db.v1.DbService/RecordApiCalls"
 	DbService_GetStats_FullMethodName           = "/paca.db.v1.DbService/GetStats"
+	DbService_Transaction_FullMethodName        = "/paca.db.v1.DbService/Transaction"
 )
 
 // DbServiceClient is the client API for DbService service.
@@ -85,6 +86,13 @@ type DbServiceClient interface {
 	RecordApiCalls(ctx context.Context, in *RecordApiCallsRequest, opts ...grpc.CallOption) (*RecordApiCallsResponse, error)
 	// Lists the configured databases and live pool figures.
 	GetStats(ctx context.Context, in *GetStatsRequest, opts ...grpc.CallOption) (*GetStatsResponse, error)
+	// An interactive transaction on one pooled connection. The first request is `begin`; then any
+	// number of statements and savepoint actions; then `commit` or `rollback`, after which the
+	// server ends the stream. Each request gets exactly one response, in order. A failing
+	// statement ends the stream with its status and the transaction rolled back; so does a client
+	// that goes away, or a transaction idle for longer than the server's limit (ABORTED). The
+	// connection goes back to the pool either way.
+	Transaction(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[TransactionRequest, TransactionResponse], error)
 }
 
 type dbServiceClient struct {
@@ -224,6 +232,19 @@ func (c *dbServiceClient) GetStats(ctx context.Context, in *GetStatsRequest, opt
 	return out, nil
 }
 
+func (c *dbServiceClient) Transaction(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[TransactionRequest, TransactionResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &DbService_ServiceDesc.Streams[1], DbService_Transaction_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[TransactionRequest, TransactionResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type DbService_TransactionClient = grpc.BidiStreamingClient[TransactionRequest, TransactionResponse]
+
 // DbServiceServer is the server API for DbService service.
 // All implementations must embed UnimplementedDbServiceServer
 // for forward compatibility.
@@ -276,6 +297,13 @@ type DbServiceServer interface {
 	RecordApiCalls(context.Context, *RecordApiCallsRequest) (*RecordApiCallsResponse, error)
 	// Lists the configured databases and live pool figures.
 	GetStats(context.Context, *GetStatsRequest) (*GetStatsResponse, error)
+	// An interactive transaction on one pooled connection. The first request is `begin`; then any
+	// number of statements and savepoint actions; then `commit` or `rollback`, after which the
+	// server ends the stream. Each request gets exactly one response, in order. A failing
+	// statement ends the stream with its status and the transaction rolled back; so does a client
+	// that goes away, or a transaction idle for longer than the server's limit (ABORTED). The
+	// connection goes back to the pool either way.
+	Transaction(grpc.BidiStreamingServer[TransactionRequest, TransactionResponse]) error
 	mustEmbedUnimplementedDbServiceServer()
 }
 
@@ -321,6 +349,9 @@ func (UnimplementedDbServiceServer) RecordApiCalls(context.Context, *RecordApiCa
 }
 func (UnimplementedDbServiceServer) GetStats(context.Context, *GetStatsRequest) (*GetStatsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetStats not implemented")
+}
+func (UnimplementedDbServiceServer) Transaction(grpc.BidiStreamingServer[TransactionRequest, TransactionResponse]) error {
+	return status.Error(codes.Unimplemented, "method Transaction not implemented")
 }
 func (UnimplementedDbServiceServer) mustEmbedUnimplementedDbServiceServer() {}
 func (UnimplementedDbServiceServer) testEmbeddedByValue()                   {}
@@ -552,6 +583,13 @@ func _DbService_GetStats_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _DbService_Transaction_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(DbServiceServer).Transaction(&grpc.GenericServerStream[TransactionRequest, TransactionResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type DbService_TransactionServer = grpc.BidiStreamingServer[TransactionRequest, TransactionResponse]
+
 // DbService_ServiceDesc is the grpc.ServiceDesc for DbService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -609,6 +647,12 @@ var DbService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "StreamQuery",
 			Handler:       _DbService_StreamQuery_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "Transaction",
+			Handler:       _DbService_Transaction_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "paca/db/v1/db_service.proto",

@@ -32,6 +32,8 @@ const (
 	ReadPreference_READ_PREFERENCE_PRIMARY ReadPreference = 1
 	// A healthy replica when one is in rotation, else the primary.
 	ReadPreference_READ_PREFERENCE_REPLICA_PREFERRED ReadPreference = 2
+	// Any healthy host, primary or replica, by the balancing policy.
+	ReadPreference_READ_PREFERENCE_ANY ReadPreference = 3
 )
 
 // Enum value maps for ReadPreference.
@@ -40,11 +42,13 @@ var (
 		0: "READ_PREFERENCE_UNSPECIFIED",
 		1: "READ_PREFERENCE_PRIMARY",
 		2: "READ_PREFERENCE_REPLICA_PREFERRED",
+		3: "READ_PREFERENCE_ANY",
 	}
 	ReadPreference_value = map[string]int32{
 		"READ_PREFERENCE_UNSPECIFIED":       0,
 		"READ_PREFERENCE_PRIMARY":           1,
 		"READ_PREFERENCE_REPLICA_PREFERRED": 2,
+		"READ_PREFERENCE_ANY":               3,
 	}
 )
 
@@ -891,6 +895,149 @@ func (x *Delete) GetReturning() []string {
 	return nil
 }
 
+// One host of a database with replicas, as its health checks and live traffic see it.
+type HostHealth struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Database string                 `protobuf:"bytes,1,opt,name=database,proto3" json:"database,omitempty"`
+	// The host's URL without credentials.
+	Host string `protobuf:"bytes,2,opt,name=host,proto3" json:"host,omitempty"`
+	// "primary" or "replica", as the last probe found it (PostgreSQL: pg_is_in_recovery()).
+	Role  string    `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
+	State HostState `protobuf:"varint,4,opt,name=state,proto3,enum=paca.db.v1.HostState" json:"state,omitempty"`
+	// Failed probes or live-traffic errors in a row (the host leaves rotation at the fall count).
+	ConsecutiveFailures int32 `protobuf:"varint,5,opt,name=consecutive_failures,json=consecutiveFailures,proto3" json:"consecutive_failures,omitempty"`
+	// Successful probes in a row while out of rotation (it returns at the rise count).
+	ConsecutiveSuccesses int32 `protobuf:"varint,6,opt,name=consecutive_successes,json=consecutiveSuccesses,proto3" json:"consecutive_successes,omitempty"`
+	// How far a replica is behind the primary, in seconds; 0 for the primary.
+	LagS float64 `protobuf:"fixed64,7,opt,name=lag_s,json=lagS,proto3" json:"lag_s,omitempty"`
+	// Moving average (EWMA) of statement latency on this host, in milliseconds.
+	LatencyEwmaMs float64 `protobuf:"fixed64,8,opt,name=latency_ewma_ms,json=latencyEwmaMs,proto3" json:"latency_ewma_ms,omitempty"`
+	// Statements running on this host now.
+	Outstanding int32 `protobuf:"varint,9,opt,name=outstanding,proto3" json:"outstanding,omitempty"`
+	// Statements this host served since the process started.
+	Served int64 `protobuf:"varint,10,opt,name=served,proto3" json:"served,omitempty"`
+	// Times this host left rotation.
+	Ejections int64 `protobuf:"varint,11,opt,name=ejections,proto3" json:"ejections,omitempty"`
+	// The replication position the host has applied (PostgreSQL LSN, MySQL/MariaDB GTID set).
+	Position      string `protobuf:"bytes,12,opt,name=position,proto3" json:"position,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HostHealth) Reset() {
+	*x = HostHealth{}
+	mi := &file_paca_db_v1_db_types_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HostHealth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HostHealth) ProtoMessage() {}
+
+func (x *HostHealth) ProtoReflect() protoreflect.Message {
+	mi := &file_paca_db_v1_db_types_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HostHealth.ProtoReflect.Descriptor instead.
+func (*HostHealth) Descriptor() ([]byte, []int) {
+	return file_paca_db_v1_db_types_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *HostHealth) GetDatabase() string {
+	if x != nil {
+		return x.Database
+	}
+	return ""
+}
+
+func (x *HostHealth) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *HostHealth) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *HostHealth) GetState() HostState {
+	if x != nil {
+		return x.State
+	}
+	return HostState_HOST_STATE_UNSPECIFIED
+}
+
+func (x *HostHealth) GetConsecutiveFailures() int32 {
+	if x != nil {
+		return x.ConsecutiveFailures
+	}
+	return 0
+}
+
+func (x *HostHealth) GetConsecutiveSuccesses() int32 {
+	if x != nil {
+		return x.ConsecutiveSuccesses
+	}
+	return 0
+}
+
+func (x *HostHealth) GetLagS() float64 {
+	if x != nil {
+		return x.LagS
+	}
+	return 0
+}
+
+func (x *HostHealth) GetLatencyEwmaMs() float64 {
+	if x != nil {
+		return x.LatencyEwmaMs
+	}
+	return 0
+}
+
+func (x *HostHealth) GetOutstanding() int32 {
+	if x != nil {
+		return x.Outstanding
+	}
+	return 0
+}
+
+func (x *HostHealth) GetServed() int64 {
+	if x != nil {
+		return x.Served
+	}
+	return 0
+}
+
+func (x *HostHealth) GetEjections() int64 {
+	if x != nil {
+		return x.Ejections
+	}
+	return 0
+}
+
+func (x *HostHealth) GetPosition() string {
+	if x != nil {
+		return x.Position
+	}
+	return ""
+}
+
 // Live figures of one connection pool.
 type PoolStats struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -912,7 +1059,7 @@ type PoolStats struct {
 
 func (x *PoolStats) Reset() {
 	*x = PoolStats{}
-	mi := &file_paca_db_v1_db_types_proto_msgTypes[8]
+	mi := &file_paca_db_v1_db_types_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -924,7 +1071,7 @@ func (x *PoolStats) String() string {
 func (*PoolStats) ProtoMessage() {}
 
 func (x *PoolStats) ProtoReflect() protoreflect.Message {
-	mi := &file_paca_db_v1_db_types_proto_msgTypes[8]
+	mi := &file_paca_db_v1_db_types_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -937,7 +1084,7 @@ func (x *PoolStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolStats.ProtoReflect.Descriptor instead.
 func (*PoolStats) Descriptor() ([]byte, []int) {
-	return file_paca_db_v1_db_types_proto_rawDescGZIP(), []int{8}
+	return file_paca_db_v1_db_types_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PoolStats) GetDatabase() string {
@@ -1030,7 +1177,7 @@ type Filter_Comparison struct {
 
 func (x *Filter_Comparison) Reset() {
 	*x = Filter_Comparison{}
-	mi := &file_paca_db_v1_db_types_proto_msgTypes[9]
+	mi := &file_paca_db_v1_db_types_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1042,7 +1189,7 @@ func (x *Filter_Comparison) String() string {
 func (*Filter_Comparison) ProtoMessage() {}
 
 func (x *Filter_Comparison) ProtoReflect() protoreflect.Message {
-	mi := &file_paca_db_v1_db_types_proto_msgTypes[9]
+	mi := &file_paca_db_v1_db_types_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1089,7 +1236,7 @@ type Filter_Group struct {
 
 func (x *Filter_Group) Reset() {
 	*x = Filter_Group{}
-	mi := &file_paca_db_v1_db_types_proto_msgTypes[10]
+	mi := &file_paca_db_v1_db_types_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1101,7 +1248,7 @@ func (x *Filter_Group) String() string {
 func (*Filter_Group) ProtoMessage() {}
 
 func (x *Filter_Group) ProtoReflect() protoreflect.Message {
-	mi := &file_paca_db_v1_db_types_proto_msgTypes[10]
+	mi := &file_paca_db_v1_db_types_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1197,7 +1344,22 @@ const file_paca_db_v1_db_types_proto_rawDesc = "" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12(\n" +
 	"\x05where\x18\x02 \x01(\v2\x12.paca.db.v1.FilterR\x05where\x12\x19\n" +
 	"\ball_rows\x18\x03 \x01(\bR\aallRows\x12\x1c\n" +
-	"\treturning\x18\x04 \x03(\tR\treturning\"\xa9\x02\n" +
+	"\treturning\x18\x04 \x03(\tR\treturning\"\x96\x03\n" +
+	"\n" +
+	"HostHealth\x12\x1a\n" +
+	"\bdatabase\x18\x01 \x01(\tR\bdatabase\x12\x12\n" +
+	"\x04host\x18\x02 \x01(\tR\x04host\x12\x12\n" +
+	"\x04role\x18\x03 \x01(\tR\x04role\x12+\n" +
+	"\x05state\x18\x04 \x01(\x0e2\x15.paca.db.v1.HostStateR\x05state\x121\n" +
+	"\x14consecutive_failures\x18\x05 \x01(\x05R\x13consecutiveFailures\x123\n" +
+	"\x15consecutive_successes\x18\x06 \x01(\x05R\x14consecutiveSuccesses\x12\x13\n" +
+	"\x05lag_s\x18\a \x01(\x01R\x04lagS\x12&\n" +
+	"\x0flatency_ewma_ms\x18\b \x01(\x01R\rlatencyEwmaMs\x12 \n" +
+	"\voutstanding\x18\t \x01(\x05R\voutstanding\x12\x16\n" +
+	"\x06served\x18\n" +
+	" \x01(\x03R\x06served\x12\x1c\n" +
+	"\tejections\x18\v \x01(\x03R\tejections\x12\x1a\n" +
+	"\bposition\x18\f \x01(\tR\bposition\"\xa9\x02\n" +
 	"\tPoolStats\x12\x1a\n" +
 	"\bdatabase\x18\x01 \x01(\tR\bdatabase\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x12\n" +
@@ -1211,11 +1373,12 @@ const file_paca_db_v1_db_types_proto_rawDesc = "" +
 	"\x06errors\x18\n" +
 	" \x01(\x03R\x06errors\x12 \n" +
 	"\fquery_p95_ms\x18\v \x01(\x01R\n" +
-	"queryP95Ms*u\n" +
+	"queryP95Ms*\x8e\x01\n" +
 	"\x0eReadPreference\x12\x1f\n" +
 	"\x1bREAD_PREFERENCE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17READ_PREFERENCE_PRIMARY\x10\x01\x12%\n" +
-	"!READ_PREFERENCE_REPLICA_PREFERRED\x10\x02*\xcd\x02\n" +
+	"!READ_PREFERENCE_REPLICA_PREFERRED\x10\x02\x12\x17\n" +
+	"\x13READ_PREFERENCE_ANY\x10\x03*\xcd\x02\n" +
 	"\x0eFilterOperator\x12\x1f\n" +
 	"\x1bFILTER_OPERATOR_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12FILTER_OPERATOR_EQ\x10\x01\x12\x16\n" +
@@ -1249,7 +1412,7 @@ func file_paca_db_v1_db_types_proto_rawDescGZIP() []byte {
 }
 
 var file_paca_db_v1_db_types_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_paca_db_v1_db_types_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_paca_db_v1_db_types_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_paca_db_v1_db_types_proto_goTypes = []any{
 	(ReadPreference)(0),           // 0: paca.db.v1.ReadPreference
 	(FilterOperator)(0),           // 1: paca.db.v1.FilterOperator
@@ -1262,35 +1425,37 @@ var file_paca_db_v1_db_types_proto_goTypes = []any{
 	(*Insert)(nil),                // 8: paca.db.v1.Insert
 	(*Update)(nil),                // 9: paca.db.v1.Update
 	(*Delete)(nil),                // 10: paca.db.v1.Delete
-	(*PoolStats)(nil),             // 11: paca.db.v1.PoolStats
-	(*Filter_Comparison)(nil),     // 12: paca.db.v1.Filter.Comparison
-	(*Filter_Group)(nil),          // 13: paca.db.v1.Filter.Group
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
-	(*Value)(nil),                 // 15: paca.db.v1.Value
-	(*Row)(nil),                   // 16: paca.db.v1.Row
+	(*HostHealth)(nil),            // 11: paca.db.v1.HostHealth
+	(*PoolStats)(nil),             // 12: paca.db.v1.PoolStats
+	(*Filter_Comparison)(nil),     // 13: paca.db.v1.Filter.Comparison
+	(*Filter_Group)(nil),          // 14: paca.db.v1.Filter.Group
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(*Value)(nil),                 // 16: paca.db.v1.Value
+	(*Row)(nil),                   // 17: paca.db.v1.Row
 }
 var file_paca_db_v1_db_types_proto_depIdxs = []int32{
-	14, // 0: paca.db.v1.ApiCallRecord.create_time:type_name -> google.protobuf.Timestamp
-	12, // 1: paca.db.v1.Filter.comparison:type_name -> paca.db.v1.Filter.Comparison
-	13, // 2: paca.db.v1.Filter.all:type_name -> paca.db.v1.Filter.Group
-	13, // 3: paca.db.v1.Filter.any:type_name -> paca.db.v1.Filter.Group
+	15, // 0: paca.db.v1.ApiCallRecord.create_time:type_name -> google.protobuf.Timestamp
+	13, // 1: paca.db.v1.Filter.comparison:type_name -> paca.db.v1.Filter.Comparison
+	14, // 2: paca.db.v1.Filter.all:type_name -> paca.db.v1.Filter.Group
+	14, // 3: paca.db.v1.Filter.any:type_name -> paca.db.v1.Filter.Group
 	4,  // 4: paca.db.v1.Filter.negate:type_name -> paca.db.v1.Filter
 	4,  // 5: paca.db.v1.Select.where:type_name -> paca.db.v1.Filter
 	5,  // 6: paca.db.v1.Select.order_by:type_name -> paca.db.v1.OrderBy
-	15, // 7: paca.db.v1.Assignment.value:type_name -> paca.db.v1.Value
-	16, // 8: paca.db.v1.Insert.rows:type_name -> paca.db.v1.Row
+	16, // 7: paca.db.v1.Assignment.value:type_name -> paca.db.v1.Value
+	17, // 8: paca.db.v1.Insert.rows:type_name -> paca.db.v1.Row
 	7,  // 9: paca.db.v1.Update.set:type_name -> paca.db.v1.Assignment
 	4,  // 10: paca.db.v1.Update.where:type_name -> paca.db.v1.Filter
 	4,  // 11: paca.db.v1.Delete.where:type_name -> paca.db.v1.Filter
-	2,  // 12: paca.db.v1.PoolStats.state:type_name -> paca.db.v1.HostState
-	1,  // 13: paca.db.v1.Filter.Comparison.operator:type_name -> paca.db.v1.FilterOperator
-	15, // 14: paca.db.v1.Filter.Comparison.values:type_name -> paca.db.v1.Value
-	4,  // 15: paca.db.v1.Filter.Group.filters:type_name -> paca.db.v1.Filter
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	2,  // 12: paca.db.v1.HostHealth.state:type_name -> paca.db.v1.HostState
+	2,  // 13: paca.db.v1.PoolStats.state:type_name -> paca.db.v1.HostState
+	1,  // 14: paca.db.v1.Filter.Comparison.operator:type_name -> paca.db.v1.FilterOperator
+	16, // 15: paca.db.v1.Filter.Comparison.values:type_name -> paca.db.v1.Value
+	4,  // 16: paca.db.v1.Filter.Group.filters:type_name -> paca.db.v1.Filter
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_paca_db_v1_db_types_proto_init() }
@@ -1312,7 +1477,7 @@ func file_paca_db_v1_db_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_paca_db_v1_db_types_proto_rawDesc), len(file_paca_db_v1_db_types_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

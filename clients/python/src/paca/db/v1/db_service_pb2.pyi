@@ -45,6 +45,28 @@ MIGRATION_DIRECTION_DOWN: MigrationDirection.ValueType  # 2
 """Rolls back with NNNN_name.down.sql."""
 Global___MigrationDirection: _TypeAlias = MigrationDirection  # noqa: Y015
 
+class _IsolationLevel:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _IsolationLevelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_IsolationLevel.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ISOLATION_LEVEL_UNSPECIFIED: _IsolationLevel.ValueType  # 0
+    """The database's default."""
+    ISOLATION_LEVEL_READ_COMMITTED: _IsolationLevel.ValueType  # 1
+    ISOLATION_LEVEL_REPEATABLE_READ: _IsolationLevel.ValueType  # 2
+    ISOLATION_LEVEL_SERIALIZABLE: _IsolationLevel.ValueType  # 3
+
+class IsolationLevel(_IsolationLevel, metaclass=_IsolationLevelEnumTypeWrapper):
+    """How concurrent transactions see each other's changes (SQL standard levels)."""
+
+ISOLATION_LEVEL_UNSPECIFIED: IsolationLevel.ValueType  # 0
+"""The database's default."""
+ISOLATION_LEVEL_READ_COMMITTED: IsolationLevel.ValueType  # 1
+ISOLATION_LEVEL_REPEATABLE_READ: IsolationLevel.ValueType  # 2
+ISOLATION_LEVEL_SERIALIZABLE: IsolationLevel.ValueType  # 3
+Global___IsolationLevel: _TypeAlias = IsolationLevel  # noqa: Y015
+
 @_typing.final
 class QueryRequest(_message.Message):
     """Request of DbService.Query."""
@@ -185,8 +207,13 @@ class ExecuteResponse(_message.Message):
     ROWS_AFFECTED_FIELD_NUMBER: _builtins.int
     COLUMNS_FIELD_NUMBER: _builtins.int
     ROWS_FIELD_NUMBER: _builtins.int
+    CONSISTENCY_TOKEN_FIELD_NUMBER: _builtins.int
     rows_affected: _builtins.int
     """Rows inserted, updated or deleted; -1 where the engine does not say."""
+    consistency_token: _builtins.str
+    """After the write: pass it to later reads to see this write from any host (empty when the
+    database has no replicas).
+    """
     @_builtins.property
     def columns(self) -> _containers.RepeatedCompositeFieldContainer[_values_pb2.Column]:
         """Columns and rows of a RETURNING clause, if the statement has one."""
@@ -199,10 +226,11 @@ class ExecuteResponse(_message.Message):
         rows_affected: _builtins.int = ...,
         columns: _abc.Iterable[_values_pb2.Column] | None = ...,
         rows: _abc.Iterable[_values_pb2.Row] | None = ...,
+        consistency_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "rows", b"rows", "rows_affected", b"rows_affected"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "consistency_token", b"consistency_token", "rows", b"rows", "rows_affected", b"rows_affected"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -252,16 +280,22 @@ class ExecuteBatchResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ROWS_AFFECTED_FIELD_NUMBER: _builtins.int
+    CONSISTENCY_TOKEN_FIELD_NUMBER: _builtins.int
     rows_affected: _builtins.int
     """Rows changed by all runs together; -1 where the engine does not say."""
+    consistency_token: _builtins.str
+    """After the write: pass it to later reads to see this write from any host (empty when the
+    database has no replicas).
+    """
     def __init__(
         self,
         *,
         rows_affected: _builtins.int = ...,
+        consistency_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["rows_affected", b"rows_affected"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency_token", b"consistency_token", "rows_affected", b"rows_affected"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -280,6 +314,8 @@ class StreamQueryRequest(_message.Message):
     CHUNK_ROWS_FIELD_NUMBER: _builtins.int
     CHUNK_BYTES_FIELD_NUMBER: _builtins.int
     MAX_ROWS_FIELD_NUMBER: _builtins.int
+    READ_PREFERENCE_FIELD_NUMBER: _builtins.int
+    CONSISTENCY_TOKEN_FIELD_NUMBER: _builtins.int
     database: _builtins.str
     sql: _builtins.str
     """Required. One read-only statement (it runs in a read-only transaction)."""
@@ -289,6 +325,10 @@ class StreamQueryRequest(_message.Message):
     """Approximate bytes of rows per response (0: the server's default)."""
     max_rows: _builtins.int
     """Stop after this many rows (0: no limit)."""
+    read_preference: _db_types_pb2.ReadPreference.ValueType
+    """Where the read may be served from (a replica, the primary)."""
+    consistency_token: _builtins.str
+    """A token returned by an earlier write: serve the read from a host that has applied it."""
     @_builtins.property
     def params(self) -> _containers.RepeatedCompositeFieldContainer[_values_pb2.Value]: ...
     @_builtins.property
@@ -305,10 +345,12 @@ class StreamQueryRequest(_message.Message):
         chunk_rows: _builtins.int = ...,
         chunk_bytes: _builtins.int = ...,
         max_rows: _builtins.int = ...,
+        read_preference: _db_types_pb2.ReadPreference.ValueType = ...,
+        consistency_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_bytes", b"chunk_bytes", "chunk_rows", b"chunk_rows", "database", b"database", "max_rows", b"max_rows", "params", b"params", "sql", b"sql", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_bytes", b"chunk_bytes", "chunk_rows", b"chunk_rows", "consistency_token", b"consistency_token", "database", b"database", "max_rows", b"max_rows", "params", b"params", "read_preference", b"read_preference", "sql", b"sql", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -353,12 +395,18 @@ class SelectRequest(_message.Message):
     TIMEOUT_FIELD_NUMBER: _builtins.int
     MAX_ROWS_FIELD_NUMBER: _builtins.int
     MAX_BYTES_FIELD_NUMBER: _builtins.int
+    READ_PREFERENCE_FIELD_NUMBER: _builtins.int
+    CONSISTENCY_TOKEN_FIELD_NUMBER: _builtins.int
     database: _builtins.str
     """Configured database name, e.g. "main"."""
     max_rows: _builtins.int
     """Return at most this many rows (0: the server's limit); `truncated` says when rows were left."""
     max_bytes: _builtins.int
     """Return at most about this many bytes of rows (0: the server's limit)."""
+    read_preference: _db_types_pb2.ReadPreference.ValueType
+    """Where the read may be served from (a replica, the primary)."""
+    consistency_token: _builtins.str
+    """A token returned by an earlier write: serve the read from a host that has applied it."""
     @_builtins.property
     def select(self) -> _db_types_pb2.Select:
         """Required."""
@@ -375,10 +423,12 @@ class SelectRequest(_message.Message):
         timeout: _duration_pb2.Duration | None = ...,
         max_rows: _builtins.int = ...,
         max_bytes: _builtins.int = ...,
+        read_preference: _db_types_pb2.ReadPreference.ValueType = ...,
+        consistency_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["select", b"select", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "max_bytes", b"max_bytes", "max_rows", b"max_rows", "select", b"select", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency_token", b"consistency_token", "database", b"database", "max_bytes", b"max_bytes", "max_rows", b"max_rows", "read_preference", b"read_preference", "select", b"select", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -457,8 +507,13 @@ class InsertResponse(_message.Message):
     ROWS_AFFECTED_FIELD_NUMBER: _builtins.int
     COLUMNS_FIELD_NUMBER: _builtins.int
     ROWS_FIELD_NUMBER: _builtins.int
+    CONSISTENCY_TOKEN_FIELD_NUMBER: _builtins.int
     rows_affected: _builtins.int
     """Rows inserted; -1 where the engine does not say."""
+    consistency_token: _builtins.str
+    """After the write: pass it to later reads to see this write from any host (empty when the
+    database has no replicas).
+    """
     @_builtins.property
     def columns(self) -> _containers.RepeatedCompositeFieldContainer[_values_pb2.Column]:
         """The `returning` columns of the inserted rows."""
@@ -471,10 +526,11 @@ class InsertResponse(_message.Message):
         rows_affected: _builtins.int = ...,
         columns: _abc.Iterable[_values_pb2.Column] | None = ...,
         rows: _abc.Iterable[_values_pb2.Row] | None = ...,
+        consistency_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "rows", b"rows", "rows_affected", b"rows_affected"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "consistency_token", b"consistency_token", "rows", b"rows", "rows_affected", b"rows_affected"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -523,8 +579,13 @@ class UpdateResponse(_message.Message):
     ROWS_AFFECTED_FIELD_NUMBER: _builtins.int
     COLUMNS_FIELD_NUMBER: _builtins.int
     ROWS_FIELD_NUMBER: _builtins.int
+    CONSISTENCY_TOKEN_FIELD_NUMBER: _builtins.int
     rows_affected: _builtins.int
     """Rows updated (MySQL/MariaDB: rows matched); -1 where the engine does not say."""
+    consistency_token: _builtins.str
+    """After the write: pass it to later reads to see this write from any host (empty when the
+    database has no replicas).
+    """
     @_builtins.property
     def columns(self) -> _containers.RepeatedCompositeFieldContainer[_values_pb2.Column]:
         """The `returning` columns of the updated rows."""
@@ -537,10 +598,11 @@ class UpdateResponse(_message.Message):
         rows_affected: _builtins.int = ...,
         columns: _abc.Iterable[_values_pb2.Column] | None = ...,
         rows: _abc.Iterable[_values_pb2.Row] | None = ...,
+        consistency_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "rows", b"rows", "rows_affected", b"rows_affected"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "consistency_token", b"consistency_token", "rows", b"rows", "rows_affected", b"rows_affected"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -589,8 +651,13 @@ class DeleteResponse(_message.Message):
     ROWS_AFFECTED_FIELD_NUMBER: _builtins.int
     COLUMNS_FIELD_NUMBER: _builtins.int
     ROWS_FIELD_NUMBER: _builtins.int
+    CONSISTENCY_TOKEN_FIELD_NUMBER: _builtins.int
     rows_affected: _builtins.int
     """Rows deleted; -1 where the engine does not say."""
+    consistency_token: _builtins.str
+    """After the write: pass it to later reads to see this write from any host (empty when the
+    database has no replicas).
+    """
     @_builtins.property
     def columns(self) -> _containers.RepeatedCompositeFieldContainer[_values_pb2.Column]:
         """The `returning` columns of the deleted rows."""
@@ -603,10 +670,11 @@ class DeleteResponse(_message.Message):
         rows_affected: _builtins.int = ...,
         columns: _abc.Iterable[_values_pb2.Column] | None = ...,
         rows: _abc.Iterable[_values_pb2.Row] | None = ...,
+        consistency_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "rows", b"rows", "rows_affected", b"rows_affected"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "consistency_token", b"consistency_token", "rows", b"rows", "rows_affected", b"rows_affected"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -872,17 +940,312 @@ class GetStatsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     POOLS_FIELD_NUMBER: _builtins.int
+    FIGURES_FIELD_NUMBER: _builtins.int
+    HOSTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def pools(self) -> _containers.RepeatedCompositeFieldContainer[_db_types_pb2.PoolStats]: ...
+    @_builtins.property
+    def figures(self) -> _containers.RepeatedCompositeFieldContainer[Global___DatabaseFigures]:
+        """Per database: pool waits and query latency by statement shape."""
+
+    @_builtins.property
+    def hosts(self) -> _containers.RepeatedCompositeFieldContainer[_db_types_pb2.HostHealth]:
+        """Per database with replicas: each host's health as the routing sees it."""
+
     def __init__(
         self,
         *,
         pools: _abc.Iterable[_db_types_pb2.PoolStats] | None = ...,
+        figures: _abc.Iterable[Global___DatabaseFigures] | None = ...,
+        hosts: _abc.Iterable[_db_types_pb2.HostHealth] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["pools", b"pools"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["figures", b"figures", "hosts", b"hosts", "pools", b"pools"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetStatsResponse: _TypeAlias = GetStatsResponse  # noqa: Y015
+
+@_typing.final
+class QueryFingerprintFigures(_message.Message):
+    """Latency of one statement shape (its SQL with literals replaced by "?")."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FINGERPRINT_FIELD_NUMBER: _builtins.int
+    CALLS_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    P50_MS_FIELD_NUMBER: _builtins.int
+    P95_MS_FIELD_NUMBER: _builtins.int
+    P99_MS_FIELD_NUMBER: _builtins.int
+    fingerprint: _builtins.str
+    calls: _builtins.int
+    errors: _builtins.int
+    p50_ms: _builtins.float
+    p95_ms: _builtins.float
+    p99_ms: _builtins.float
+    def __init__(
+        self,
+        *,
+        fingerprint: _builtins.str = ...,
+        calls: _builtins.int = ...,
+        errors: _builtins.int = ...,
+        p50_ms: _builtins.float = ...,
+        p95_ms: _builtins.float = ...,
+        p99_ms: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls", "errors", b"errors", "fingerprint", b"fingerprint", "p50_ms", b"p50_ms", "p95_ms", b"p95_ms", "p99_ms", b"p99_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryFingerprintFigures: _TypeAlias = QueryFingerprintFigures  # noqa: Y015
+
+@_typing.final
+class DatabaseFigures(_message.Message):
+    """Pool and query figures of one database since the process started."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    MAX_SIZE_FIELD_NUMBER: _builtins.int
+    ACQUIRES_FIELD_NUMBER: _builtins.int
+    ACQUIRES_WITHOUT_WAIT_FIELD_NUMBER: _builtins.int
+    POOL_EFFICIENCY_FIELD_NUMBER: _builtins.int
+    ACQUIRE_WAIT_P50_MS_FIELD_NUMBER: _builtins.int
+    ACQUIRE_WAIT_P95_MS_FIELD_NUMBER: _builtins.int
+    ACQUIRE_WAIT_MAX_MS_FIELD_NUMBER: _builtins.int
+    ACQUIRE_TIMEOUTS_FIELD_NUMBER: _builtins.int
+    CONNECTIONS_DISCARDED_FIELD_NUMBER: _builtins.int
+    QUERIES_FIELD_NUMBER: _builtins.int
+    TRANSACTIONS_OPEN_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    max_size: _builtins.int
+    """Connections the pool may hold at most."""
+    acquires: _builtins.int
+    acquires_without_wait: _builtins.int
+    """Acquires that found a connection free at once."""
+    pool_efficiency: _builtins.float
+    """Share of acquires served without waiting (1.0 when there were none)."""
+    acquire_wait_p50_ms: _builtins.float
+    acquire_wait_p95_ms: _builtins.float
+    acquire_wait_max_ms: _builtins.float
+    acquire_timeouts: _builtins.int
+    """Acquires that gave up after the acquire timeout."""
+    connections_discarded: _builtins.int
+    """Broken connections taken out of the pool."""
+    transactions_open: _builtins.int
+    """Transactions open now."""
+    @_builtins.property
+    def queries(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueryFingerprintFigures]:
+        """The busiest statement shapes (at most the server's fingerprint cap; the rest count under
+        the fingerprint "(other)").
+        """
+
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+        max_size: _builtins.int = ...,
+        acquires: _builtins.int = ...,
+        acquires_without_wait: _builtins.int = ...,
+        pool_efficiency: _builtins.float = ...,
+        acquire_wait_p50_ms: _builtins.float = ...,
+        acquire_wait_p95_ms: _builtins.float = ...,
+        acquire_wait_max_ms: _builtins.float = ...,
+        acquire_timeouts: _builtins.int = ...,
+        connections_discarded: _builtins.int = ...,
+        queries: _abc.Iterable[Global___QueryFingerprintFigures] | None = ...,
+        transactions_open: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acquire_timeouts", b"acquire_timeouts", "acquire_wait_max_ms", b"acquire_wait_max_ms", "acquire_wait_p50_ms", b"acquire_wait_p50_ms", "acquire_wait_p95_ms", b"acquire_wait_p95_ms", "acquires", b"acquires", "acquires_without_wait", b"acquires_without_wait", "connections_discarded", b"connections_discarded", "database", b"database", "max_size", b"max_size", "pool_efficiency", b"pool_efficiency", "queries", b"queries", "transactions_open", b"transactions_open"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DatabaseFigures: _TypeAlias = DatabaseFigures  # noqa: Y015
+
+@_typing.final
+class BeginTransaction(_message.Message):
+    """Opens the transaction; must be the first request of DbService.Transaction."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    ISOLATION_LEVEL_FIELD_NUMBER: _builtins.int
+    READ_ONLY_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    isolation_level: Global___IsolationLevel.ValueType
+    """SQLite is always serializable and accepts any level."""
+    read_only: _builtins.bool
+    """The engine refuses writes in the transaction."""
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+        isolation_level: Global___IsolationLevel.ValueType = ...,
+        read_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "isolation_level", b"isolation_level", "read_only", b"read_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BeginTransaction: _TypeAlias = BeginTransaction  # noqa: Y015
+
+@_typing.final
+class TransactionStatement(_message.Message):
+    """One statement inside the transaction, in the engine's placeholder style."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SQL_FIELD_NUMBER: _builtins.int
+    PARAMS_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    MAX_ROWS_FIELD_NUMBER: _builtins.int
+    sql: _builtins.str
+    max_rows: _builtins.int
+    """Return at most this many rows (0: the server's limit)."""
+    @_builtins.property
+    def params(self) -> _containers.RepeatedCompositeFieldContainer[_values_pb2.Value]: ...
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """Statement time limit; the gRPC deadline caps it."""
+
+    def __init__(
+        self,
+        *,
+        sql: _builtins.str = ...,
+        params: _abc.Iterable[_values_pb2.Value] | None = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+        max_rows: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_rows", b"max_rows", "params", b"params", "sql", b"sql", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransactionStatement: _TypeAlias = TransactionStatement  # noqa: Y015
+
+@_typing.final
+class SavepointAction(_message.Message):
+    """Names a savepoint: a letter or "_", then letters, digits or "_" (at most 63)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SavepointAction: _TypeAlias = SavepointAction  # noqa: Y015
+
+@_typing.final
+class TransactionRequest(_message.Message):
+    """Request of DbService.Transaction: one action."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BEGIN_FIELD_NUMBER: _builtins.int
+    STATEMENT_FIELD_NUMBER: _builtins.int
+    SAVEPOINT_FIELD_NUMBER: _builtins.int
+    ROLLBACK_TO_SAVEPOINT_FIELD_NUMBER: _builtins.int
+    RELEASE_SAVEPOINT_FIELD_NUMBER: _builtins.int
+    COMMIT_FIELD_NUMBER: _builtins.int
+    ROLLBACK_FIELD_NUMBER: _builtins.int
+    commit: _builtins.bool
+    """Commits and ends the stream."""
+    rollback: _builtins.bool
+    """Rolls back and ends the stream."""
+    @_builtins.property
+    def begin(self) -> Global___BeginTransaction: ...
+    @_builtins.property
+    def statement(self) -> Global___TransactionStatement: ...
+    @_builtins.property
+    def savepoint(self) -> Global___SavepointAction: ...
+    @_builtins.property
+    def rollback_to_savepoint(self) -> Global___SavepointAction: ...
+    @_builtins.property
+    def release_savepoint(self) -> Global___SavepointAction: ...
+    def __init__(
+        self,
+        *,
+        begin: Global___BeginTransaction | None = ...,
+        statement: Global___TransactionStatement | None = ...,
+        savepoint: Global___SavepointAction | None = ...,
+        rollback_to_savepoint: Global___SavepointAction | None = ...,
+        release_savepoint: Global___SavepointAction | None = ...,
+        commit: _builtins.bool = ...,
+        rollback: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "begin", b"begin", "commit", b"commit", "release_savepoint", b"release_savepoint", "rollback", b"rollback", "rollback_to_savepoint", b"rollback_to_savepoint", "savepoint", b"savepoint", "statement", b"statement"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "begin", b"begin", "commit", b"commit", "release_savepoint", b"release_savepoint", "rollback", b"rollback", "rollback_to_savepoint", b"rollback_to_savepoint", "savepoint", b"savepoint", "statement", b"statement"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["begin", "statement", "savepoint", "rollback_to_savepoint", "release_savepoint", "commit", "rollback"]  # noqa: Y015
+    _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
+
+Global___TransactionRequest: _TypeAlias = TransactionRequest  # noqa: Y015
+
+@_typing.final
+class TransactionResponse(_message.Message):
+    """Response of DbService.Transaction: the outcome of the request at the same position."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COLUMNS_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    ROWS_AFFECTED_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    COMMITTED_FIELD_NUMBER: _builtins.int
+    ROLLED_BACK_FIELD_NUMBER: _builtins.int
+    CONSISTENCY_TOKEN_FIELD_NUMBER: _builtins.int
+    rows_affected: _builtins.int
+    """Rows a statement inserted, updated or deleted; -1 where the engine does not say."""
+    truncated: _builtins.bool
+    committed: _builtins.bool
+    """Set on the response to `commit`."""
+    rolled_back: _builtins.bool
+    """Set on the response to `rollback`."""
+    consistency_token: _builtins.str
+    """Set on the response to `commit` of a transaction that may write: pass it to later reads
+    to see the committed changes from any host (empty for a database without replicas).
+    """
+    @_builtins.property
+    def columns(self) -> _containers.RepeatedCompositeFieldContainer[_values_pb2.Column]:
+        """Rows of a statement."""
+
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedCompositeFieldContainer[_values_pb2.Row]: ...
+    def __init__(
+        self,
+        *,
+        columns: _abc.Iterable[_values_pb2.Column] | None = ...,
+        rows: _abc.Iterable[_values_pb2.Row] | None = ...,
+        rows_affected: _builtins.int = ...,
+        truncated: _builtins.bool = ...,
+        committed: _builtins.bool = ...,
+        rolled_back: _builtins.bool = ...,
+        consistency_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "committed", b"committed", "consistency_token", b"consistency_token", "rolled_back", b"rolled_back", "rows", b"rows", "rows_affected", b"rows_affected", "truncated", b"truncated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransactionResponse: _TypeAlias = TransactionResponse  # noqa: Y015

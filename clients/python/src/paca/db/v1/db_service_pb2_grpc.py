@@ -100,6 +100,11 @@ class DbServiceStub:
                 request_serializer=paca_dot_db_dot_v1_dot_db__service__pb2.GetStatsRequest.SerializeToString,
                 response_deserializer=paca_dot_db_dot_v1_dot_db__service__pb2.GetStatsResponse.FromString,
                 _registered_method=True)
+        self.Transaction = channel.stream_stream(
+                '/paca.db.v1.DbService/Transaction',
+                request_serializer=paca_dot_db_dot_v1_dot_db__service__pb2.TransactionRequest.SerializeToString,
+                response_deserializer=paca_dot_db_dot_v1_dot_db__service__pb2.TransactionResponse.FromString,
+                _registered_method=True)
 
 
 class DbServiceServicer:
@@ -212,6 +217,18 @@ class DbServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Transaction(self, request_iterator, context):
+        """An interactive transaction on one pooled connection. The first request is `begin`; then any
+        number of statements and savepoint actions; then `commit` or `rollback`, after which the
+        server ends the stream. Each request gets exactly one response, in order. A failing
+        statement ends the stream with its status and the transaction rolled back; so does a client
+        that goes away, or a transaction idle for longer than the server's limit (ABORTED). The
+        connection goes back to the pool either way.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DbServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -274,6 +291,11 @@ def add_DbServiceServicer_to_server(servicer, server):
                     servicer.GetStats,
                     request_deserializer=paca_dot_db_dot_v1_dot_db__service__pb2.GetStatsRequest.FromString,
                     response_serializer=paca_dot_db_dot_v1_dot_db__service__pb2.GetStatsResponse.SerializeToString,
+            ),
+            'Transaction': grpc.stream_stream_rpc_method_handler(
+                    servicer.Transaction,
+                    request_deserializer=paca_dot_db_dot_v1_dot_db__service__pb2.TransactionRequest.FromString,
+                    response_serializer=paca_dot_db_dot_v1_dot_db__service__pb2.TransactionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -606,6 +628,33 @@ class DbService:
             '/paca.db.v1.DbService/GetStats',
             paca_dot_db_dot_v1_dot_db__service__pb2.GetStatsRequest.SerializeToString,
             paca_dot_db_dot_v1_dot_db__service__pb2.GetStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Transaction(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/paca.db.v1.DbService/Transaction',
+            paca_dot_db_dot_v1_dot_db__service__pb2.TransactionRequest.SerializeToString,
+            paca_dot_db_dot_v1_dot_db__service__pb2.TransactionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -90,6 +90,14 @@ class DbServiceStub:
     """
     GetStats: _grpc.UnaryUnaryMultiCallable[_db_service_pb2.GetStatsRequest, _db_service_pb2.GetStatsResponse]
     """Lists the configured databases and live pool figures."""
+    Transaction: _grpc.StreamStreamMultiCallable[_db_service_pb2.TransactionRequest, _db_service_pb2.TransactionResponse]
+    """An interactive transaction on one pooled connection. The first request is `begin`; then any
+    number of statements and savepoint actions; then `commit` or `rollback`, after which the
+    server ends the stream. Each request gets exactly one response, in order. A failing
+    statement ends the stream with its status and the transaction rolled back; so does a client
+    that goes away, or a transaction idle for longer than the server's limit (ABORTED). The
+    connection goes back to the pool either way.
+    """
 
 @_typing.type_check_only
 class DbServiceAsyncStub(DbServiceStub):
@@ -153,6 +161,14 @@ class DbServiceAsyncStub(DbServiceStub):
     """
     GetStats: _aio.UnaryUnaryMultiCallable[_db_service_pb2.GetStatsRequest, _db_service_pb2.GetStatsResponse]  # type: ignore[assignment]
     """Lists the configured databases and live pool figures."""
+    Transaction: _aio.StreamStreamMultiCallable[_db_service_pb2.TransactionRequest, _db_service_pb2.TransactionResponse]  # type: ignore[assignment]
+    """An interactive transaction on one pooled connection. The first request is `begin`; then any
+    number of statements and savepoint actions; then `commit` or `rollback`, after which the
+    server ends the stream. Each request gets exactly one response, in order. A failing
+    statement ends the stream with its status and the transaction rolled back; so does a client
+    that goes away, or a transaction idle for longer than the server's limit (ABORTED). The
+    connection goes back to the pool either way.
+    """
 
 class DbServiceServicer(metaclass=_abc_1.ABCMeta):
     """Pooled access to named databases (SQLite, PostgreSQL, MySQL/MariaDB, MongoDB, Redis).
@@ -285,5 +301,19 @@ class DbServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_db_service_pb2.GetStatsResponse, _abc.Awaitable[_db_service_pb2.GetStatsResponse]]:
         """Lists the configured databases and live pool figures."""
+
+    @_abc_1.abstractmethod
+    def Transaction(
+        self,
+        request_iterator: _MaybeAsyncIterator[_db_service_pb2.TransactionRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_db_service_pb2.TransactionResponse], _abc.AsyncIterator[_db_service_pb2.TransactionResponse]]:
+        """An interactive transaction on one pooled connection. The first request is `begin`; then any
+        number of statements and savepoint actions; then `commit` or `rollback`, after which the
+        server ends the stream. Each request gets exactly one response, in order. A failing
+        statement ends the stream with its status and the transaction rolled back; so does a client
+        that goes away, or a transaction idle for longer than the server's limit (ABORTED). The
+        connection goes back to the pool either way.
+        """
 
 def add_DbServiceServicer_to_server(servicer: DbServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

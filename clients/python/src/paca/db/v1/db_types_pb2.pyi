@@ -33,6 +33,8 @@ class _ReadPreferenceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReadPr
     """Always the primary (read your own writes without a token)."""
     READ_PREFERENCE_REPLICA_PREFERRED: _ReadPreference.ValueType  # 2
     """A healthy replica when one is in rotation, else the primary."""
+    READ_PREFERENCE_ANY: _ReadPreference.ValueType  # 3
+    """Any healthy host, primary or replica, by the balancing policy."""
 
 class ReadPreference(_ReadPreference, metaclass=_ReadPreferenceEnumTypeWrapper):
     """Where a read may be served from."""
@@ -43,6 +45,8 @@ READ_PREFERENCE_PRIMARY: ReadPreference.ValueType  # 1
 """Always the primary (read your own writes without a token)."""
 READ_PREFERENCE_REPLICA_PREFERRED: ReadPreference.ValueType  # 2
 """A healthy replica when one is in rotation, else the primary."""
+READ_PREFERENCE_ANY: ReadPreference.ValueType  # 3
+"""Any healthy host, primary or replica, by the balancing policy."""
 Global___ReadPreference: _TypeAlias = ReadPreference  # noqa: Y015
 
 class _FilterOperator:
@@ -462,6 +466,70 @@ class Delete(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Delete: _TypeAlias = Delete  # noqa: Y015
+
+@_typing.final
+class HostHealth(_message.Message):
+    """One host of a database with replicas, as its health checks and live traffic see it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATABASE_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _builtins.int
+    CONSECUTIVE_SUCCESSES_FIELD_NUMBER: _builtins.int
+    LAG_S_FIELD_NUMBER: _builtins.int
+    LATENCY_EWMA_MS_FIELD_NUMBER: _builtins.int
+    OUTSTANDING_FIELD_NUMBER: _builtins.int
+    SERVED_FIELD_NUMBER: _builtins.int
+    EJECTIONS_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    database: _builtins.str
+    host: _builtins.str
+    """The host's URL without credentials."""
+    role: _builtins.str
+    """"primary" or "replica", as the last probe found it (PostgreSQL: pg_is_in_recovery())."""
+    state: Global___HostState.ValueType
+    consecutive_failures: _builtins.int
+    """Failed probes or live-traffic errors in a row (the host leaves rotation at the fall count)."""
+    consecutive_successes: _builtins.int
+    """Successful probes in a row while out of rotation (it returns at the rise count)."""
+    lag_s: _builtins.float
+    """How far a replica is behind the primary, in seconds; 0 for the primary."""
+    latency_ewma_ms: _builtins.float
+    """Moving average (EWMA) of statement latency on this host, in milliseconds."""
+    outstanding: _builtins.int
+    """Statements running on this host now."""
+    served: _builtins.int
+    """Statements this host served since the process started."""
+    ejections: _builtins.int
+    """Times this host left rotation."""
+    position: _builtins.str
+    """The replication position the host has applied (PostgreSQL LSN, MySQL/MariaDB GTID set)."""
+    def __init__(
+        self,
+        *,
+        database: _builtins.str = ...,
+        host: _builtins.str = ...,
+        role: _builtins.str = ...,
+        state: Global___HostState.ValueType = ...,
+        consecutive_failures: _builtins.int = ...,
+        consecutive_successes: _builtins.int = ...,
+        lag_s: _builtins.float = ...,
+        latency_ewma_ms: _builtins.float = ...,
+        outstanding: _builtins.int = ...,
+        served: _builtins.int = ...,
+        ejections: _builtins.int = ...,
+        position: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consecutive_failures", b"consecutive_failures", "consecutive_successes", b"consecutive_successes", "database", b"database", "ejections", b"ejections", "host", b"host", "lag_s", b"lag_s", "latency_ewma_ms", b"latency_ewma_ms", "outstanding", b"outstanding", "position", b"position", "role", b"role", "served", b"served", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostHealth: _TypeAlias = HostHealth  # noqa: Y015
 
 @_typing.final
 class PoolStats(_message.Message):
