@@ -50,6 +50,9 @@ ERROR_STATUSES = frozenset({500, 502, 503, 504})
 _BYPASS_HEADERS = frozenset({"if-none-match", "if-modified-since", "range"})
 # Bookkeeping bytes per entry beyond headers and body.
 _ENTRY_OVERHEAD = 256
+# Cache keys by the text they digest, at most this many (emptied when full).
+_MAX_DIGESTS = 4096
+_DIGESTS: dict[str, str] = {}
 
 
 def cache_control(value: str | None) -> dict[str, str]:
@@ -259,7 +262,9 @@ class ResponseCache:
     def key(request: HttpRequest, policy: api_types_pb2.CachePolicy) -> str:
         """A digest of method, URL, Authorization and the policy's vary headers.
 
-        Hashed so that no credential in the URL or headers is ever a readable key.
+        Hashed so that no credential in the URL or headers is ever a readable key. The digests
+        of recent texts are remembered in process memory (a hit's key is a dict read, not a
+        hash); only the digests reach a store.
         """
         text = f"{request.method}\0{request.url}\0{_header(request, 'authorization') or ''}\0"
         if policy.vary_headers:
@@ -267,7 +272,12 @@ class ResponseCache:
                 f"{name}={_header(request, name) or ''}\0"
                 for name in sorted(h.lower() for h in policy.vary_headers)
             )
-        return hashlib.sha256(text.encode()).hexdigest()
+        digest = _DIGESTS.get(text)
+        if digest is None:
+            if len(_DIGESTS) >= _MAX_DIGESTS:
+                _DIGESTS.clear()
+            digest = _DIGESTS[text] = hashlib.sha256(text.encode()).hexdigest()
+        return digest
 
     def now(self) -> float:
         return self._clock()

@@ -31,6 +31,13 @@ _METHODS = {
 }
 
 
+# The Target of each registered endpoint whose calls add nothing to it (no method, no path
+# parameters), by the endpoint's identity: the registry replaces a stored endpoint on every
+# change and never edits one in place, so the entry is checked by identity and most calls skip
+# the rebuild. Bounded; emptied when full.
+_MAX_TARGETS = 4096
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     """Where a call goes and what applies to it, resolved from a CallRequest."""
@@ -43,6 +50,9 @@ class Target:
     timeout_s: float | None
     # The registered endpoint, whose policies apply; None for a call to a URL.
     spec: api_types_pb2.Endpoint | None = None
+
+
+_TARGETS: dict[int, tuple[api_types_pb2.Endpoint, Target]] = {}
 
 
 def resolve(registry: APIRegistry, request: api_service_pb2.CallRequest) -> Target:
@@ -59,6 +69,21 @@ def resolve(registry: APIRegistry, request: api_service_pb2.CallRequest) -> Targ
             raise InvalidCall("provider", f"at most {MAX_PROVIDER_CHARS} characters")
         return Target(request.url, method or "GET", provider, "", [], None)
     endpoint = registry.get(request.endpoint, field="endpoint")
+    if not request.method:
+        remembered = _TARGETS.get(id(endpoint))
+        if remembered is not None and remembered[0] is endpoint:
+            return remembered[1]
+    target = _endpoint_target(endpoint, request, method)
+    if not request.method and not request.path_params and "{" not in endpoint.path:
+        if len(_TARGETS) >= _MAX_TARGETS:
+            _TARGETS.clear()
+        _TARGETS[id(endpoint)] = (endpoint, target)
+    return target
+
+
+def _endpoint_target(
+    endpoint: api_types_pb2.Endpoint, request: api_service_pb2.CallRequest, method: str | None
+) -> Target:
     path = endpoint.path
     for name in path_placeholders(path):
         if name not in request.path_params:
@@ -83,13 +108,18 @@ def build(
     default_timeout_s: float,
     time_remaining_s: float | None,
 ) -> HttpRequest:
-    for i, header in enumerate(request.headers):
-        check_header(header, f"headers[{i}]")
-    overridden = {h.name.lower() for h in request.headers}
-    headers = [(k, v) for k, v in target.headers if k.lower() not in overridden]
-    headers += [(h.name, h.value) for h in request.headers]
+    overridden: set[str] = set()
+    if request.headers:
+        for i, header in enumerate(request.headers):
+            check_header(header, f"headers[{i}]")
+        overridden = {h.name.lower() for h in request.headers}
+        headers = [(k, v) for k, v in target.headers if k.lower() not in overridden]
+        headers += [(h.name, h.value) for h in request.headers]
+    else:
+        headers = list(target.headers)
     body: bytes | None = None
-    if request.WhichOneof("body") == "json_body":
+    body_kind = request.WhichOneof("body")
+    if body_kind == "json_body":
         try:
             json.loads(request.json_body)
         except ValueError as exc:
@@ -97,10 +127,11 @@ def build(
         body = request.json_body.encode()
         if "content-type" not in overridden:
             headers.append(("Content-Type", "application/json"))
-    elif request.WhichOneof("body") == "raw_body":
+    elif body_kind == "raw_body":
         body = request.raw_body
     if (
-        "authorization" in overridden | {k.lower() for k, _ in target.headers}
+        "@" in target.url  # no userinfo, no password: the common case skips the parse
+        and "authorization" in overridden | {k.lower() for k, _ in target.headers}
         and urlsplit(target.url).password is not None
     ):
         # aiohttp would refuse the pair deep in the send; say which field is at fault first.

@@ -18,7 +18,14 @@ each line shows the CPU time the serving process spent per call (all its threads
 shared with other work it moves much less than throughput, and its ratio to the baseline's is
 the throughput ratio the two would have on an otherwise idle core.
 
+With ``--baseline DIR`` (a copy of the tree from before a change, e.g. `git archive HEAD | tar
+-x -C DIR`), a second api_service runs DIR's code beside this tree's, against the same upstream
+and db_service, and its loads (c0) and (e0) take their turns in every round too (before (c)
+and (e) in odd rounds, after them in even ones), so a change's before and after come from one
+run.
+
     .venv/bin/python bench/api_call.py [--seconds 10] [--concurrency 64] [--rounds 3]
+        [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -88,7 +95,9 @@ FORWARD = "(b) bare grpc.aio forwarder"
 API = "(c) api_service, default policies"
 ECHO = "(d) bare grpc.aio echo"
 CACHED = "(e) api_service, cache hits"
-NAMES = (DIRECT, FORWARD, API, ECHO, CACHED)
+API0 = "(c0) api_service, baseline"
+CACHED0 = "(e0) api_service cache hits, baseline"
+NAMES = (DIRECT, FORWARD, API0, API, ECHO, CACHED0, CACHED)
 
 
 async def grpc_load(
@@ -164,7 +173,7 @@ def median(runs: list[Run]) -> Run:
 def line(name: str, run: Run, base: Run | None = None, of: str = "") -> str:
     rate, p50, p99, cpu = run
     text = (
-        f"{name:<34} {rate:6.0f} calls/s  p50 {p50:6.1f} ms  p99 {p99:6.1f} ms"
+        f"{name:<38} {rate:6.0f} calls/s  p50 {p50:6.1f} ms  p99 {p99:6.1f} ms"
         f"  {cpu:5.2f} ms CPU/call"
     )
     if base is not None:
@@ -177,6 +186,13 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        type=os.path.abspath,
+        help="also run (c) and (e) with api_service's code from DIR, in the same run, to"
+        " compare a change before and after",
+    )
     options = parser.parse_args()
     up_port, fwd_port, echo_port = free_port(), free_port(), free_port()
     children = [
@@ -207,10 +223,28 @@ async def main() -> None:
             db = ServiceProcess("db_service", env)
             db_address = (await db.start())["grpc"]
             api = ServiceProcess("api_service", {**env, "PACA_DB_ADDRESS": db_address})
+            # PYTHONSAFEPATH keeps the working directory (this tree) off sys.path, so
+            # DIR's packages shadow the installed ones.
+            base = ServiceProcess(
+                "api_service",
+                {
+                    **env,
+                    "PACA_STATE_DIR": os.path.join(tmp, "baseline"),
+                    "PACA_DB_ADDRESS": db_address,
+                    "PYTHONPATH": options.baseline or "",
+                    "PYTHONSAFEPATH": "1",
+                },
+            )
             try:
                 api_address = (await api.start())["grpc"]
                 assert api.proc is not None
                 cached = await register_cached(api_address, url)
+                base_pid, base_address = 0, ""
+                if options.baseline:
+                    base_address = (await base.start())["grpc"]
+                    assert base.proc is not None
+                    base_pid = base.proc.pid
+                    await register_cached(base_address, url)
                 print(
                     f"GET {url} at concurrency {concurrency}, {seconds:g} s x "
                     f"{options.rounds} rounds each, {len(os.sched_getaffinity(0))} cores; "
@@ -229,18 +263,30 @@ async def main() -> None:
                         loads: dict[str, tuple[int, Callable[[], Awaitable[Figures]]]] = {
                             DIRECT: (os.getpid(), lambda: measure(direct, seconds, concurrency)),
                             FORWARD: (forwarder.pid, lambda: grpc_load(forward, url, *load)),
+                            API0: (base_pid, lambda: grpc_load(base_address, url, *load)),
                             API: (api.proc.pid, lambda: grpc_load(api_address, url, *load)),
                             ECHO: (echo.pid, lambda: grpc_load(echo_address, url, *load)),
+                            CACHED0: (
+                                base_pid,
+                                lambda: grpc_load(base_address, url, *load, cached),
+                            ),
                             CACHED: (
                                 api.proc.pid,
                                 lambda: grpc_load(api_address, url, *load, cached),
                             ),
                         }
-                        for name, (pid, start) in loads.items():
+                        order = list(loads)
+                        if round_number % 2:  # the baseline goes second every other round
+                            order = [DIRECT, FORWARD, API, API0, ECHO, CACHED, CACHED0]
+                        for name in order:
+                            pid, start = loads[name]
+                            if not pid:
+                                continue
                             run = await with_cpu(pid, start(), concurrency, seconds)
                             runs[name].append(run)
                             print(f"  round {round_number + 1} {line(name, run)}", flush=True)
             finally:
+                await base.stop()
                 await api.stop()
                 await db.stop()
     finally:
@@ -248,12 +294,16 @@ async def main() -> None:
             if child.returncode is None:
                 child.terminate()
                 await child.wait()
-    figures = {name: median(name_runs) for name, name_runs in runs.items()}
+    figures = {name: median(name_runs) for name, name_runs in runs.items() if name_runs}
     print("medians:")
     print(line(DIRECT, figures[DIRECT]))
     print(line(FORWARD, figures[FORWARD]))
+    if API0 in figures:
+        print(line(API0, figures[API0], figures[FORWARD], "(b)"))
     print(line(API, figures[API], figures[FORWARD], "(b)"))
     print(line(ECHO, figures[ECHO]))
+    if CACHED0 in figures:
+        print(line(CACHED0, figures[CACHED0], figures[ECHO], "(d)"))
     print(line(CACHED, figures[CACHED], figures[ECHO], "(d)"))
 
 
