@@ -41,6 +41,7 @@ from db_service.backends.base import (
     split_statements,
     stream_chunks,
 )
+from db_service.backends.handoff import HandOff
 from db_service.errors import (
     BadStatement,
     ConstraintViolation,
@@ -303,14 +304,14 @@ class SqliteBackend(Backend):
         self.path = sqlite_path(url)
         self._writer: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
-        self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        self._readers: HandOff[aiosqlite.Connection] = HandOff()
         self._all_readers: list[aiosqlite.Connection] = []
         self._waiting = 0
 
     def __repr__(self) -> str:
         return (
             f"<SqliteBackend db={self.name} path={self.path} readers={len(self._all_readers)} "
-            f"idle={self._readers.qsize()} writer_busy={self._write_lock.locked()}>"
+            f"idle={self._readers.idle_count()} writer_busy={self._write_lock.locked()}>"
         )
 
     async def open(self) -> None:
@@ -330,7 +331,7 @@ class SqliteBackend(Backend):
             )
             await reader.execute("PRAGMA busy_timeout=5000")
             self._all_readers.append(reader)
-            self._readers.put_nowait(reader)
+            self._readers.put(reader)
 
     async def aclose(self) -> None:
         readers, self._all_readers = self._all_readers, []
@@ -342,7 +343,7 @@ class SqliteBackend(Backend):
 
     @asynccontextmanager
     async def _reader(self) -> AsyncIterator[aiosqlite.Connection]:
-        waited = self._readers.empty()
+        waited = self._readers.would_wait()
         started = time.perf_counter()
         self._waiting += 1
         try:
@@ -357,7 +358,7 @@ class SqliteBackend(Backend):
         try:
             yield conn
         finally:
-            self._readers.put_nowait(conn)
+            self._readers.put(conn)
 
     @asynccontextmanager
     async def _writer_conn(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -503,7 +504,7 @@ class SqliteBackend(Backend):
             await conn.execute("COMMIT")
 
     def pool_stats(self) -> db_types_pb2.PoolStats:
-        idle = self._readers.qsize() + (0 if self._write_lock.locked() else 1)
+        idle = self._readers.idle_count() + (0 if self._write_lock.locked() else 1)
         size = len(self._all_readers) + 1
         return db_types_pb2.PoolStats(
             database=self.name,

@@ -158,10 +158,7 @@ async def test_200_clients_share_a_pool_of_10_without_errors_or_starvation(
     # Fair waits: waiters are served in turn, so no client waits for most of the run and the
     # slowest client takes about as long as the typical one (every one interleaves with all).
     assert figures.acquire_wait_max_ms / 1000 < wall / 2
-    if dialect != "sqlite":
-        # SQLite's readers rarely wait for the pool at all (efficiency near 100 %): there the
-        # client times measure the event loop's scheduling under load, not the pool's order.
-        assert max(finished) <= 2.5 * statistics.median(finished) + 0.05
+    assert max(finished) <= 2.5 * statistics.median(finished) + 0.05
 
 
 @pytest.mark.parametrize("read_only", [True, False])
