@@ -2,25 +2,15 @@
 
 SQLite allows one writer at a time; funnelling writes through one connection under an asyncio
 lock avoids "database is locked" churn, while WAL lets the readers run concurrently with it.
-Connections run in autocommit mode and transactions are explicit.
-
-Types: SQLite stores five storage classes, so the other kinds go in as text (timestamps as UTC
-ISO 8601 with microseconds, which also sorts) and come back typed by the column's declared type,
-through converters registered with ``sqlite3.register_converter`` (process-wide, used only by
-connections opened with ``detect_types``): BOOLEAN / BOOL, DECIMAL, DATE, TIME, TIMESTAMP /
-TIMESTAMPTZ / DATETIME, JSON, UUID. Declare exact decimals as ``DECIMAL TEXT``: the first word
-picks the converter and TEXT affinity keeps every digit (a bare DECIMAL column has NUMERIC
-affinity, where SQLite itself keeps only 15 significant digits).
+Connections run in autocommit mode and transactions are explicit. How values are stored and
+read back: db_service.backends.sqlite_types.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import decimal
 import sqlite3
 import time
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,9 +18,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiosqlite
-from paca.db.v1 import db_types_pb2, values_pb2
+from paca.db.v1 import db_types_pb2
 
-from db_service import values
 from db_service.backends.base import (
     Backend,
     Isolation,
@@ -42,6 +31,7 @@ from db_service.backends.base import (
     stream_chunks,
 )
 from db_service.backends.handoff import HandOff
+from db_service.backends.sqlite_types import adapt, column_metadata, encode_row
 from db_service.errors import (
     BadStatement,
     ConstraintViolation,
@@ -60,82 +50,6 @@ def sqlite_path(url: str) -> Path:
     if parts.scheme != "sqlite" or not parts.path.startswith("/") or len(parts.path) < 2:
         raise InvalidArgument("url", f"not a sqlite:///path URL: {url!r}")
     return Path(parts.path[1:])
-
-
-def _adapt(value: Any, field: str) -> Any:
-    """SQLite stores five types; everything else goes in as its text form."""
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, decimal.Decimal | uuid.UUID | values.JsonText):
-        return str(value)
-    if isinstance(value, dt.datetime):
-        # One sortable text form, the same as the schema's strftime defaults.
-        return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    if isinstance(value, dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, list):
-        raise InvalidArgument(field, "SQLite has no array type")
-    return value
-
-
-def _timestamp(raw: bytes) -> dt.datetime:
-    parsed = dt.datetime.fromisoformat(raw.decode())
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-
-
-def _uuid(raw: bytes) -> uuid.UUID:
-    return uuid.UUID(bytes=raw) if len(raw) == 16 else uuid.UUID(raw.decode())
-
-
-# Declared column type (first word, case-insensitive) -> how its stored value reads back.
-CONVERTERS: dict[str, Any] = {
-    "BOOLEAN": lambda raw: raw not in (b"0", b"0.0", b"", b"false", b"FALSE"),
-    "BOOL": lambda raw: raw not in (b"0", b"0.0", b"", b"false", b"FALSE"),
-    "DECIMAL": lambda raw: decimal.Decimal(raw.decode()),
-    "DATE": lambda raw: dt.date.fromisoformat(raw.decode()),
-    "TIME": lambda raw: dt.time.fromisoformat(raw.decode()),
-    "TIMESTAMP": _timestamp,
-    "TIMESTAMPTZ": _timestamp,
-    "DATETIME": _timestamp,
-    "JSON": lambda raw: values.JsonText(raw.decode()),
-    "UUID": _uuid,
-}
-for _name, _converter in CONVERTERS.items():
-    sqlite3.register_converter(_name, _converter)
-
-# The engine type reported in Column.db_type, by the Python type a value reads back as.
-_DB_TYPES: tuple[tuple[type, str], ...] = (
-    (bool, "BOOLEAN"),
-    (int, "INTEGER"),
-    (float, "REAL"),
-    (values.JsonText, "JSON"),
-    (str, "TEXT"),
-    (bytes, "BLOB"),
-    (decimal.Decimal, "DECIMAL"),
-    (dt.datetime, "TIMESTAMP"),
-    (dt.date, "DATE"),
-    (dt.time, "TIME"),
-    (uuid.UUID, "UUID"),
-)
-
-
-def _db_type(value: Any) -> str:
-    return next((name for kind, name in _DB_TYPES if isinstance(value, kind)), "")
-
-
-def _encode_row(row: Sequence[Any]) -> values_pb2.Row:
-    return values_pb2.Row(values=[values.encode(v) for v in row])
-
-
-def _columns(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[values_pb2.Column]:
-    columns = [values_pb2.Column(name=n) for n in names]
-    for i, column in enumerate(columns):
-        # SQLite types values, not columns: the first non-NULL value speaks for its column.
-        first = next((row[i] for row in rows if row[i] is not None), None)
-        if first is not None:
-            column.type = values.column_type_of(values.encode(first))
-            column.db_type = _db_type(first)
-    return columns
 
 
 @asynccontextmanager
@@ -200,9 +114,9 @@ async def _run(
             await cursor.close()
     truncated = len(fetched) > max_rows
     fetched = fetched[:max_rows]
-    rows, cut = limit_bytes([_encode_row(row) for row in fetched], max_bytes)
+    rows, cut = limit_bytes([encode_row(row) for row in fetched], max_bytes)
     return ResultSet(
-        columns=_columns(names, fetched),
+        columns=column_metadata(names, fetched),
         rows=rows,
         rows_affected=-1,
         truncated=truncated or cut,
@@ -223,7 +137,7 @@ class _SqliteTransaction(TransactionSession):
         max_bytes: int,
         timeout_s: float | None,
     ) -> ResultSet:
-        bound = [_adapt(p, f"params[{i}]") for i, p in enumerate(params)]
+        bound = [adapt(p, f"params[{i}]") for i, p in enumerate(params)]
         started = time.perf_counter()
         ok = False
         try:
@@ -250,10 +164,10 @@ class _SqliteSession:
         self._depth = 0
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        await self._conn.execute(sql, [_adapt(p, "params") for p in params])
+        await self._conn.execute(sql, [adapt(p, "params") for p in params])
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        cursor = await self._conn.execute(sql, [_adapt(p, "params") for p in params])
+        cursor = await self._conn.execute(sql, [adapt(p, "params") for p in params])
         return [tuple(row) for row in await cursor.fetchall()]
 
     async def execute_script(self, sql: str) -> None:
@@ -391,7 +305,7 @@ class SqliteBackend(Backend):
         max_bytes: int = 0,
         timeout_s: float | None = None,
     ) -> ResultSet:
-        bound = [_adapt(p, f"params[{i}]") for i, p in enumerate(params)]
+        bound = [adapt(p, f"params[{i}]") for i, p in enumerate(params)]
         self.queries += 1
         connection = self._reader() if read_only else self._writer_conn()
         started = time.perf_counter()
@@ -434,7 +348,7 @@ class SqliteBackend(Backend):
         max_rows: int = 0,
         timeout_s: float | None = None,
     ) -> AsyncGenerator[ResultSet, None]:
-        bound = [_adapt(p, f"params[{i}]") for i, p in enumerate(params)]
+        bound = [adapt(p, f"params[{i}]") for i, p in enumerate(params)]
         self.queries += 1
         try:
             async with self._reader() as conn, _statement_timeout(conn, timeout_s):
@@ -444,7 +358,7 @@ class SqliteBackend(Backend):
                     # Column types come from values, so the first chunk is read before the
                     # columns are announced.
                     first = list(await cursor.fetchmany(min(chunk_rows, max_rows or chunk_rows)))
-                    yield ResultSet(columns=_columns(names, first))
+                    yield ResultSet(columns=column_metadata(names, first))
                     if first:
                         pending: list[Any] = first
 
@@ -457,7 +371,7 @@ class SqliteBackend(Backend):
 
                         async for rows in stream_chunks(
                             fetch,
-                            _encode_row,
+                            encode_row,
                             chunk_rows=chunk_rows,
                             chunk_bytes=chunk_bytes,
                             max_rows=max_rows,
@@ -473,7 +387,7 @@ class SqliteBackend(Backend):
     async def executemany(
         self, sql: str, rows: Sequence[Sequence[Any]], *, timeout_s: float | None = None
     ) -> int:
-        bound = [[_adapt(v, "params") for v in row] for row in rows]
+        bound = [[adapt(v, "params") for v in row] for row in rows]
         self.queries += 1
         try:
             async with self._writer_conn() as conn, _statement_timeout(conn, timeout_s):
