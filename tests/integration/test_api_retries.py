@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import grpc
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from paca.api.v1 import api_service_pb2, api_service_pb2_grpc, api_types_pb2
 from paca.db.v1 import db_service_pb2, db_service_pb2_grpc
@@ -17,23 +14,6 @@ from api_service import ApiApp
 from tests.conftest import Upstream, json_body
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    """Spans of this process; installs an SDK tracer provider once if none is set."""
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        trace.set_tracer_provider(TracerProvider())
-        provider = trace.get_tracer_provider()
-        assert isinstance(provider, TracerProvider)
-    exporter = InMemorySpanExporter()
-    processor = SimpleSpanProcessor(exporter)
-    provider.add_span_processor(processor)
-    yield exporter
-    # The provider keeps its processors; an emptied, shut-down exporter drops further spans.
-    exporter.clear()
-    exporter.shutdown()
 
 
 def resend_count(span: ReadableSpan) -> int:

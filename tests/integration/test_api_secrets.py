@@ -11,13 +11,9 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Iterator
 
 import grpc
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from paca.api.v1 import api_service_pb2, api_service_pb2_grpc, api_types_pb2
 from paca.db.v1 import db_service_pb2, db_service_pb2_grpc
@@ -37,21 +33,6 @@ SECRETS = [
     PASSWORD,
     base64.b64encode(f"user:{PASSWORD}".encode()).decode(),
 ]
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    """Spans of this process; installs an SDK tracer provider once if none is set."""
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        trace.set_tracer_provider(TracerProvider())
-        provider = trace.get_tracer_provider()
-        assert isinstance(provider, TracerProvider)
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield exporter
-    exporter.clear()
-    exporter.shutdown()
 
 
 def leaks(text: str) -> list[str]:

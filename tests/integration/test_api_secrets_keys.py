@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from paca.api.v1 import api_service_pb2, api_service_pb2_grpc, api_types_pb2
 from paca.db.v1 import db_service_pb2, db_service_pb2_grpc
@@ -37,20 +34,6 @@ HEADER_KEY = "hk-0b9d2f17"
 REVOKED_KEY = "revoked-4e2a91"
 THROTTLED_KEY = "throttled-d61c07"
 SCOPE = "scope-9f3b"
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        trace.set_tracer_provider(TracerProvider())
-        provider = trace.get_tracer_provider()
-        assert isinstance(provider, TracerProvider)
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield exporter
-    exporter.clear()
-    exporter.shutdown()
 
 
 def secret_file(tmp_path: Path, name: str, *keys: str) -> str:

@@ -33,11 +33,9 @@ from db_service.settings import DatabaseSettings, DbSettings
 from paca_runtime import semconv
 from tests.integration.conftest import runtime_settings
 from tests.integration.test_api_call import field_violations
-from tests.integration.test_tracing_http_rpc import everything_recorded, spans
+from tests.integration.test_tracing_http_rpc import everything_recorded
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
-
-__all__ = ["spans"]  # the fixture
 
 # What a client sends: canonical Extended JSON, UUIDs as the standard subtype 4.
 CANONICAL = json_util.CANONICAL_JSON_OPTIONS.with_options(

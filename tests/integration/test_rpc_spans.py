@@ -6,13 +6,12 @@ in-memory exporter on the process's tracer provider.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -22,21 +21,6 @@ from paca_runtime.rpc_spans import NETWORK_PEER_ADDRESS, ServerSpans
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
 TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    """Spans of this process; installs an SDK tracer provider once if none is set."""
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        trace.set_tracer_provider(TracerProvider())
-        provider = trace.get_tracer_provider()
-        assert isinstance(provider, TracerProvider)
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield exporter
-    exporter.clear()
-    exporter.shutdown()
 
 
 async def _requests(requests: AsyncIterator[bytes]) -> bytes:

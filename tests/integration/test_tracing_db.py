@@ -17,11 +17,9 @@ from db_service import DatabaseSettings, DbApp, DbSettings
 from paca_runtime import semconv
 from tests.integration.conftest import runtime_settings
 from tests.integration.test_db_service import DIALECTS, PLACEHOLDERS, temporary_database
-from tests.integration.test_tracing_http_rpc import everything_recorded, spans
+from tests.integration.test_tracing_http_rpc import everything_recorded
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
-
-__all__ = ["spans"]  # the fixture, shared with the HTTP and RPC tests
 
 SECRET = "s3cr3t"
 UNIQUE_VIOLATION = {

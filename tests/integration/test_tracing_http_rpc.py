@@ -6,16 +6,14 @@ server. Spans are read from an in-memory exporter on the process's tracer provid
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
 import pytest
 from aiohttp import web
 from google.rpc import code_pb2, status_pb2
 from grpc_status import rpc_status
-from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from paca.api.v1 import api_service_pb2, api_service_pb2_grpc
@@ -29,21 +27,6 @@ from tests.conftest import Upstream
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
 SECRET = "s3cr3t"
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    """Spans of this process; installs an SDK tracer provider once if none is set."""
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        trace.set_tracer_provider(TracerProvider())
-        provider = trace.get_tracer_provider()
-        assert isinstance(provider, TracerProvider)
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield exporter
-    exporter.clear()
-    exporter.shutdown()
 
 
 def everything_recorded(spans: Sequence[ReadableSpan]) -> str:
