@@ -41,20 +41,10 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 import grpc
 import psutil
-from harness import Figures, free_port, measure, wait_for_port
+from harness import UPSTREAM, Figures, free_port, measure, wait_for_port
 from paca.api.v1 import api_service_pb2, api_service_pb2_grpc, api_types_pb2
 
 from paca_runtime.stack import ServiceProcess
-
-UPSTREAM = """
-import sys
-from aiohttp import web
-async def ok(request):
-    return web.json_response({"ok": True})
-app = web.Application()
-app.router.add_get("/ok", ok)
-web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
-"""
 
 FORWARDER = """
 import asyncio, sys

@@ -11,6 +11,18 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable
 
+# The local upstream of the api_service benchmarks: `python -c UPSTREAM <port>` answers
+# GET /ok with a small JSON body.
+UPSTREAM = """
+import sys
+from aiohttp import web
+async def ok(request):
+    return web.json_response({"ok": True})
+app = web.Application()
+app.router.add_get("/ok", ok)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+"""
+
 # calls/s, p50 ms, p99 ms
 Figures = tuple[float, float, float]
 

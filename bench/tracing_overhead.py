@@ -44,7 +44,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import psutil
 from api_call import grpc_load
-from harness import free_port, wait_for_port
+from harness import UPSTREAM, free_port, wait_for_port
 from opentelemetry import context, propagate, trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan, sampling
@@ -53,16 +53,6 @@ from opentelemetry.trace import SpanKind
 
 from paca_runtime.stack import ServiceProcess
 from paca_runtime.telemetry import make_provider
-
-UPSTREAM = """
-import sys
-from aiohttp import web
-async def ok(request):
-    return web.json_response({"ok": True})
-app = web.Application()
-app.router.add_get("/ok", ok)
-web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
-"""
 
 # An OTLP/gRPC trace receiver that counts spans and says how many on SIGTERM.
 RECEIVER = """
