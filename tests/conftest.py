@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import gzip
+import inspect
 import json
 import os
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -34,6 +35,24 @@ def backing_url(name: str) -> str:
 def mongodb_url() -> str:
     """The MongoDB-protocol test server (FerretDB, mongo-java-server or MONGODB_URL)."""
     return backing_url("PACA_TEST_MONGODB_URL")
+
+
+async def eventually(
+    check: Callable[[], bool | Awaitable[bool]], timeout_s: float = 10.0, period_s: float = 0.05
+) -> None:
+    """Wait for a condition nothing signals (another process's or task's state, a counter);
+    fails the test after ``timeout_s``. ``check`` may be a plain or an async function.
+
+    With no event to await, this polls at a short, fixed period.
+    """
+
+    async def holds() -> bool:
+        result = check()
+        return bool(await result) if inspect.isawaitable(result) else bool(result)
+
+    async with asyncio.timeout(timeout_s):
+        while not await holds():  # noqa: ASYNC110
+            await asyncio.sleep(period_s)
 
 
 @dataclass

@@ -7,7 +7,7 @@ Spans are exported over OTLP to a receiver running inside the test.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,14 +119,3 @@ async def stack(tmp_path: Path, otlp_receiver: tuple[OtlpReceiver, str]) -> Asyn
         yield running
     finally:
         await running.stop_all()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 10.0) -> None:
-    """Wait for a condition another process brings about; fails the test after ``timeout_s``.
-
-    Across processes there is no event to await, so this polls at a short, fixed period.
-    """
-    async with asyncio.timeout(timeout_s):
-        # Another process's state: there is no event to await here.
-        while not await check():  # noqa: ASYNC110
-            await asyncio.sleep(0.05)

@@ -17,8 +17,7 @@ from paca.api.v1 import api_service_pb2, api_service_pb2_grpc
 from paca.client import connect
 
 from paca_runtime.stack import ServiceProcess
-from tests.conftest import Upstream, backing_url
-from tests.e2e.conftest import eventually
+from tests.conftest import Upstream, backing_url, eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

@@ -15,8 +15,7 @@ from paca.monitor.v1 import monitor_service_pb2, monitor_service_pb2_grpc, monit
 
 from paca_runtime.security import token_digest
 from paca_runtime.stack import ServiceProcess
-from tests.conftest import Upstream
-from tests.e2e.conftest import eventually
+from tests.conftest import Upstream, eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 

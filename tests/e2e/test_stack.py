@@ -21,8 +21,8 @@ from paca.api.v1 import api_service_pb2, api_service_pb2_grpc
 from paca.db.v1 import db_service_pb2, db_service_pb2_grpc
 from paca.monitor.v1 import monitor_service_pb2, monitor_service_pb2_grpc, monitor_types_pb2
 
-from tests.conftest import Upstream
-from tests.e2e.conftest import Stack, eventually
+from tests.conftest import Upstream, eventually
+from tests.e2e.conftest import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 

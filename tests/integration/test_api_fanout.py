@@ -15,8 +15,7 @@ from paca.db.v1 import db_service_pb2_grpc
 
 from api_service import ApiApp, ApiSettings, CallLogSettings
 from db_service import DatabaseSettings, DbApp, DbSettings
-from tests.conftest import Upstream
-from tests.e2e.conftest import eventually
+from tests.conftest import Upstream, eventually
 from tests.integration.conftest import runtime_settings
 from tests.integration.test_api_call import count_logs
 

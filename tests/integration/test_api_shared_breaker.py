@@ -16,18 +16,11 @@ from api_service.resilience.breaker import BreakerConfig, BreakerState, CircuitB
 from api_service.resilience.guards import Guards
 from api_service.resilience.shared_breaker import SharedBreakers
 from api_service.settings import ResilienceSettings
-from tests.conftest import backing_url
+from tests.conftest import backing_url, eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(20)]
 
 CONFIG = BreakerConfig(consecutive_failures=2, open_s=30.0)
-
-
-async def eventually(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        # The change arrives from Redis on another task: poll at a short period.
-        while not check():  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
 
 
 class Proxy:

@@ -14,8 +14,7 @@ from paca.db.v1 import db_service_pb2_grpc
 
 from api_service import ApiApp
 from api_service.streaming import CHUNK_BYTES
-from tests.conftest import Upstream
-from tests.e2e.conftest import eventually
+from tests.conftest import Upstream, eventually
 from tests.integration.test_api_call import count_logs
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]

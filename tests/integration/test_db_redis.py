@@ -17,7 +17,7 @@ from grpc_status import rpc_status
 from paca.db.v1 import key_value_service_pb2 as pb
 from paca.db.v1 import key_value_service_pb2_grpc as pb_grpc
 
-from tests.e2e.conftest import eventually
+from tests.conftest import eventually
 from tests.integration.redis_helpers import (
     flushed_redis,
     key_value_app,

@@ -14,7 +14,7 @@ from db_service.keyvalue import DataConflict
 from db_service.keyvalue.connector import RedisConnector, create_redis_config
 from db_service.nosql import NoSQLConnector
 from paca_runtime.errors import InvalidArgument
-from tests.e2e.conftest import eventually
+from tests.conftest import eventually
 from tests.integration.redis_helpers import flushed_redis, redis_test_url
 from tests.integration.test_db_redis_streams import closed_port
 

@@ -21,7 +21,7 @@ from db_service.settings import ClientPolicy
 from paca_runtime import RuntimeSettings
 from paca_runtime.channels import open_channel
 from paca_runtime.security import SecuritySettings, TokenTable, token_digest
-from tests.e2e.conftest import eventually
+from tests.conftest import eventually
 from tests.integration.redis_helpers import (
     flushed_redis,
     key_value_app,

@@ -16,7 +16,7 @@ import pytest
 import redis.asyncio as redis
 from paca.db.v1 import key_value_service_pb2 as pb
 
-from tests.e2e.conftest import eventually
+from tests.conftest import eventually
 from tests.integration.redis_helpers import (
     REDIS_DB,
     flushed_redis,

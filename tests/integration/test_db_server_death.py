@@ -22,8 +22,7 @@ from paca.db.v1 import db_service_pb2, db_service_pb2_grpc
 
 from db_service.backends.mysql import connect_kwargs
 from db_service.backends.postgres import PostgresBackend
-from tests.conftest import backing_url
-from tests.e2e.conftest import eventually
+from tests.conftest import backing_url, eventually
 from tests.integration.test_db_pool import kill, serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]

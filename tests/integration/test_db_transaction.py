@@ -15,7 +15,7 @@ from paca.db.v1 import db_service_pb2, db_service_pb2_grpc, values_pb2
 
 from db_service.app import DbApp
 from db_service.settings import DatabaseSettings, DbSettings
-from tests.e2e.conftest import eventually
+from tests.conftest import eventually
 from tests.integration.conftest import runtime_settings
 from tests.integration.test_db_service import DIALECTS, PLACEHOLDERS, temporary_database
 from tests.integration.test_db_statements import SLOW

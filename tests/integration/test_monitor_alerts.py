@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -24,6 +24,7 @@ from monitor.default_rules import DEFAULT_RULES
 from monitor.rules import AlertRule
 from monitor.settings import MonitorSettings
 from paca_runtime.settings import RuntimeSettings
+from tests.conftest import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -279,13 +280,6 @@ async def test_alert_changes_reach_the_webhook_through_api_service(
     assert (webhook.sent, webhook.failed, webhook.dropped) == (2, 0, 0)
     assert "s3cr3t" not in caplog.text
     assert "s3cr3t" not in repr(monitor.app)
-
-
-async def eventually(predicate: Callable[[], bool]) -> None:
-    """Wait for a condition that nothing signals (a retry counter); bounded by a timeout."""
-    async with asyncio.timeout(10):
-        while not predicate():  # noqa: ASYNC110 - no event to await: polling is the point
-            await asyncio.sleep(0.01)
 
 
 async def test_absent_api_service_never_blocks_evaluation_and_the_change_is_kept_for_retry(
