@@ -204,8 +204,8 @@ class OutboundCaller:
         Raises:
             UnknownEndpoint: No replica registered it.
         """
-        if request.WhichOneof("target") == "endpoint" and request.endpoint not in self.registry:
-            await self.registry.fetch(request.endpoint, "endpoint")
+        if request.WhichOneof("target") == "endpoint":
+            await self.registry.fetch(request.endpoint, "endpoint")  # memory first
 
     def prepare(
         self,
