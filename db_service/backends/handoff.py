@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -24,6 +25,26 @@ class HandOff(Generic[T]):
 
     def idle_count(self) -> int:
         return len(self._idle)
+
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    def items(self) -> tuple[T, ...]:
+        """The idle items, oldest first (a copy)."""
+        return tuple(self._idle)
+
+    def take(self) -> T:
+        """The oldest idle item, taken at once (check ``would_wait`` first)."""
+        return self._idle.popleft()
+
+    def remove_where(self, predicate: Callable[[T], bool]) -> list[T]:
+        """Take out every idle item ``predicate`` picks (expired ones, say)."""
+        removed: list[T] = []
+        kept: collections.deque[T] = collections.deque()
+        for item in self._idle:
+            (removed if predicate(item) else kept).append(item)
+        self._idle = kept
+        return removed
 
     def would_wait(self) -> bool:
         """Whether a ``get`` now would wait (nothing idle, or others waiting ahead)."""

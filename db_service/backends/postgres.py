@@ -1,4 +1,4 @@
-"""PostgreSQL through an asyncpg pool.
+"""PostgreSQL through asyncpg connections from our own pool (``pg_pool``).
 
 Statements are prepared (asyncpg caches them per connection), rows come through a cursor so
 ``max_rows`` bounds what is read, and reads marked read-only run in a READ ONLY transaction so
@@ -28,6 +28,7 @@ from db_service.backends.base import (
     limit_bytes,
     stream_chunks,
 )
+from db_service.backends.pg_pool import PgConnection, PgPool
 from db_service.errors import (
     BadStatement,
     ConstraintViolation,
@@ -146,7 +147,7 @@ async def _begin(conn: asyncpg.Connection, *, read_only: bool, timeout_s: float 
     begin = "BEGIN READ ONLY" if read_only else "BEGIN"
     if timeout_s is not None:
         begin += f"; SET LOCAL statement_timeout = {max(1, int(timeout_s * 1000))}"
-    await conn.execute(begin)
+    await conn.execute(conn.take_pending_end() + begin)
 
 
 async def _abort(conn: asyncpg.Connection) -> None:
@@ -155,16 +156,20 @@ async def _abort(conn: asyncpg.Connection) -> None:
         await conn.execute("ROLLBACK")
 
 
-async def _end(conn: _Connection, *, read_only: bool) -> None:
+_END_READ = "ROLLBACK; SELECT pg_advisory_unlock_all(); "
+
+
+async def _end(conn: PgConnection, *, read_only: bool) -> None:
     """End the transaction :func:`_begin` opened, resetting the session in the same trip."""
     if read_only:
         # Everything a statement can change in a session is undone by the rollback (settings,
-        # LISTEN, cursors, temporary tables) but a session advisory lock.
-        await conn.execute("ROLLBACK; SELECT pg_advisory_unlock_all()")
-    else:
-        # A failed COMMIT (a deferred constraint) stops the script there: the error reaches
-        # the caller and, not marked reset, the session gets the pool's full reset.
-        await conn.execute("COMMIT;\n" + conn.get_reset_query())
+        # LISTEN, cursors, temporary tables) but a session advisory lock. Nothing to wait for:
+        # the next user of the connection sends it with its own BEGIN (or the pool does).
+        conn.defer_end(_END_READ)
+        return
+    # A failed COMMIT (a deferred constraint) stops the script there: the error reaches
+    # the caller and, not marked reset, the session gets the pool's full reset.
+    await conn.execute("COMMIT;\n" + conn.get_reset_query())
     conn.mark_reset()
 
 
@@ -225,61 +230,6 @@ _STALE_STATEMENT = (
 )
 
 
-class _Connection(asyncpg.Connection):  # type: ignore[misc]
-    """A pooled connection whose prepared statements come from asyncpg's statement cache.
-
-    The public ``prepare`` always prepares afresh (one round trip, a third of a small query's
-    time); asyncpg's cache, which ``fetch`` uses, serves prepared statements through the
-    parent class's ``_prepare``. A statement object is only valid while the connection is
-    acquired (asyncpg checks), so the cache keeps the server-side state, not the object.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # For the pool's max lifetime: a connection past it is closed when it comes back.
-        self.opened_at = time.monotonic()
-        # Called once when the connection ends without us closing it (server or network).
-        self.on_lost: Callable[[], None] | None = None
-        self._ending = False
-
-    # The signature of asyncpg's Connection.close, which this extends.
-    async def close(self, *, timeout: float | None = None) -> None:  # noqa: ASYNC109
-        self._ending = True
-        await super().close(timeout=timeout)
-
-    def terminate(self) -> None:
-        self._ending = True
-        super().terminate()
-
-    def _cleanup(self) -> None:
-        # asyncpg's pool replaces a lost connection by itself; this is where it shows.
-        if not self._ending:
-            self._ending = True
-            if self.on_lost is not None:
-                self.on_lost()
-        super()._cleanup()
-
-    async def prepared(self, sql: str) -> Any:
-        return await self._prepare(sql, use_cache=True)
-
-    def unproxied(self) -> _Connection:
-        """This connection itself: called through asyncpg's pool proxy, which forwards it."""
-        return self
-
-    def mark_reset(self) -> None:
-        """The session was just reset along with the end of its transaction (_end)."""
-        self._was_reset = True
-
-    async def reset_for_pool(self) -> None:
-        """The pool's reset on release: skipped when the session was reset already."""
-        if getattr(self, "_was_reset", False):
-            self._was_reset = False
-            return
-        query = self.get_reset_query()
-        if query:
-            await self.execute(query)
-
-
 def _stale(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.InvalidSQLStatementNameError | asyncpg.InvalidCachedStatementError):
         return True
@@ -292,36 +242,6 @@ class _BrokenBeforeStart(Exception):
     def __init__(self, error: BaseException) -> None:
         super().__init__(str(error))
         self.error = error
-
-
-def _release_done(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logger.warning("returning a connection to the pool failed: %r", task.exception())
-
-
-async def _give_back(conn_cm: Any, conn: _Connection) -> None:
-    try:
-        await conn_cm.__aexit__(None, None, None)
-    except asyncpg.InternalClientError as exc:
-        # Pool.release() checks that the connection is still lent, then runs the holder's
-        # release in a task of its own. A connection terminated in between (asyncpg's own
-        # background CancelRequest failing against a dead server terminates it) was handed
-        # back by its cleanup meanwhile, and the holder's release finds the holder free:
-        # "release() called on a free connection holder". The pool is whole; nothing to undo.
-        if not conn.is_closed() or "free connection holder" not in str(exc):
-            raise
-
-
-async def _release(conn_cm: Any, conn: _Connection) -> None:
-    """Give a connection back to the pool, even when the caller is cancelled meanwhile.
-
-    asyncpg's release resets the connection (a round trip); cancelled halfway it terminates
-    the connection instead, so a burst of cancelled calls would empty the pool. Shielded, the
-    reset finishes on its own and the caller's cancellation still goes through at once.
-    """
-    task = asyncio.ensure_future(_give_back(conn_cm, conn))
-    task.add_done_callback(_release_done)
-    await asyncio.shield(task)
 
 
 async def _fetch(
@@ -368,7 +288,14 @@ async def _fetch_limited(statement: Any, bound: Sequence[Any], limit: int) -> li
 
 
 def _connection_lost(exc: BaseException) -> bool:
-    """The connection broke (terminated by the server, network gone): nothing ran on it."""
+    """The connection broke (terminated by the server, network gone): nothing ran on it.
+
+    An idle connection whose server just ended the session may not show as closed yet: the
+    server's last message has arrived, its end has not, and asyncpg refuses the next statement
+    with "another operation is in progress" before sending anything.
+    """
+    if isinstance(exc, asyncpg.InternalClientError):
+        return "another operation" in str(exc)
     return isinstance(
         exc, OSError | asyncpg.ConnectionDoesNotExistError | asyncpg.AdminShutdownError
     ) or (isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc))
@@ -446,34 +373,31 @@ class PostgresBackend(Backend):
         super().__init__(
             name, url, pool_size=pool_size, acquire_timeout_s=acquire_timeout_s, limits=limits
         )
-        self._pool: asyncpg.Pool | None = None
+        self._pool: PgPool | None = None
         self._waiting = 0
 
     def __repr__(self) -> str:
         pool = self._pool
-        size = pool.get_size() if pool else 0
-        idle = pool.get_idle_size() if pool else 0
+        size = pool.size if pool else 0
+        idle = pool.idle if pool else 0
         return (
             f"<PostgresBackend db={self.name} url={redact_url(self.url)} size={size} idle={idle}>"
         )
 
     async def open(self) -> None:
+        pool = PgPool(
+            self.url,
+            min_size=self.limits.min_size,
+            max_size=self.limits.max_size,
+            max_lifetime_s=self.limits.max_lifetime_s,
+            idle_recycle_s=self.limits.idle_recycle_s,
+            on_lost=self._lost_one,
+        )
         try:
-            self._pool = await asyncpg.create_pool(
-                self.url,
-                min_size=min(self.limits.min_size, self.limits.max_size),
-                max_size=self.limits.max_size,
-                timeout=self.acquire_timeout_s,
-                max_inactive_connection_lifetime=self.limits.idle_recycle_s,
-                connection_class=_Connection,
-                init=self._init_connection,
-                reset=_Connection.reset_for_pool,
-            )
+            await pool.open()
         except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
             raise DbUnavailable(f"{self.name}: cannot connect to {redact_url(self.url)}") from exc
-
-    async def _init_connection(self, conn: _Connection) -> None:
-        conn.on_lost = self._lost_one
+        self._pool = pool
 
     def _lost_one(self) -> None:
         self.figures.connections_discarded += 1
@@ -484,18 +408,16 @@ class PostgresBackend(Backend):
             pool, self._pool = self._pool, None
             await pool.close()
 
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+    async def _acquire(self) -> PgConnection:
         pool = self._pool
         if pool is None:
             raise DbUnavailable(f"{self.name}: not open")
         # Waited: no connection was idle when asked (a busy pool, or one still to be opened).
-        waited = pool.get_idle_size() == 0
+        waited = pool.would_wait()
         started = time.perf_counter()
         self._waiting += 1
         try:
-            conn_cm = pool.acquire(timeout=self.acquire_timeout_s)
-            conn = await conn_cm.__aenter__()
+            conn = await pool.acquire(self.acquire_timeout_s)
         except TimeoutError:
             self.figures.acquire_timeouts += 1
             raise DbUnavailable(f"{self.name}: no connection free", retry_after_s=0.05) from None
@@ -504,22 +426,24 @@ class PostgresBackend(Backend):
         finally:
             self._waiting -= 1
         self.figures.acquired(time.perf_counter() - started, waited=waited)
-        # The connection, not asyncpg's proxy of it: when the server ends the session, asyncpg's
-        # connection-lost callback (Connection._cleanup) gives the holder back to the pool and
-        # detaches the proxy at once, before the failed statement even raises. From then on the
-        # proxy refuses every call ("released back to the pool"; attributes of our subclass
-        # fail with AttributeError), so the error and release paths below could not ask it
-        # whether it is closed. The connection itself answers is_closed() and fails a call
-        # with "connection is closed"; releasing the detached proxy is a no-op in the pool.
-        raw: _Connection = conn.unproxied()
+        return conn
+
+    def _release(self, conn: PgConnection) -> None:
+        if self._pool is None:
+            conn.terminate()
+        else:
+            # A broken one is dropped by the pool, which opens another when a caller waits.
+            self._pool.release(conn)
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[PgConnection]:
+        conn = await self._acquire()
         try:
-            yield raw
+            if conn.pending_end:
+                await conn.execute(conn.take_pending_end())
+            yield conn
         finally:
-            # A closed (broken) one is dropped by the pool, which opens a new one.
-            age = time.monotonic() - raw.opened_at
-            if not raw.is_closed() and age > self.limits.max_lifetime_s:
-                raw.terminate()
-            await _release(conn_cm, raw)
+            self._release(conn)
 
     async def execute(
         self,
@@ -570,7 +494,9 @@ class PostgresBackend(Backend):
         max_bytes: int,
         timeout_s: float | None,
     ) -> ResultSet:
-        async with self._connection() as conn:
+        # Not ``_connection()``: a context manager is a measurable share of a small query.
+        conn = await self._acquire()
+        try:
             for attempt in (1, 2):
                 begun = False
                 try:
@@ -589,11 +515,14 @@ class PostgresBackend(Backend):
                     if attempt == 2 or not _stale(exc):
                         raise
                     await conn.reload_schema_state()
-                except _UNAVAILABLE as exc:
+                except (*_UNAVAILABLE, asyncpg.InternalClientError) as exc:
                     if not begun and _connection_lost(exc):
+                        conn.terminate()
                         raise _BrokenBeforeStart(exc) from exc
                     raise
-        raise AssertionError("unreachable")
+            raise AssertionError("unreachable")
+        finally:
+            self._release(conn)
 
     async def stream(
         self,
@@ -698,8 +627,8 @@ class PostgresBackend(Backend):
 
     def pool_stats(self) -> db_types_pb2.PoolStats:
         pool = self._pool
-        size = pool.get_size() if pool else 0
-        idle = pool.get_idle_size() if pool else 0
+        size = pool.size if pool else 0
+        idle = pool.idle if pool else 0
         return db_types_pb2.PoolStats(
             database=self.name,
             host=redact_url(self.url),

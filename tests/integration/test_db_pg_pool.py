@@ -1,0 +1,146 @@
+"""The PostgreSQL pool on a real server: what a read leaves open is ended on time, a cancelled
+query's connection is reused, idle and closed pools leave no sessions behind."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from db_service.backends.base import PoolLimits
+from db_service.backends.postgres import PostgresBackend
+from db_service.errors import StatementTimeout
+from tests.conftest import eventually
+from tests.integration.test_db_service import temporary_database
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+
+@pytest.fixture
+async def url(tmp_path: Path) -> AsyncIterator[str]:
+    async with temporary_database("postgresql", tmp_path) as made:
+        admin = await asyncpg.connect(made)
+        try:
+            await admin.execute("CREATE TABLE items (id INTEGER PRIMARY KEY)")
+        finally:
+            await admin.close()
+        yield made
+
+
+@pytest.fixture
+async def backend(url: str) -> AsyncIterator[PostgresBackend]:
+    made = PostgresBackend("main", url, limits=PoolLimits(min_size=1, max_size=2))
+    await made.open()
+    try:
+        yield made
+    finally:
+        await made.aclose()
+
+
+async def read(backend: PostgresBackend, sql: str) -> list[object]:
+    result = await backend.execute(sql, [], read_only=True, max_rows=10, max_bytes=1 << 20)
+    return [value for row in result.rows for value in row.values]
+
+
+async def sessions(url: str) -> int:
+    """The other sessions on the test database (the pool's)."""
+    admin = await asyncpg.connect(url)
+    try:
+        count: int = await admin.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return count
+    finally:
+        await admin.close()
+
+
+async def test_a_read_holds_no_lock_that_would_stop_ddl(backend: PostgresBackend, url: str) -> None:
+    await read(backend, "SELECT count(*) FROM items")
+    admin = await asyncpg.connect(url)
+    try:
+        # The engine enforces the bound: LockNotAvailableError if the read's lock stayed.
+        await admin.execute("SET lock_timeout = '3s'")
+        await admin.execute("ALTER TABLE items ADD COLUMN name TEXT")
+    finally:
+        await admin.close()
+
+
+async def test_an_advisory_lock_taken_by_a_read_is_released_while_its_connection_idles(
+    backend: PostgresBackend, url: str
+) -> None:
+    await read(backend, "SELECT pg_advisory_lock(7)")
+    admin = await asyncpg.connect(url)
+    try:
+        await admin.execute("SET lock_timeout = '3s'")
+        await admin.execute("SELECT pg_advisory_lock(7)")
+    finally:
+        await admin.close()
+
+
+async def test_reads_and_writes_alternate_on_one_connection(url: str) -> None:
+    backend = PostgresBackend("main", url, limits=PoolLimits(min_size=1, max_size=1))
+    await backend.open()
+    try:
+        for i in range(5):
+            await backend.execute(
+                "INSERT INTO items VALUES ($1)", [i], read_only=False, max_rows=10
+            )
+            assert await read(backend, "SELECT count(*) FROM items") != []
+        result = await backend.execute(
+            "SELECT count(*) FROM items", [], read_only=True, max_rows=10
+        )
+        assert result.rows[0].values[0].int64_value == 5
+        with pytest.raises(Exception, match="read-only"):
+            await backend.execute("INSERT INTO items VALUES (99)", [], read_only=True, max_rows=1)
+    finally:
+        await backend.aclose()
+
+
+async def test_a_query_past_its_deadline_is_cancelled_and_its_connection_reused(
+    url: str,
+) -> None:
+    backend = PostgresBackend("main", url, limits=PoolLimits(min_size=1, max_size=1))
+    await backend.open()
+    try:
+        pid = await read(backend, "SELECT pg_backend_pid()")
+        with pytest.raises(StatementTimeout):
+            await backend.execute(
+                "SELECT pg_sleep(5)", [], read_only=True, max_rows=1, timeout_s=0.1
+            )
+        # A caller that gives up (a cancelled RPC) leaves the query to be cancelled too.
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.1):
+                await read(backend, "SELECT pg_sleep(5)")
+        assert await read(backend, "SELECT pg_backend_pid()") == pid
+    finally:
+        await backend.aclose()
+
+
+async def test_idle_connections_are_closed_after_the_idle_limit(url: str) -> None:
+    limits = PoolLimits(min_size=0, max_size=2, idle_recycle_s=0.2)
+    backend = PostgresBackend("main", url, limits=limits)
+    await backend.open()
+    try:
+        await read(backend, "SELECT 1")
+        assert backend.pool_stats().size == 1
+        await eventually(lambda: backend.pool_stats().size == 0)
+        await eventually(lambda: _none_left(url))
+        assert await read(backend, "SELECT 1") != []
+    finally:
+        await backend.aclose()
+
+
+async def test_a_closed_pool_leaves_no_session_open(url: str) -> None:
+    backend = PostgresBackend("main", url, limits=PoolLimits(min_size=2, max_size=2))
+    await backend.open()
+    await asyncio.gather(*(read(backend, "SELECT pg_sleep(0.05)") for _ in range(2)))
+    await backend.aclose()
+    await eventually(lambda: _none_left(url))
+
+
+async def _none_left(url: str) -> bool:
+    return await sessions(url) == 0
