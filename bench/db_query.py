@@ -12,10 +12,16 @@ Against the same PostgreSQL, at one concurrency:
     Python gRPC service, no database behind it;
 (c) db_service (its own process): Query with the same SQL and parameter;
 (d) db_service: Select through the query builder (schema check + SQLAlchemy compile per call).
-Then rows/s of one large result: asyncpg's cursor in this process vs. StreamQuery.
+Every server is started once; the loads then take turns for ``--rounds`` rounds (with
+``--baseline``, the two db_services swap places every round), so drift on a shared machine
+spreads evenly, and each line of the summary is the median of its rounds. Beside throughput,
+a server's line shows the CPU time it spent per call (all its threads), which moves much less
+than throughput when other work shares the host. Then rows/s of one large result: asyncpg's
+cursor in this process vs. StreamQuery.
 
     set -a; . var/backing/env; set +a
-    .venv/bin/python bench/db_query.py [--seconds 5] [--concurrency 32] [--stream-rows 200000]
+    .venv/bin/python bench/db_query.py [--seconds 5] [--concurrency 32] [--rounds 3]
+        [--stream-rows 200000]
 """
 
 from __future__ import annotations
@@ -25,11 +31,13 @@ import asyncio
 import contextlib
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import asyncpg
@@ -232,11 +240,11 @@ async def select(stub: db_service_pb2_grpc.DbServiceStub) -> None:
 
 
 def line(
-    name: str, figures: Figures, base: float | None = None, cpu: ServerCpu | None = None
+    name: str, figures: Figures, base: float | None = None, cpu_ms: float | None = None
 ) -> str:
     rate, p50, p99 = figures
     ratio = f"   {rate / base:4.0%} of (b)" if base else ""
-    server = f"   server CPU {cpu.ms_per_call:5.3f} ms/call" if cpu else ""
+    server = f"   server CPU {cpu_ms:5.3f} ms/call" if cpu_ms is not None else ""
     return f"{name:<34} {rate:6.0f} calls/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms{server}{ratio}"
 
 
@@ -263,10 +271,39 @@ async def stream_rates(url: str, address: str, rows: int) -> tuple[float, float]
     return direct, streamed
 
 
+def db_env(url: str, state_dir: str, code: str | None = None) -> dict[str, str]:
+    env = {
+        "PACA_STATE_DIR": state_dir,
+        "PACA_MONITOR_ADDRESS": "",
+        "PACA_LOG_LEVEL": "WARNING",
+        "PACA_DB_LISTEN": "127.0.0.1:0",
+        "PACA_DB_URL": url,
+        "DB_POOL_SIZE": str(POOL_SIZE),
+    }
+    if code:
+        # PYTHONSAFEPATH keeps the working directory (maybe this tree) off sys.path, so the
+        # code in ``code`` shadows the installed packages rather than the other way round.
+        env["PYTHONPATH"] = code
+        env["PYTHONSAFEPATH"] = "1"
+    return env
+
+
+Measured = tuple[Figures, float | None]  # figures, server CPU ms/call
+
+
+def summary(name: str, runs: list[Measured], base: float | None = None) -> str:
+    rate = statistics.median(f[0] for f, _ in runs)
+    p50 = statistics.median(f[1] for f, _ in runs)
+    p99 = statistics.median(f[2] for f, _ in runs)
+    cpus = [c for _, c in runs if c is not None]
+    return line(name, (rate, p50, p99), base, statistics.median(cpus) if cpus else None)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--stream-rows", type=int, default=200_000)
     parser.add_argument("--url", default=os.environ.get("PACA_TEST_POSTGRES_URL", ""))
     parser.add_argument(
@@ -294,85 +331,82 @@ async def main() -> None:
     )
     echo_port = free_port()
     echo = await asyncio.create_subprocess_exec(sys.executable, "-c", ECHO, str(echo_port))
+    runs: dict[str, list[Measured]] = {}
+    seconds, concurrency = options.seconds, options.concurrency
+
+    def record(name: str, figures: Figures, cpu_ms: float | None = None) -> None:
+        runs.setdefault(name, []).append((figures, cpu_ms))
+        print(f"  round {round_number + 1} " + line(name, figures, None, cpu_ms), flush=True)
+
+    async def load(name: str, address: str, call: Any, pid: int | None) -> None:
+        cpu = ServerCpu(pid) if pid is not None else None
+        figures = await grpc_load(address, call, seconds, concurrency, cpu)
+        record(name, figures, cpu.ms_per_call if cpu else None)
+
     try:
-        await wait_for_port(echo_port)
-        print(
-            f"{SQL!r} at concurrency {options.concurrency}, {options.seconds:g} s each, "
-            f"pool {POOL_SIZE}, {len(os.sched_getaffinity(0))} cores, "
-            f"database TLS {'as in the URL' if options.tls else 'off'}"
-        )
-        figures = await asyncpg_load(options.url, options.seconds, options.concurrency)
-        print(line("(a) direct asyncpg", figures), flush=True)
-        async with pgbouncer(options.url, POOL_SIZE) as bouncer_url:
-            if bouncer_url is None:
-                print("(a2) skipped: pgbouncer is not installed (apt-get install pgbouncer)")
-            else:
-                figures = await asyncpg_load(
-                    bouncer_url, options.seconds, options.concurrency, statement_cache_size=0
-                )
-                print(line("(a2) asyncpg via PgBouncer (tx pool)", figures), flush=True)
-        assert echo.pid is not None
-        echo_cpu = ServerCpu(echo.pid)
-        echo_figures = await grpc_load(
-            f"127.0.0.1:{echo_port}", query, options.seconds, options.concurrency, echo_cpu
-        )
-        print(line("(b) bare grpc.aio echo", echo_figures, cpu=echo_cpu), flush=True)
-        echo.terminate()
-        await echo.wait()
-        if options.baseline:
-            with tempfile.TemporaryDirectory() as tmp:
-                env = {
-                    "PACA_STATE_DIR": tmp,
-                    "PACA_MONITOR_ADDRESS": "",
-                    "PACA_LOG_LEVEL": "WARNING",
-                    "PACA_DB_LISTEN": "127.0.0.1:0",
-                    "PACA_DB_URL": options.url,
-                    "DB_POOL_SIZE": str(POOL_SIZE),
-                    "PYTHONPATH": options.baseline,
-                }
-                db = ServiceProcess("db_service", env)
-                address = (await db.start())["grpc"]
-                try:
-                    cpu = server_cpu(db)
-                    figures = await grpc_load(
-                        address, query, options.seconds, options.concurrency, cpu
-                    )
-                    label = "(c0) db_service Query, baseline"
-                    print(line(label, figures, echo_figures[0], cpu), flush=True)
-                finally:
-                    await db.stop()
-        with tempfile.TemporaryDirectory() as tmp:
-            env = {
-                "PACA_STATE_DIR": tmp,
-                "PACA_MONITOR_ADDRESS": "",
-                "PACA_LOG_LEVEL": "WARNING",
-                "PACA_DB_LISTEN": "127.0.0.1:0",
-                "PACA_DB_URL": options.url,
-                "DB_POOL_SIZE": str(POOL_SIZE),
-            }
-            db = ServiceProcess("db_service", env)
-            address = (await db.start())["grpc"]
+        with contextlib.ExitStack() as dirs:
+            services = {}
+            codes = {"(c) db_service Query": None}
+            if options.baseline:
+                codes = {"(c0) db_service Query, baseline": options.baseline, **codes}
+            for name, code in codes.items():
+                tmp = dirs.enter_context(tempfile.TemporaryDirectory())
+                services[name] = ServiceProcess("db_service", db_env(options.url, tmp, code))
+            addresses = {name: (await db.start())["grpc"] for name, db in services.items()}
+            pids = {name: db.proc.pid for name, db in services.items() if db.proc}
+            await wait_for_port(echo_port)
+            print(
+                f"{SQL!r} at concurrency {concurrency}, {seconds:g} s x {options.rounds} rounds"
+                f" each, pool {POOL_SIZE}, {len(os.sched_getaffinity(0))} cores, database TLS"
+                f" {'as in the URL' if options.tls else 'off'}; each line of the summary is the"
+                " median of its rounds",
+                flush=True,
+            )
             try:
-                cpu = server_cpu(db)
-                figures = await grpc_load(address, query, options.seconds, options.concurrency, cpu)
-                print(line("(c) db_service Query", figures, echo_figures[0], cpu), flush=True)
-                share = echo_cpu.ms_per_call / cpu.ms_per_call
-                print(
-                    f"    echo's server CPU per call / Query's: {share:.0%} (the calls/s ratio on"
-                    " a core of its own; the database's processes not counted)",
-                    flush=True,
-                )
-                cpu = server_cpu(db)
-                figures = await grpc_load(
-                    address, select, options.seconds, options.concurrency, cpu
-                )
-                label = "(d) db_service Select (builder)"
-                print(line(label, figures, echo_figures[0], cpu), flush=True)
-                direct_rate, stream_rate = await stream_rates(
-                    options.url, address, options.stream_rows
-                )
+                async with pgbouncer(options.url, POOL_SIZE) as bouncer_url:
+                    for round_number in range(options.rounds):
+                        figures = await asyncpg_load(options.url, seconds, concurrency)
+                        record("(a) direct asyncpg", figures)
+                        if bouncer_url is not None:
+                            figures = await asyncpg_load(
+                                bouncer_url, seconds, concurrency, statement_cache_size=0
+                            )
+                            record("(a2) asyncpg via PgBouncer (tx pool)", figures)
+                        await load(
+                            "(b) bare grpc.aio echo", f"127.0.0.1:{echo_port}", query, echo.pid
+                        )
+                        # Before and after take turns going first, so drift hits both alike.
+                        order = list(addresses.items())
+                        for name, address in order if round_number % 2 == 0 else order[::-1]:
+                            await load(name, address, query, pids[name])
+                        main_name = "(c) db_service Query"
+                        await load(
+                            "(d) db_service Select (builder)",
+                            addresses[main_name],
+                            select,
+                            pids[main_name],
+                        )
+                    direct_rate, stream_rate = await stream_rates(
+                        options.url, addresses[main_name], options.stream_rows
+                    )
             finally:
-                await db.stop()
+                for db in services.values():
+                    await db.stop()
+        if bouncer_url is None:
+            print("(a2) skipped: pgbouncer is not installed (apt-get install pgbouncer)")
+        print("medians:")
+        echo_runs = runs["(b) bare grpc.aio echo"]
+        echo_rate = statistics.median(f[0] for f, _ in echo_runs)
+        echo_cpu = statistics.median(c for _, c in echo_runs if c is not None)
+        for name, name_runs in runs.items():
+            base = echo_rate if name.startswith(("(c", "(d")) else None
+            print(summary(name, name_runs, base))
+            if name.startswith("(c"):
+                cpu = statistics.median(c for _, c in name_runs if c is not None)
+                print(
+                    f"    echo's server CPU per call / this one's: {echo_cpu / cpu:.0%} (the"
+                    " calls/s ratio on a core of its own; the database's processes not counted)"
+                )
         print(
             f"{options.stream_rows} rows: asyncpg cursor {direct_rate:,.0f} rows/s,"
             f" StreamQuery {stream_rate:,.0f} rows/s ({stream_rate / direct_rate:.0%})"
