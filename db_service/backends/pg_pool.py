@@ -300,9 +300,10 @@ class PgPool:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        idle = set(self._idle.items())
         for conn in held:
             # A task cancelled before it ran never closed the connection it was given.
-            if not conn.is_closed():
+            if not conn.is_closed() and conn not in idle:
                 self._discard(conn)
         closing = []
         while self._idle.idle_count():
