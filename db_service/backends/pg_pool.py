@@ -204,14 +204,23 @@ class PgPool:
             self._spawn(self._reset_and_return(conn), conn)
 
     async def _reset_and_return(self, conn: PgConnection) -> None:
+        async def reset() -> None:
+            if conn._protocol._is_cancelling():
+                await conn._protocol._wait_for_cancellation(RESET_TIMEOUT_S)
+            await conn.reset()
+
+        await self._return_after(conn, reset(), "resetting")
+
+    async def _return_after(
+        self, conn: PgConnection, tidying: Coroutine[Any, Any, object], what: str
+    ) -> None:
+        """Lend ``conn`` again once ``tidying`` is done; close it if that fails."""
         try:
             async with asyncio.timeout(RESET_TIMEOUT_S):
-                if conn._protocol._is_cancelling():
-                    await conn._protocol._wait_for_cancellation(RESET_TIMEOUT_S)
-                await conn.reset()
+                await tidying
         except Exception as exc:
             if not conn.is_closed():
-                logger.warning("resetting a pooled connection failed (%r); closing it", exc)
+                logger.warning("%s a pooled connection failed (%r); closing it", what, exc)
             self._discard(conn)
             self._replenish()
             return
@@ -240,17 +249,7 @@ class PgPool:
         return bool(conn.pending_end) and now - conn.idle_since >= END_DEFERRED_AFTER_S
 
     async def _end_and_return(self, conn: PgConnection) -> None:
-        try:
-            async with asyncio.timeout(RESET_TIMEOUT_S):
-                await conn.execute(conn.take_pending_end())
-        except Exception as exc:
-            if not conn.is_closed():
-                logger.warning("ending a deferred transaction failed (%r); closing", exc)
-            self._discard(conn)
-            self._replenish()
-            return
-        conn.idle_since = time.monotonic()
-        self._idle.put(conn)
+        await self._return_after(conn, conn.execute(conn.take_pending_end()), "ending a read on")
 
     def _discard(self, conn: PgConnection) -> None:
         self._size -= 1

@@ -58,25 +58,24 @@ async def sessions(url: str) -> int:
         await admin.close()
 
 
-async def test_a_read_holds_no_lock_that_would_stop_ddl(backend: PostgresBackend, url: str) -> None:
-    await read(backend, "SELECT count(*) FROM items")
-    admin = await asyncpg.connect(url)
-    try:
-        # The engine enforces the bound: LockNotAvailableError if the read's lock stayed.
-        await admin.execute("SET lock_timeout = '3s'")
-        await admin.execute("ALTER TABLE items ADD COLUMN name TEXT")
-    finally:
-        await admin.close()
-
-
-async def test_an_advisory_lock_taken_by_a_read_is_released_while_its_connection_idles(
-    backend: PostgresBackend, url: str
+@pytest.mark.parametrize(
+    ("read_sql", "then_sql"),
+    [
+        # A table lock the read took (until its transaction ends) would stop DDL.
+        ("SELECT count(*) FROM items", "ALTER TABLE items ADD COLUMN name TEXT"),
+        # A session advisory lock outlives the transaction; the pool releases it too.
+        ("SELECT pg_advisory_lock(7)", "SELECT pg_advisory_lock(7)"),
+    ],
+)
+async def test_what_a_read_holds_is_released_while_its_connection_idles(
+    backend: PostgresBackend, url: str, read_sql: str, then_sql: str
 ) -> None:
-    await read(backend, "SELECT pg_advisory_lock(7)")
+    await read(backend, read_sql)
     admin = await asyncpg.connect(url)
     try:
+        # The engine enforces the bound: LockNotAvailableError if the lock stayed.
         await admin.execute("SET lock_timeout = '3s'")
-        await admin.execute("SELECT pg_advisory_lock(7)")
+        await admin.execute(then_sql)
     finally:
         await admin.close()
 
