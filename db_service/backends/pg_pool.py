@@ -26,6 +26,11 @@ from db_service.backends.handoff import HandOff
 
 logger = logging.getLogger(__name__)
 
+# A statement's result columns and row encoder (None: the statement returns no rows).
+ResultShape = tuple[list[Any], Callable[[Any], Any] | None]
+# Result shapes kept per connection: emptied when full.
+RESULT_SHAPES_SIZE = 256
+
 # A reset that takes longer than this means a stuck connection: it is closed instead.
 RESET_TIMEOUT_S = 10.0
 # How long an idle connection may keep a read-only transaction open (see defer_end).
@@ -46,6 +51,8 @@ class PgConnection(asyncpg.Connection):  # type: ignore[misc]
         self._clean = False
         # SQL that ends a read-only transaction left open on purpose (see defer_end).
         self.pending_end = ""
+        # Per SQL text: asyncpg's prepared state it was made from, and its result shape.
+        self._shapes: dict[str, tuple[Any, ResultShape]] = {}
 
     # The signature of asyncpg's Connection.close, which this extends.
     async def close(self, *, timeout: float | None = None) -> None:  # noqa: ASYNC109
@@ -69,6 +76,21 @@ class PgConnection(asyncpg.Connection):  # type: ignore[misc]
         The public ``prepare`` always prepares afresh, a round trip of its own.
         """
         return await self._prepare(sql, use_cache=True)
+
+    def result_shape(
+        self, sql: str, statement: Any, make: Callable[[Any], ResultShape]
+    ) -> ResultShape:
+        """The columns (a fresh list: a caller may change it) and row encoder of ``statement``'s
+        result, made once per prepared statement: asking asyncpg for the attributes and hashing
+        them costs a small query several microseconds each time."""
+        state = getattr(statement, "_state", statement)
+        found = self._shapes.get(sql)
+        if found is None or found[0] is not state:
+            if len(self._shapes) >= RESULT_SHAPES_SIZE:
+                self._shapes.clear()
+            found = self._shapes[sql] = (state, make(statement))
+        columns, encode = found[1]
+        return list(columns), encode
 
     def mark_reset(self) -> None:
         """The session was just reset along with the end of its transaction: lend it as is."""
@@ -175,14 +197,15 @@ class PgPool:
             if not self._expired(conn, now):
                 return conn
             self._discard(conn)
-        async with asyncio.timeout(timeout_s):
-            while True:
-                if self._size < self._max_size:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self._size < self._max_size:
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                     return await self._open_one()
-                conn = await self._idle.get()
-                if not self._expired(conn, time.monotonic()):
-                    return conn
-                self._discard(conn)
+            conn = await self._idle.get(max(0.0, deadline - time.monotonic()))
+            if not self._expired(conn, time.monotonic()):
+                return conn
+            self._discard(conn)
 
     def release(self, conn: PgConnection) -> None:
         """Take a connection back; never waits (a needed reset runs in the background)."""

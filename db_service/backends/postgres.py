@@ -28,7 +28,7 @@ from db_service.backends.base import (
     limit_bytes,
     stream_chunks,
 )
-from db_service.backends.pg_pool import PgConnection, PgPool
+from db_service.backends.pg_pool import PgConnection, PgPool, ResultShape
 from db_service.errors import (
     BadStatement,
     ConstraintViolation,
@@ -186,17 +186,17 @@ _SHAPES: dict[tuple[Any, ...], tuple[list[values_pb2.Column], Callable[[Any], va
 _SHAPES_SIZE = 1024
 
 
-def _shape(
-    attributes: tuple[Any, ...],
-) -> tuple[list[values_pb2.Column], Callable[[Any], values_pb2.Row]]:
-    """The columns (a fresh list each call: a caller may change it) and the row encoder of a
-    result with these attributes."""
+def _shape(statement: Any) -> ResultShape:
+    """The columns and the row encoder of a statement's result (no encoder: it has no rows)."""
+    attributes = statement.get_attributes()
+    if not attributes:
+        return [], None
     found = _SHAPES.get(attributes)
     if found is None:
         if len(_SHAPES) >= _SHAPES_SIZE:
             _SHAPES.clear()
         found = _SHAPES[attributes] = (_columns(attributes), _row_encoder(attributes))
-    return list(found[0]), found[1]
+    return found
 
 
 def _row_encoder(attributes: Sequence[Any]) -> Callable[[Any], values_pb2.Row]:
@@ -250,13 +250,12 @@ async def _fetch(
     """Run one statement inside the connection's open transaction; rows in wire form."""
     statement = await conn.prepared(sql)
     bound = _bind(statement, params)
-    attributes = statement.get_attributes()
-    if not attributes:
+    columns, encode = conn.result_shape(sql, statement, _shape)
+    if encode is None:
         await statement.fetch(*bound)
         return ResultSet(rows_affected=_rows_affected(statement.get_statusmsg()))
     fetched = await _fetch_limited(statement, bound, max_rows + 1)
     status = statement.get_statusmsg()
-    columns, encode = _shape(attributes)
     rows, cut = limit_bytes([encode(r) for r in fetched[:max_rows]], max_bytes)
     affected = _rows_affected(status) if status and not status.startswith("SELECT") else -1
     return ResultSet(
