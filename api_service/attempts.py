@@ -19,7 +19,6 @@ that is retried is handed to ``discard`` first (a streamed body is closed there)
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -141,7 +140,10 @@ class AttemptLoop:
                 else:
                     outcome.response, outcome.error = attempt, None
                     retryable = strategy.retryable_status(attempt.status)
-                    retry_after = parse_retry_after(attempt.header("retry-after"))
+                    # Only a retry waits: the header of any other reply is not read.
+                    retry_after = (
+                        parse_retry_after(attempt.header("retry-after")) if retryable else None
+                    )
                 decision = strategy.decide(
                     attempt=outcome.attempts,
                     retryable=retryable,
@@ -177,9 +179,10 @@ class AttemptLoop:
         """One pass through the guards and, if they admit it, one HTTP exchange."""
         spec = call.target.spec
         waits = spec is not None and spec.rate_limit.wait
-        refused = await self._take_token(call, waits)
-        if refused is not None:
-            return refused
+        if spec is not None and spec.rate_limit.requests_per_second > 0:
+            refused = await self._take_token(call, waits)
+            if refused is not None:
+                return refused
         bulkhead = self.guards.bulkhead(spec, call.host)
         if bulkhead is not None:
             try:
@@ -207,8 +210,10 @@ class AttemptLoop:
                 token = ATTEMPT.set(number)
                 try:
                     request = call.request
-                    if timeout_s != request.timeout_s:
-                        request = dataclasses.replace(request, timeout_s=timeout_s)
+                    if timeout_s != request.timeout_s:  # a third of dataclasses.replace
+                        request = HttpRequest(
+                            request.method, request.url, request.headers, request.body, timeout_s
+                        )
                     result = await send(request)
                 except UpstreamError as exc:
                     result = exc

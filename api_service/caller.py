@@ -350,8 +350,10 @@ class OutboundCaller:
         *,
         data: bytes | None = None,
     ) -> None:
-        """Record and count a finished upstream exchange (``data``: the body to keep)."""
+        """Record and count a finished upstream exchange (``data``: the body to keep);
+        ``span`` is the call's, the current span."""
         span.set_attribute("paca.attempts", outcome.attempts)
+        span_context = span.get_span_context()
         if data is None and isinstance(outcome.response, HttpResponse):
             data = outcome.response.body
         record = build_record(
@@ -363,8 +365,9 @@ class OutboundCaller:
             verdict,
             data=data,
             max_data_bytes=self.max_data_bytes,
+            span_context=span_context,
         )
-        self.recorder.record(record)
+        self.recorder.record(record, span_context)
         if record.is_validation_error:
             call.stats.validation_errors += 1
         call.stats.record_call(
@@ -459,13 +462,15 @@ def call_response(answer: Answer, elapsed_s: float) -> api_service_pb2.CallRespo
     response = answer.response
     reply = api_service_pb2.CallResponse(
         status_code=response.status,
-        headers=[api_types_pb2.Header(name=k, value=v) for k, v in response.headers],
         body=response.body,
         attempts=answer.attempts,
         from_cache=answer.from_cache,
         url=public_url(response.url),
         validation_error=validation_error(answer.verdict),
     )
+    add = reply.headers.add  # in place: a Header built apart is copied in again
+    for name, value in response.headers:
+        add(name=name, value=value)
     reply.latency.FromMicroseconds(int(elapsed_s * 1_000_000))
     return reply
 

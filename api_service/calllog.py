@@ -88,6 +88,8 @@ class CallRecorder:
         # still on its way keeps it cleared, so flushed() cannot return early.
         self._idle = asyncio.Event()
         self._idle.set()
+        # flushed() waits: send everything, however much comes in meanwhile.
+        self._flush_all = False
         self._next_drain = 0.0
         self._backoff_s = 0.1
         self._spool_files = 0
@@ -108,9 +110,14 @@ class CallRecorder:
         """Spooled batches waiting for db_service."""
         return self._spool_files
 
-    def record(self, record: db_types_pb2.ApiCallRecord) -> None:
-        """Queue one record; never blocks, never raises."""
-        self._pending.append((record, trace.get_current_span().get_span_context()))
+    def record(
+        self, record: db_types_pb2.ApiCallRecord, span_context: trace.SpanContext | None = None
+    ) -> None:
+        """Queue one record of the call whose span context is ``span_context`` (default: the
+        current span's); never blocks, never raises."""
+        if span_context is None:
+            span_context = trace.get_current_span().get_span_context()
+        self._pending.append((record, span_context))
         self._idle.clear()
         self.recorded += 1
         if len(self._pending) >= self.settings.batch_size:
@@ -132,6 +139,7 @@ class CallRecorder:
     async def flushed(self) -> None:
         """Wait until every record recorded so far is sent or spooled."""
         if not self._idle.is_set():
+            self._flush_all = True
             self._wake.set()
             await self._idle.wait()
 
@@ -140,9 +148,17 @@ class CallRecorder:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.flush_interval_s)
             self._wake.clear()
-            while self._pending:
+            # The records waiting now go out; those that come in meanwhile wait for a full
+            # batch or the next interval. Sending until the queue is empty would, under steady
+            # load, send whatever came in during the last send: batches of a few records, one
+            # RPC each, at one round trip's pace (unless flushed() or aclose() asks for it all).
+            due = len(self._pending)
+            while self._pending and (due > 0 or self._flush_all or self._closing):
+                due -= min(len(self._pending), self.settings.batch_size)
                 await self._flush_batch()
-            self._idle.set()
+            self._flush_all = False
+            if not self._pending:
+                self._idle.set()
             if self._closing:
                 return
             if self._spool_files and self._clock() >= self._next_drain:

@@ -48,6 +48,8 @@ class Verdict:
 
 
 Judge = Callable[[HttpResponse], Verdict]
+# The verdict on most replies, made once.
+_SUCCESS = Verdict(True)
 
 
 @functools.lru_cache(maxsize=256)
@@ -84,7 +86,7 @@ def http_verdict(target: Target) -> Judge:
         if not 200 <= response.status < 400:
             return Verdict(False, f"HTTP {response.status}")
         if not schema or response.status >= 300:
-            return Verdict(True)
+            return _SUCCESS
         try:
             document = json.loads(response.body)
         except ValueError:
@@ -113,12 +115,16 @@ def build_record(
     *,
     data: bytes | None,
     max_data_bytes: int,
+    span_context: trace.SpanContext | None = None,
 ) -> db_types_pb2.ApiCallRecord:
     """The record of one call; ``verdict`` is None when no reply arrived.
 
     ``data`` is the body to keep as ``data_json`` (when it is small JSON and the call
-    succeeded); None keeps none, as for a streamed body.
+    succeeded); None keeps none, as for a streamed body. ``span_context`` is the call's
+    (default: the current span's), whose trace the record names.
     """
+    if span_context is None:
+        span_context = trace.get_current_span().get_span_context()
     response: Reply | None = outcome.response
     status = response.status if response is not None else 0
     success = verdict is not None and verdict.success
@@ -133,7 +139,7 @@ def build_record(
         status_code=status,
         method=request.method,
         url=public_url(request.url),
-        trace_id=format(trace.get_current_span().get_span_context().trace_id, "032x"),
+        trace_id=format(span_context.trace_id, "032x"),
         attempts=outcome.attempts,
     )
     if response is not None and success and data is not None:

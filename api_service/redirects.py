@@ -114,6 +114,8 @@ async def follow(
     """
     end = clock() + request.timeout_s
     response = await send(request)
+    if response.status not in REDIRECT_STATUSES:  # most replies: no header to read
+        return response
     hops = 0
     while rule.follow and hops < rule.max_redirects:
         hop = next_request(request, response.status, response.header("location"))

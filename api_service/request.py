@@ -53,6 +53,10 @@ class Target:
 
 
 _TARGETS: dict[int, tuple[api_types_pb2.Endpoint, Target]] = {}
+# The Target of each checked call to a URL, by (url, provider, method): a Target is immutable
+# and one URL is usually called many times, so its parse and checks run once. Bounded; emptied
+# when full.
+_URL_TARGETS: dict[tuple[str, str, str], Target] = {}
 
 
 def resolve(registry: APIRegistry, request: api_service_pb2.CallRequest) -> Target:
@@ -63,11 +67,18 @@ def resolve(registry: APIRegistry, request: api_service_pb2.CallRequest) -> Targ
     if request.method and method is None:
         raise InvalidCall("method", f"unknown method {request.method}")
     if kind == "url":
+        key = (request.url, request.provider, method or "GET")
+        known = _URL_TARGETS.get(key)
+        if known is not None:
+            return known
         check_http_url(request.url, "url")
         provider = request.provider or urlsplit(request.url).hostname or "unknown"
         if len(provider) > MAX_PROVIDER_CHARS:
             raise InvalidCall("provider", f"at most {MAX_PROVIDER_CHARS} characters")
-        return Target(request.url, method or "GET", provider, "", [], None)
+        if len(_URL_TARGETS) >= _MAX_TARGETS:
+            _URL_TARGETS.clear()
+        target = _URL_TARGETS[key] = Target(request.url, key[2], provider, "", [], None)
+        return target
     endpoint = registry.get(request.endpoint, field="endpoint")
     if not request.method:
         remembered = _TARGETS.get(id(endpoint))

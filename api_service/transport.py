@@ -4,6 +4,12 @@ A session owns a connection pool; opening one per call would pay a TCP (and TLS)
 time, so the transport opens it once and every call shares it. Every address it connects to
 passes the ``NetworkPolicy`` (see ``api_service.safety``), and a body is read only up to
 ``max_response_bytes``.
+
+A request whose client span would be dropped (its call's trace is not sampled: most calls at
+the default sampler) goes through a twin session on the same connection pool without the
+tracing hooks, with the trace context added to its headers here: aiohttp emits a signal at
+every step of a request to a session that has hooks, which costs more CPU per request than
+the hooks themselves, for a span nobody keeps.
 """
 
 from __future__ import annotations
@@ -13,7 +19,8 @@ import weakref
 from dataclasses import dataclass
 
 import aiohttp
-from opentelemetry import trace
+from opentelemetry import propagate, trace
+from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
 
 from api_service.errors import (
     ForbiddenTarget,
@@ -31,6 +38,7 @@ from api_service.safety import (
 )
 from paca_runtime.http_spans import http_client_trace_config
 from paca_runtime.semconv import HTTP_REQUEST_RESEND_COUNT
+from paca_runtime.telemetry import dropped_below
 
 USER_AGENT = "paca-api-service/0.1"
 # The attempt number of the request being sent (1 = first), set by the call engine so the HTTP
@@ -57,7 +65,10 @@ class HttpResponse:
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (case-insensitive), or None."""
         lowered = name.lower()
-        return next((v for k, v in self.headers if k.lower() == lowered), None)
+        for key, value in self.headers:  # a loop: a generator costs twice as much per call
+            if key.lower() == lowered:
+                return value
+        return None
 
 
 # Requests already sent under each call's span (the current one when a request starts): a
@@ -74,6 +85,18 @@ def _request_hook(span: trace.Span, params: aiohttp.TraceRequestStartParams) -> 
         sent = ATTEMPT.get() - 1
     if sent:
         span.set_attribute(HTTP_REQUEST_RESEND_COUNT, sent)
+
+
+def _with_trace_context(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``headers`` with the current trace context in place of any the caller set, as the
+    tracing hooks send it under a parent whose client spans are dropped."""
+    if not is_http_instrumentation_enabled():
+        return headers
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    if not carrier:
+        return headers
+    return [*(h for h in headers if h[0].lower() not in carrier), *carrier.items()]
 
 
 class HttpTransport:
@@ -98,6 +121,8 @@ class HttpTransport:
         self.network_policy = network_policy or NetworkPolicy(parse_networks(LOOPBACK))
         self.max_response_bytes = max_response_bytes
         self._session: aiohttp.ClientSession | None = None
+        # The same pool without the tracing hooks, for requests whose span would be dropped.
+        self._untraced: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
         state = "open" if self._session and not self._session.closed else "closed"
@@ -118,6 +143,12 @@ class HttpTransport:
             trace_configs=[http_client_trace_config(_request_hook)],
             auto_decompress=True,
         )
+        self._untraced = aiohttp.ClientSession(
+            connector=connector,
+            connector_owner=False,
+            headers={"User-Agent": USER_AGENT},
+            auto_decompress=True,
+        )
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -127,6 +158,9 @@ class HttpTransport:
         return self._session
 
     async def aclose(self) -> None:
+        if self._untraced is not None:
+            untraced, self._untraced = self._untraced, None
+            await untraced.close()
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
@@ -139,13 +173,16 @@ class HttpTransport:
             UpstreamUnavailable: The connection failed or broke.
             InvalidCall: aiohttp refused the URL.
         """
-        if self._session is None:
+        session, headers = self._session, request.headers
+        if session is None or self._untraced is None:
             raise UpstreamUnavailable("HTTP transport is not open")
+        if dropped_below(trace.get_current_span()):
+            session, headers = self._untraced, _with_trace_context(headers)
         try:
-            async with self._session.request(
+            async with session.request(
                 request.method,
                 request.url,
-                headers=request.headers,
+                headers=headers,
                 data=request.body,
                 timeout=aiohttp.ClientTimeout(total=request.timeout_s),
                 # Redirects are the call engine's (api_service.redirects): its policy, its checks.

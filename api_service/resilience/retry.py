@@ -43,6 +43,10 @@ class RetryDecision:
     reason: str = ""
 
 
+# The decision after most attempts, made once.
+_NOT_RETRYABLE = RetryDecision(False, reason="outcome not retryable")
+
+
 @dataclass(frozen=True, slots=True)
 class RetryStrategy:
     """When and after how long to retry one call.
@@ -102,7 +106,7 @@ class RetryStrategy:
             time_left_s: Time to the overall deadline; None when there is none.
         """
         if not retryable:
-            return RetryDecision(False, reason="outcome not retryable")
+            return _NOT_RETRYABLE
         if not safe:
             return RetryDecision(False, reason="method not idempotent and no idempotency key")
         if attempt >= self.max_attempts:

@@ -13,18 +13,19 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider, sampling
 from opentelemetry.trace import SpanContext, TraceFlags
-from paca.api.v1 import api_types_pb2
+from paca.api.v1 import api_service_pb2, api_types_pb2
 
 from api_service.attempts import Exchange
 from api_service.cache import ResponseCache
 from api_service.caller import OutboundCaller
 from api_service.callrecord import public_url, record_id
-from api_service.errors import ForbiddenTarget
+from api_service.errors import ForbiddenTarget, InvalidCall
 from api_service.redirects import DEFAULT_RULE, RedirectRule, redirect_rule
-from api_service.request import Target
+from api_service.registry import APIRegistry
+from api_service.request import Target, resolve
 from api_service.safety import NetworkPolicy, parse_networks
 from api_service.stats import TargetStats
-from api_service.transport import HttpRequest
+from api_service.transport import HttpRequest, HttpResponse
 from paca_runtime.redact import REDACTED, redact_url
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(10)]
@@ -143,3 +144,27 @@ def test_the_call_span_under_an_unsampled_parent_is_the_parents_context() -> Non
     assert context.trace_flags.sampled
     assert context.trace_id == 0xABC
     assert context.span_id != 0xDEF  # a span of its own
+
+
+def test_a_url_target_is_remembered_and_bad_urls_are_refused_every_time() -> None:
+    registry = APIRegistry()
+    call = api_service_pb2.CallRequest(url="http://127.0.0.1:9/x?q=1")
+    first = resolve(registry, call)
+    assert first == Target("http://127.0.0.1:9/x?q=1", "GET", "127.0.0.1", "", [], None)
+    assert resolve(registry, call) is first
+    posted = api_service_pb2.CallRequest(
+        url=call.url, provider="p", method=api_types_pb2.HTTP_METHOD_POST
+    )
+    assert (resolve(registry, posted).method, resolve(registry, posted).provider) == ("POST", "p")
+    for _ in range(2):
+        with pytest.raises(InvalidCall, match="scheme"):
+            resolve(registry, api_service_pb2.CallRequest(url="ftp://127.0.0.1/x"))
+        with pytest.raises(InvalidCall, match="provider"):
+            resolve(registry, api_service_pb2.CallRequest(url=call.url, provider="p" * 51))
+
+
+def test_header_is_the_first_match_of_any_case() -> None:
+    reply = HttpResponse(200, [("X-A", "1"), ("x-a", "2"), ("B", "3")], b"", "http://h/")
+    assert reply.header("x-A") == "1"
+    assert reply.header("b") == "3"
+    assert reply.header("c") is None

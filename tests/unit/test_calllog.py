@@ -175,3 +175,39 @@ async def test_flushed_waits_for_a_batch_already_taken_off_the_queue(tmp_path: P
     await flushed
     assert len(sink.stored) == 1
     await recorder.aclose()
+
+
+async def test_records_that_come_in_during_a_send_wait_for_a_full_batch(tmp_path: Path) -> None:
+    sink = Sink()
+    release, sending, sent = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def slow_sink(records: Sequence[db_types_pb2.ApiCallRecord]) -> None:
+        sending.set()
+        await release.wait()
+        await sink(records)
+        sent.set()
+
+    # A long interval: only a full batch (or flushed) sends what came in during a send.
+    recorder = CallRecorder(
+        CallLogSettings(batch_size=4, flush_interval_s=5.0, spool_dir=tmp_path), slow_sink
+    )
+    await recorder.start()
+    first = [make_record() for _ in range(4)]
+    for record in first:
+        recorder.record(record)  # a full batch goes at once
+    await sending.wait()
+    during = [make_record() for _ in range(2)]
+    for record in during:
+        recorder.record(record)
+    release.set()
+    await sent.wait()
+    sent.clear()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert sink.batches == [[r.record_id for r in first]]  # no batch of two
+    later = [make_record() for _ in range(2)]
+    for record in later:
+        recorder.record(record)
+    await sent.wait()
+    assert sink.batches[1] == [r.record_id for r in during + later]
+    await recorder.aclose()
