@@ -1,34 +1,46 @@
 """PostgreSQL through asyncpg connections from our own pool (``pg_pool``).
 
-Statements are prepared (asyncpg caches them per connection), rows come through a cursor so
-``max_rows`` bounds what is read, and reads marked read-only run in a READ ONLY transaction so
-the engine itself refuses a write.
+Statements are prepared (asyncpg caches them per connection) and run as ``pg_statements``
+describes: reads marked read-only in a READ ONLY transaction, so the engine itself refuses a
+write, and at most ``max_rows`` rows read. Value typing is in ``postgres_types``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import asyncpg
-from paca.db.v1 import db_types_pb2, values_pb2
+from paca.db.v1 import db_types_pb2
 
-from db_service import values
 from db_service.backends.base import (
     Backend,
     Isolation,
     PoolLimits,
     ResultSet,
     TransactionSession,
-    limit_bytes,
     stream_chunks,
 )
-from db_service.backends.pg_pool import PgConnection, PgPool, ResultShape
+from db_service.backends.pg_pool import PgConnection, PgPool
+from db_service.backends.pg_statements import (
+    STALE_STATEMENT,
+    abort,
+    begin,
+    end,
+    fetch,
+    is_stale,
+    set_timeout,
+)
+from db_service.backends.postgres_types import (
+    bind,
+    columns_of,
+    row_encoder,
+    rows_affected,
+)
 from db_service.errors import (
     BadStatement,
     ConstraintViolation,
@@ -41,37 +53,6 @@ from db_service.errors import (
 from paca_runtime.redact import redact_url
 
 logger = logging.getLogger(__name__)
-
-ColumnType = values_pb2.ColumnType
-
-_TYPES = {
-    "bool": ColumnType.COLUMN_TYPE_BOOL,
-    "int2": ColumnType.COLUMN_TYPE_INT64,
-    "int4": ColumnType.COLUMN_TYPE_INT64,
-    "int8": ColumnType.COLUMN_TYPE_INT64,
-    "float4": ColumnType.COLUMN_TYPE_DOUBLE,
-    "float8": ColumnType.COLUMN_TYPE_DOUBLE,
-    "numeric": ColumnType.COLUMN_TYPE_DECIMAL,
-    "text": ColumnType.COLUMN_TYPE_STRING,
-    "varchar": ColumnType.COLUMN_TYPE_STRING,
-    "bpchar": ColumnType.COLUMN_TYPE_STRING,
-    "name": ColumnType.COLUMN_TYPE_STRING,
-    "bytea": ColumnType.COLUMN_TYPE_BYTES,
-    "timestamp": ColumnType.COLUMN_TYPE_TIMESTAMP,
-    "timestamptz": ColumnType.COLUMN_TYPE_TIMESTAMP,
-    "date": ColumnType.COLUMN_TYPE_DATE,
-    "time": ColumnType.COLUMN_TYPE_TIME,
-    "json": ColumnType.COLUMN_TYPE_JSON,
-    "jsonb": ColumnType.COLUMN_TYPE_JSON,
-    "uuid": ColumnType.COLUMN_TYPE_UUID,
-}
-
-
-def _portable_type(kind: Any) -> values_pb2.ColumnType.ValueType:
-    if kind.kind == "array":
-        return ColumnType.COLUMN_TYPE_ARRAY
-    return _TYPES.get(kind.name, ColumnType.COLUMN_TYPE_UNSPECIFIED)
-
 
 _UNAVAILABLE = (
     OSError,
@@ -108,182 +89,12 @@ def _translate(exc: Exception) -> DbError:
     return engine_error(error, "postgresql", getattr(exc, "sqlstate", None))
 
 
-def _bind(statement: Any, params: Sequence[Any]) -> list[Any]:
-    """Parameters as asyncpg takes them for the statement's parameter types.
-
-    The wire carries every timestamp in UTC; a ``timestamp`` (without time zone) parameter is
-    that UTC time without its zone, which asyncpg wants naive.
-    """
-    bound = list(params)
-    if not any(isinstance(value, dt.datetime) for value in bound):
-        return bound  # nothing to convert: skip asking for the parameter types
-    for i, kind in enumerate(statement.get_parameters()):
-        value = bound[i] if i < len(bound) else None
-        if kind.name == "timestamp" and isinstance(value, dt.datetime) and value.tzinfo:
-            bound[i] = value.astimezone(dt.UTC).replace(tzinfo=None)
-    return bound
-
-
-async def _set_timeout(conn: asyncpg.Connection, timeout_s: float | None) -> None:
-    """Let the server cancel the transaction's statements after ``timeout_s``.
-
-    ``SET LOCAL`` ends with the transaction, and a statement the server cancels leaves the
-    connection healthy, so it goes back to the pool (unlike a client-side cancel).
-    """
-    if timeout_s is not None:
-        await conn.execute(f"SET LOCAL statement_timeout = {max(1, int(timeout_s * 1000))}")
-
-
-async def _begin(conn: asyncpg.Connection, *, read_only: bool, timeout_s: float | None) -> None:
-    """Open the transaction of one statement: the first of its two round trips, not four.
-
-    A small query spends most of its time in round trips (each one also a wake-up of the
-    server process, which on a busy host costs more than the query). So BEGIN and
-    ``SET LOCAL statement_timeout`` go as one simple query, and the end of the transaction goes
-    with the pool's session reset as another (:func:`_end`); the pool then skips its own reset.
-    On any error or cancellation in between: :func:`_abort`, and the pool resets the session
-    as usual. Plain calls rather than a context manager: this runs for every Query.
-    """
-    begin = "BEGIN READ ONLY" if read_only else "BEGIN"
-    if timeout_s is not None:
-        begin += f"; SET LOCAL statement_timeout = {max(1, int(timeout_s * 1000))}"
-    await conn.execute(conn.take_pending_end() + begin)
-
-
-async def _abort(conn: asyncpg.Connection) -> None:
-    """Roll back the transaction :func:`_begin` opened, after an error or a cancellation."""
-    if not conn.is_closed() and conn.is_in_transaction():
-        await conn.execute("ROLLBACK")
-
-
-_END_READ = "ROLLBACK; SELECT pg_advisory_unlock_all(); "
-
-
-async def _end(conn: PgConnection, *, read_only: bool) -> None:
-    """End the transaction :func:`_begin` opened, resetting the session in the same trip."""
-    if read_only:
-        # Everything a statement can change in a session is undone by the rollback (settings,
-        # LISTEN, cursors, temporary tables) but a session advisory lock. Nothing to wait for:
-        # the next user of the connection sends it with its own BEGIN (or the pool does).
-        conn.defer_end(_END_READ)
-        return
-    # A failed COMMIT (a deferred constraint) stops the script there: the error reaches
-    # the caller and, not marked reset, the session gets the pool's full reset.
-    await conn.execute("COMMIT;\n" + conn.get_reset_query())
-    conn.mark_reset()
-
-
-def _columns(attributes: Sequence[Any]) -> list[values_pb2.Column]:
-    return [
-        values_pb2.Column(name=a.name, type=_portable_type(a.type), db_type=a.type.name)
-        for a in attributes
-    ]
-
-
-# Column metadata and row encoder per result shape (asyncpg's attribute tuple: names and
-# types), so a statement run again reuses them. Bounded: emptied when full.
-_SHAPES: dict[tuple[Any, ...], tuple[list[values_pb2.Column], Callable[[Any], values_pb2.Row]]] = {}
-_SHAPES_SIZE = 1024
-
-
-def _shape(statement: Any) -> ResultShape:
-    """The columns and the row encoder of a statement's result (no encoder: it has no rows)."""
-    attributes = statement.get_attributes()
-    if not attributes:
-        return [], None
-    found = _SHAPES.get(attributes)
-    if found is None:
-        if len(_SHAPES) >= _SHAPES_SIZE:
-            _SHAPES.clear()
-        found = _SHAPES[attributes] = (_columns(attributes), _row_encoder(attributes))
-    return found
-
-
-def _row_encoder(attributes: Sequence[Any]) -> Callable[[Any], values_pb2.Row]:
-    json_columns = {i for i, a in enumerate(attributes) if a.type.name in {"json", "jsonb"}}
-    if not json_columns:
-        return values.encode_row
-
-    def encode(record: Any) -> values_pb2.Row:
-        return values_pb2.Row(
-            values=[
-                values.encode(values.JsonText(v) if i in json_columns and v is not None else v)
-                for i, v in enumerate(record)
-            ]
-        )
-
-    return encode
-
-
-def _rows_affected(status: str | None) -> int:
-    # "INSERT 0 3", "UPDATE 2", "SELECT 5": the count is the last word.
-    last = (status or "").rpartition(" ")[2]
-    return int(last) if last.isdigit() else -1
-
-
-# The server's answers when a cached statement no longer fits the schema or was deallocated
-# (DISCARD ALL / DEALLOCATE by a client): drop the cache and retry once.
-_STALE_STATEMENT = (
-    asyncpg.FeatureNotSupportedError,
-    asyncpg.InvalidSQLStatementNameError,
-    asyncpg.InvalidCachedStatementError,
-)
-
-
-def _stale(exc: BaseException) -> bool:
-    if isinstance(exc, asyncpg.InvalidSQLStatementNameError | asyncpg.InvalidCachedStatementError):
-        return True
-    return isinstance(exc, asyncpg.FeatureNotSupportedError) and "cached plan" in str(exc)
-
-
 class _BrokenBeforeStart(Exception):
     """A pooled connection failed on BEGIN: the statement never reached the server."""
 
     def __init__(self, error: BaseException) -> None:
         super().__init__(str(error))
         self.error = error
-
-
-async def _fetch(
-    conn: Any, sql: str, params: Sequence[Any], *, max_rows: int, max_bytes: int
-) -> ResultSet:
-    """Run one statement inside the connection's open transaction; rows in wire form."""
-    statement = await conn.prepared(sql)
-    bound = _bind(statement, params)
-    columns, encode = conn.result_shape(sql, statement, _shape)
-    if encode is None:
-        await statement.fetch(*bound)
-        return ResultSet(rows_affected=_rows_affected(statement.get_statusmsg()))
-    fetched = await _fetch_limited(statement, bound, max_rows + 1)
-    status = statement.get_statusmsg()
-    rows, cut = limit_bytes([encode(r) for r in fetched[:max_rows]], max_bytes)
-    affected = _rows_affected(status) if status and not status.startswith("SELECT") else -1
-    return ResultSet(
-        columns=columns,
-        rows=rows,
-        rows_affected=affected,
-        truncated=cut or len(fetched) > max_rows,
-    )
-
-
-# asyncpg's bind-and-execute with a row limit (what fetchrow uses, with limit 1): one round trip
-# on the unnamed portal, where a cursor costs another to close its portal. Private in asyncpg
-# 0.30-0.32; without it, a cursor does the same in one more round trip.
-_BIND_EXECUTE = getattr(
-    asyncpg.prepared_stmt.PreparedStatement, "_PreparedStatement__bind_execute", None
-)
-
-
-async def _fetch_limited(statement: Any, bound: Sequence[Any], limit: int) -> list[Any]:
-    """At most ``limit`` rows of a prepared statement, without reading the rest."""
-    if _BIND_EXECUTE is not None:
-        return list(await _BIND_EXECUTE(statement, bound, limit, None))
-    fetched = []
-    async for record in statement.cursor(*bound, prefetch=limit):
-        fetched.append(record)
-        if len(fetched) >= limit:
-            break
-    return fetched
 
 
 def _connection_lost(exc: BaseException) -> bool:
@@ -318,8 +129,8 @@ class _PgTransaction(TransactionSession):
         ok = False
         try:
             if timeout_s is not None:
-                await _set_timeout(self._conn, timeout_s)
-            result = await _fetch(self._conn, sql, params, max_rows=max_rows, max_bytes=max_bytes)
+                await set_timeout(self._conn, timeout_s)
+            result = await fetch(self._conn, sql, params, max_rows=max_rows, max_bytes=max_bytes)
             if timeout_s is not None:
                 await self._conn.execute("SET LOCAL statement_timeout TO DEFAULT")
             ok = True
@@ -499,19 +310,19 @@ class PostgresBackend(Backend):
             for attempt in (1, 2):
                 begun = False
                 try:
-                    await _begin(conn, read_only=read_only, timeout_s=timeout_s)
+                    await begin(conn, read_only=read_only, timeout_s=timeout_s)
                     begun = True
                     try:
-                        result = await _fetch(
+                        result = await fetch(
                             conn, sql, params, max_rows=max_rows, max_bytes=max_bytes
                         )
                     except BaseException:
-                        await _abort(conn)
+                        await abort(conn)
                         raise
-                    await _end(conn, read_only=read_only)
+                    await end(conn, read_only=read_only)
                     return result
-                except _STALE_STATEMENT as exc:
-                    if attempt == 2 or not _stale(exc):
+                except STALE_STATEMENT as exc:
+                    if attempt == 2 or not is_stale(exc):
                         raise
                     await conn.reload_schema_state()
                 except (*_UNAVAILABLE, asyncpg.InternalClientError) as exc:
@@ -539,17 +350,17 @@ class PostgresBackend(Backend):
         try:
             # A cursor lives in a transaction: a portal on the server, read chunk by chunk.
             async with self._connection() as conn, conn.transaction(readonly=True):
-                await _set_timeout(conn, timeout_s)
+                await set_timeout(conn, timeout_s)
                 statement = await conn.prepare(sql)
-                params = _bind(statement, params)
+                params = bind(statement, params)
                 attributes = statement.get_attributes()
-                yield ResultSet(columns=_columns(attributes))
+                yield ResultSet(columns=columns_of(attributes))
                 if not attributes:
                     return
                 cursor = await statement.cursor(*params)
                 async for rows in stream_chunks(
                     cursor.fetch,
-                    _row_encoder(attributes),
+                    row_encoder(attributes),
                     chunk_rows=chunk_rows,
                     chunk_bytes=chunk_bytes,
                     max_rows=max_rows,
@@ -571,14 +382,14 @@ class PostgresBackend(Backend):
         ok = False
         try:
             async with self._connection() as conn, conn.transaction():
-                await _set_timeout(conn, timeout_s)
+                await set_timeout(conn, timeout_s)
                 # asyncpg's executemany reports no counts: run the prepared statement per row
                 # inside one transaction and add up what each really wrote.
                 total = 0
                 statement = await conn.prepare(sql)
                 for row in rows:
-                    await statement.fetch(*_bind(statement, row))
-                    total += max(0, _rows_affected(statement.get_statusmsg()))
+                    await statement.fetch(*bind(statement, row))
+                    total += max(0, rows_affected(statement.get_statusmsg()))
             ok = True
             return total
         except (asyncpg.PostgresError, *_UNAVAILABLE) as exc:
@@ -591,14 +402,14 @@ class PostgresBackend(Backend):
     async def transaction(
         self, *, isolation: Isolation, read_only: bool
     ) -> AsyncIterator[TransactionSession]:
-        begin = "BEGIN"
+        opening = "BEGIN"
         if isolation:
-            begin += f" ISOLATION LEVEL {isolation}"
+            opening += f" ISOLATION LEVEL {isolation}"
         if read_only:
-            begin += " READ ONLY"
+            opening += " READ ONLY"
         async with self._connection() as conn:
             session = _PgTransaction(self, conn)
-            await session.command(begin)
+            await session.command(opening)
             self.figures.transactions_open += 1
             try:
                 yield session

@@ -1,0 +1,123 @@
+"""One statement on a pooled PostgreSQL connection, in as few round trips as it can take.
+
+A small statement costs its round trips more than anything else (each is also a wake-up of the
+server process). A read takes two: its ``BEGIN READ ONLY; SET LOCAL statement_timeout``, sent
+together with the end of the previous read on the connection, then the statement; its own
+rollback waits for the next user (``PgConnection.defer_end``). A write takes three: BEGIN, the
+statement, and COMMIT with the session reset. Rows are read up to a limit in the statement's
+own round trip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from db_service.backends.base import ResultSet, limit_bytes
+from db_service.backends.pg_pool import PgConnection
+from db_service.backends.postgres_types import bind, result_shape, rows_affected
+
+
+async def set_timeout(conn: PgConnection, timeout_s: float | None) -> None:
+    """Let the server cancel the transaction's statements after ``timeout_s``.
+
+    ``SET LOCAL`` ends with the transaction, and a statement the server cancels leaves the
+    connection healthy, so it goes back to the pool (unlike a client-side cancel).
+    """
+    if timeout_s is not None:
+        await conn.execute(f"SET LOCAL statement_timeout = {max(1, int(timeout_s * 1000))}")
+
+
+async def begin(conn: PgConnection, *, read_only: bool, timeout_s: float | None) -> None:
+    """Open the transaction of one statement, with the end of the previous read if pending.
+
+    BEGIN and ``SET LOCAL statement_timeout`` go as one simple query, after whatever ends the
+    read-only transaction the connection's previous user left open (:func:`end`). On any error
+    or cancellation before :func:`end`: :func:`abort`, and the pool resets the session.
+    """
+    begin = "BEGIN READ ONLY" if read_only else "BEGIN"
+    if timeout_s is not None:
+        begin += f"; SET LOCAL statement_timeout = {max(1, int(timeout_s * 1000))}"
+    await conn.execute(conn.take_pending_end() + begin)
+
+
+async def abort(conn: PgConnection) -> None:
+    """Roll back the transaction :func:`begin` opened, after an error or a cancellation."""
+    if not conn.is_closed() and conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
+END_READ = "ROLLBACK; SELECT pg_advisory_unlock_all(); "
+
+
+async def end(conn: PgConnection, *, read_only: bool) -> None:
+    """End the transaction :func:`begin` opened; a write's reset goes in the same round trip."""
+    if read_only:
+        # Everything a statement can change in a session is undone by the rollback (settings,
+        # LISTEN, cursors, temporary tables) but a session advisory lock. Nothing to wait for:
+        # the next user of the connection sends it with its own BEGIN (or the pool does).
+        conn.defer_end(END_READ)
+        return
+    # A failed COMMIT (a deferred constraint) stops the script there: the error reaches
+    # the caller and, not marked reset, the session gets the pool's full reset.
+    await conn.execute("COMMIT;\n" + conn.get_reset_query())
+    conn.mark_reset()
+
+
+# The server's answers when a cached statement no longer fits the schema or was deallocated
+# (DISCARD ALL / DEALLOCATE by a client): drop the cache and retry once.
+STALE_STATEMENT = (
+    asyncpg.FeatureNotSupportedError,
+    asyncpg.InvalidSQLStatementNameError,
+    asyncpg.InvalidCachedStatementError,
+)
+
+
+def is_stale(exc: BaseException) -> bool:
+    if isinstance(exc, asyncpg.InvalidSQLStatementNameError | asyncpg.InvalidCachedStatementError):
+        return True
+    return isinstance(exc, asyncpg.FeatureNotSupportedError) and "cached plan" in str(exc)
+
+
+async def fetch(
+    conn: Any, sql: str, params: Sequence[Any], *, max_rows: int, max_bytes: int
+) -> ResultSet:
+    """Run one statement inside the connection's open transaction; rows in wire form."""
+    statement = await conn.prepared(sql)
+    bound = bind(statement, params)
+    columns, encode = conn.result_shape(sql, statement, result_shape)
+    if encode is None:
+        await statement.fetch(*bound)
+        return ResultSet(rows_affected=rows_affected(statement.get_statusmsg()))
+    fetched = await fetch_limited(statement, bound, max_rows + 1)
+    status = statement.get_statusmsg()
+    rows, cut = limit_bytes([encode(r) for r in fetched[:max_rows]], max_bytes)
+    affected = rows_affected(status) if status and not status.startswith("SELECT") else -1
+    return ResultSet(
+        columns=columns,
+        rows=rows,
+        rows_affected=affected,
+        truncated=cut or len(fetched) > max_rows,
+    )
+
+
+# asyncpg's bind-and-execute with a row limit (what fetchrow uses, with limit 1): one round trip
+# on the unnamed portal, where a cursor costs another to close its portal. Private in asyncpg
+# 0.30-0.32; without it, a cursor does the same in one more round trip.
+BIND_EXECUTE = getattr(
+    asyncpg.prepared_stmt.PreparedStatement, "_PreparedStatement__bind_execute", None
+)
+
+
+async def fetch_limited(statement: Any, bound: Sequence[Any], limit: int) -> list[Any]:
+    """At most ``limit`` rows of a prepared statement, without reading the rest."""
+    if BIND_EXECUTE is not None:
+        return list(await BIND_EXECUTE(statement, bound, limit, None))
+    fetched = []
+    async for record in statement.cursor(*bound, prefetch=limit):
+        fetched.append(record)
+        if len(fetched) >= limit:
+            break
+    return fetched
