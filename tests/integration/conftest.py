@@ -18,6 +18,7 @@ from pathlib import Path
 import asyncpg
 import grpc
 import pytest
+from aiohttp import web
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -29,6 +30,26 @@ from api_service import ApiApp, ApiSettings, CallLogSettings
 from db_service import DatabaseSettings, DbApp, DbSettings
 from paca_runtime import RuntimeSettings
 from tests.conftest import backing_url
+
+
+@pytest.fixture
+async def traceparent_echo_url() -> AsyncIterator[str]:
+    """A server that answers with every ``traceparent`` header it received, as a JSON list."""
+
+    async def echo(request: web.Request) -> web.Response:
+        return web.json_response(request.headers.getall("traceparent", []))
+
+    app = web.Application()
+    app.router.add_get("/", echo)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        await runner.cleanup()
 
 
 @pytest.fixture

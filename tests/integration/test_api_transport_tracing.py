@@ -8,10 +8,8 @@ make the client span whose id is sent.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import pytest
-from aiohttp import web
 from opentelemetry import context, trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
@@ -22,26 +20,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
 TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736
 PARENT_ID = 0x00F067AA0BA902B7
-
-
-@pytest.fixture
-async def echo_url() -> AsyncIterator[str]:
-    """A server that answers with every ``traceparent`` header it received, as a JSON list."""
-
-    async def echo(request: web.Request) -> web.Response:
-        return web.json_response(request.headers.getall("traceparent", []))
-
-    app = web.Application()
-    app.router.add_get("/", echo)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        await runner.cleanup()
 
 
 async def _sent(url: str, flags: TraceFlags, headers: list[tuple[str, str]]) -> list[str]:
@@ -59,18 +37,20 @@ async def _sent(url: str, flags: TraceFlags, headers: list[tuple[str, str]]) -> 
 
 
 async def test_an_unsampled_call_sends_its_context_once_and_makes_no_span(
-    echo_url: str, spans: InMemorySpanExporter
+    traceparent_echo_url: str, spans: InMemorySpanExporter
 ) -> None:
     stale = ("TraceParent", f"00-{1:032x}-{2:016x}-01")  # the caller's own, replaced
-    sent = await _sent(echo_url, TraceFlags(TraceFlags.DEFAULT), [stale, ("X-Other", "kept")])
+    sent = await _sent(
+        traceparent_echo_url, TraceFlags(TraceFlags.DEFAULT), [stale, ("X-Other", "kept")]
+    )
     assert sent == [f"00-{TRACE_ID:032x}-{PARENT_ID:016x}-00"]
     assert not [s for s in spans.get_finished_spans() if s.kind == SpanKind.CLIENT]
 
 
 async def test_a_sampled_call_gets_a_client_span_whose_id_is_sent(
-    echo_url: str, spans: InMemorySpanExporter
+    traceparent_echo_url: str, spans: InMemorySpanExporter
 ) -> None:
-    sent = await _sent(echo_url, TraceFlags(TraceFlags.SAMPLED), [])
+    sent = await _sent(traceparent_echo_url, TraceFlags(TraceFlags.SAMPLED), [])
     (span,) = [s for s in spans.get_finished_spans() if s.kind == SpanKind.CLIENT]
     assert span.context is not None
     assert span.parent is not None

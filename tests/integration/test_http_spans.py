@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import aiohttp
 import pytest
-from aiohttp import web
 from opentelemetry import context, trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
@@ -19,26 +16,6 @@ TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736
 PARENT_ID = 0x00F067AA0BA902B7
 
 
-@pytest.fixture
-async def echo_url() -> AsyncIterator[str]:
-    """A server that answers with the ``traceparent`` header it received."""
-
-    async def echo(request: web.Request) -> web.Response:
-        return web.Response(text=request.headers.get("traceparent", ""))
-
-    app = web.Application()
-    app.router.add_get("/", echo)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        await runner.cleanup()
-
-
 async def _sent_traceparent(url: str, flags: TraceFlags) -> str:
     parent = NonRecordingSpan(SpanContext(TRACE_ID, PARENT_ID, is_remote=True, trace_flags=flags))
     token = context.attach(trace.set_span_in_context(parent))
@@ -47,23 +24,24 @@ async def _sent_traceparent(url: str, flags: TraceFlags) -> str:
             aiohttp.ClientSession(trace_configs=[http_client_trace_config()]) as session,
             session.get(url) as reply,
         ):
-            return await reply.text()
+            (sent,) = await reply.json()  # exactly one
+            return str(sent)
     finally:
         context.detach(token)
 
 
 async def test_an_unsampled_parent_gets_no_span_and_its_context_is_sent_on(
-    echo_url: str, spans: InMemorySpanExporter
+    traceparent_echo_url: str, spans: InMemorySpanExporter
 ) -> None:
-    sent = await _sent_traceparent(echo_url, TraceFlags(TraceFlags.DEFAULT))
+    sent = await _sent_traceparent(traceparent_echo_url, TraceFlags(TraceFlags.DEFAULT))
     assert sent == f"00-{TRACE_ID:032x}-{PARENT_ID:016x}-00"
     assert not [s for s in spans.get_finished_spans() if s.kind == SpanKind.CLIENT]
 
 
 async def test_a_sampled_parent_gets_a_client_span_whose_id_is_sent(
-    echo_url: str, spans: InMemorySpanExporter
+    traceparent_echo_url: str, spans: InMemorySpanExporter
 ) -> None:
-    sent = await _sent_traceparent(echo_url, TraceFlags(TraceFlags.SAMPLED))
+    sent = await _sent_traceparent(traceparent_echo_url, TraceFlags(TraceFlags.SAMPLED))
     (span,) = [s for s in spans.get_finished_spans() if s.kind == SpanKind.CLIENT]
     assert span.context is not None
     assert span.parent is not None
