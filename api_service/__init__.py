@@ -12,14 +12,8 @@ from api_service.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from api_service.facade import (
-    APIEndpoint,
-    APIResponse,
-    GraphQLClient,
-    HTTPMethod,
-    RESTClient,
-    UniversalAPIClient,
-)
+from api_service.facade import GraphQLClient, RESTClient, UniversalAPIClient
+from api_service.facade_types import APIEndpoint, APIResponse, HTTPMethod
 from api_service.registry import APIRegistry
 from api_service.registry_store import DurableRegistry
 from api_service.resilience.breaker import CircuitBreaker

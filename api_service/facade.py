@@ -1,11 +1,11 @@
 """In-process use of the call engine: ``UniversalAPIClient`` and friends, no gRPC in between.
 
 These are the names of the seed's README (``UniversalAPIClient``, ``RESTClient``,
-``GraphQLClient``, ``APIEndpoint``, ``HTTPMethod``) over the very classes the gRPC servicer
-delegates to: a client owns one ``OutboundCaller`` with its transport, guards, cache and call
-recorder, built from the same ``ApiSettings`` (so ``PACA_API_ALLOWED_NETWORKS``,
-``PACA_API_CACHE_MAX_BYTES``, the retry defaults and the rest apply alike), and each request is
-the same ``CallRequest`` a gRPC client would send.
+``GraphQLClient``; ``APIEndpoint``, ``HTTPMethod`` and ``APIResponse`` are in ``facade_types``)
+over the very classes the gRPC servicer delegates to: a client owns one ``OutboundCaller``
+with its transport, guards, cache and call recorder, built from the same ``ApiSettings`` (so
+``PACA_API_ALLOWED_NETWORKS``, ``PACA_API_CACHE_MAX_BYTES``, the retry defaults and the rest
+apply alike), and each request is the same ``CallRequest`` a gRPC client would send.
 
 Call records go to db_service when ``PACA_DB_ADDRESS`` is set (or ``settings.db_address`` is
 given); otherwise the most recent ones are kept in memory (``client.records``), since a
@@ -19,11 +19,9 @@ set); bad input (an unknown endpoint, a malformed URL) raises ``ApiError`` like 
 from __future__ import annotations
 
 import dataclasses
-import enum
 import json
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
@@ -35,6 +33,7 @@ from paca.db.v1 import db_types_pb2
 from api_service.caller import OutboundCaller
 from api_service.calllog import CallRecorder, DbServiceSink
 from api_service.errors import ApiError, InvalidCall, UnknownEndpoint
+from api_service.facade_types import APIEndpoint, APIResponse, HTTPMethod, decode_body
 from api_service.graphql import GraphQLCaller
 from api_service.registry import APIRegistry
 from api_service.settings import DB_ADDRESS, ApiSettings
@@ -43,110 +42,6 @@ from paca_runtime.channels import open_channel
 
 # Records kept in memory when there is no db_service.
 MEMORY_RECORDS = 1000
-
-
-class HTTPMethod(enum.StrEnum):
-    GET = "GET"
-    HEAD = "HEAD"
-    POST = "POST"
-    PUT = "PUT"
-    PATCH = "PATCH"
-    DELETE = "DELETE"
-    OPTIONS = "OPTIONS"
-
-    @property
-    def proto(self) -> api_types_pb2.HttpMethod.ValueType:
-        return api_types_pb2.HttpMethod.Value(f"HTTP_METHOD_{self.value}")
-
-
-@dataclass
-class APIEndpoint:
-    """A named endpoint: ``url`` is a path joined to the client's base URL, or absolute.
-
-    ``policy`` carries whatever else an ``Endpoint`` message can say (retry, circuit breaker,
-    rate limit, cache, redirects, auth); the fields here win over it.
-    """
-
-    name: str
-    url: str
-    method: HTTPMethod = HTTPMethod.GET
-    headers: Mapping[str, str] = field(default_factory=dict)
-    timeout_s: float | None = None
-    provider: str = ""
-    # JSON Schema the response body must fit (a misfit is a validation error).
-    response_schema: Mapping[str, Any] | None = None
-    graphql: bool = False
-    policy: api_types_pb2.Endpoint | None = None
-
-    def to_proto(self, base_url: str) -> api_types_pb2.Endpoint:
-        """The ``Endpoint`` message registered for this endpoint under ``base_url``."""
-        endpoint = api_types_pb2.Endpoint()
-        if self.policy is not None:
-            endpoint.CopyFrom(self.policy)
-        parts = urlsplit(self.url)
-        if parts.scheme:
-            base, path = f"{parts.scheme}://{parts.netloc}", self.url[len(parts.scheme) + 3 :]
-            path = path[len(parts.netloc) :]
-        else:
-            base, path = base_url, self.url
-        if path and not path.startswith("/"):
-            path = "/" + path
-        endpoint.name = self.name
-        endpoint.base_url = base
-        endpoint.path = path
-        endpoint.provider = self.provider or endpoint.provider or urlsplit(base).hostname or ""
-        endpoint.method = self.method.proto
-        endpoint.default_headers.extend(
-            api_types_pb2.Header(name=k, value=v) for k, v in self.headers.items()
-        )
-        if self.timeout_s is not None:
-            endpoint.timeout.FromMilliseconds(round(self.timeout_s * 1000))
-        if self.response_schema is not None:
-            endpoint.response_schema_json = json.dumps(self.response_schema)
-        if self.graphql:
-            endpoint.kind = api_types_pb2.ENDPOINT_KIND_GRAPHQL
-        return endpoint
-
-
-@dataclass(frozen=True)
-class APIResponse:
-    """The result of one request; ``is_success`` says whether ``data`` is worth using."""
-
-    status_code: int = 0
-    # Parsed JSON when the body is JSON, else text (or bytes when it does not decode).
-    data: Any = None
-    headers: Sequence[tuple[str, str]] = ()
-    # Why it failed: no response, an error status, GraphQL errors or a schema misfit.
-    error: str | None = None
-    # gRPC status name of a failure without a response (e.g. "UNAVAILABLE").
-    error_code: str | None = None
-    is_validation_error: bool = False
-    attempts: int = 0
-    from_cache: bool = False
-    latency_ms: float = 0.0
-    # GraphQL errors (message, path, locations, extensions) as the server sent them.
-    errors: Sequence[Mapping[str, Any]] = ()
-
-    @property
-    def is_success(self) -> bool:
-        return self.error is None and 200 <= self.status_code < 400
-
-    @classmethod
-    def failed(cls, exc: ApiError) -> APIResponse:
-        return cls(error=str(exc), error_code=exc.code.name)
-
-
-def _decode(body: bytes, headers: Sequence[api_types_pb2.Header]) -> Any:
-    content_type = next((h.value for h in headers if h.name.lower() == "content-type"), "")
-    if "json" in content_type.lower():
-        try:
-            return json.loads(body)
-        except ValueError:
-            pass
-    try:
-        return body.decode()
-    except UnicodeDecodeError:
-        return body
 
 
 class _MemorySink:
@@ -304,7 +199,7 @@ class UniversalAPIClient:
             error = f"HTTP {reply.status_code}"
         return APIResponse(
             status_code=reply.status_code,
-            data=_decode(reply.body, reply.headers),
+            data=decode_body(reply.body, reply.headers),
             headers=[(h.name, h.value) for h in reply.headers],
             error=error,
             is_validation_error=bool(reply.validation_error),
