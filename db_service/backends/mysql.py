@@ -5,18 +5,17 @@ and return UTC, and DATETIME values are read as UTC like the other engines); a s
 read-only runs in ``START TRANSACTION READ ONLY`` so the engine itself refuses a write. Rows come
 through an unbuffered (server-side) cursor, so ``max_rows`` bounds what is held in memory.
 
-Column typing (BOOLEAN, JSON and UUID columns the wire protocol does not name) lives in
-:mod:`db_service.backends.mysql_types`.
+Column typing (BOOLEAN, JSON and UUID columns the wire protocol does not name) and parameter
+adaptation live in :mod:`db_service.backends.mysql_types`, error numbers in
+:mod:`db_service.backends.mysql_errors`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import re
 import time
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,9 +24,7 @@ from urllib.parse import unquote, urlsplit
 import aiomysql
 import pymysql
 from paca.db.v1 import db_types_pb2
-from pymysql.constants import ER
 
-from db_service import values
 from db_service.backends.base import (
     Backend,
     Isolation,
@@ -38,34 +35,15 @@ from db_service.backends.base import (
     split_statements,
     stream_chunks,
 )
-from db_service.backends.mysql_types import ColumnCatalog, RowDecoder
+from db_service.backends.mysql_errors import LOST_ARGS, server_error, translate
+from db_service.backends.mysql_types import ColumnCatalog, RowDecoder, adapt_param
 from db_service.errors import (
-    BadStatement,
-    ConstraintViolation,
-    DbError,
     DbUnavailable,
-    StatementTimeout,
-    UniqueViolation,
-    engine_error,
 )
 from paca_runtime.errors import InvalidArgument
 from paca_runtime.redact import redact_url
 
 logger = logging.getLogger(__name__)
-
-
-# Client-side error numbers (pymysql.constants.CR) that mean the server cannot be reached.
-_CONNECTION_LOST = {2003, 2006, 2013, 2055}
-# MariaDB's max_statement_time (1969) and MySQL's max_execution_time (3024); 1317: interrupted.
-_TIMEOUT_CODES = {1969, 3024, ER.QUERY_INTERRUPTED}
-_DUPLICATE_CODES = {ER.DUP_ENTRY, ER.DUP_UNIQUE, ER.DUP_KEY}
-# Writing in a READ ONLY transaction.
-_READ_ONLY_CODES = {1792}
-_LOST_ARGS = [(code,) for code in _CONNECTION_LOST]
-# The server ending the session in an error packet before it closes the socket: "Server shutdown
-# in progress" and MariaDB's "Connection was killed" (a KILL the session's own statement ran, or
-# one that found it between reads). The connection is gone like a lost one.
-_SESSION_ENDED = {ER.SERVER_SHUTDOWN, 1927}
 
 
 def connect_kwargs(url: str) -> dict[str, Any]:
@@ -83,51 +61,6 @@ def connect_kwargs(url: str) -> dict[str, Any]:
         "autocommit": True,
         "init_command": "SET time_zone = '+00:00'",
     }
-
-
-def _adapt(value: Any, field: str) -> Any:
-    """What PyMySQL can quote: aware times as naive UTC, UUIDs as text, no arrays."""
-    if isinstance(value, dt.datetime) and value.tzinfo is not None:
-        return value.astimezone(dt.UTC).replace(tzinfo=None)
-    if isinstance(value, uuid.UUID | values.JsonText):
-        # PyMySQL picks its quoting by exact type: hand it plain text.
-        return str.__str__(str(value))
-    if isinstance(value, list):
-        raise InvalidArgument(field, "MySQL has no array type")
-    return value
-
-
-def translate(exc: Exception) -> DbError:
-    """The db_service error of a driver error, with the MySQL error number attached."""
-    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
-    message = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
-    error: DbError
-    if code in _TIMEOUT_CODES:
-        error = StatementTimeout(f"mysql: {message}")
-    elif code in _DUPLICATE_CODES:
-        error = UniqueViolation(message)
-    elif isinstance(exc, pymysql.IntegrityError):
-        error = ConstraintViolation(message)
-    elif code in _READ_ONLY_CODES:
-        error = BadStatement("read_only", "a read-only statement tried to write")
-    elif (
-        code in _CONNECTION_LOST
-        or code in _SESSION_ENDED
-        or isinstance(exc, OSError | pymysql.InterfaceError)
-    ):
-        error = DbUnavailable(f"mysql: {message}", retry_after_s=0.1)
-    elif isinstance(exc, pymysql.DataError):
-        error = BadStatement("params", message)
-    else:
-        error = BadStatement("sql", message)
-    return engine_error(error, "mysql", code)
-
-
-def _server_error(exc: BaseException) -> bool:
-    """An error the server sent (1000-1999, 3000+) on a session it keeps, as opposed to a client
-    or transport one, or the server ending the session."""
-    code = exc.args[0] if isinstance(exc, pymysql.MySQLError) and exc.args else None
-    return isinstance(code, int) and not 2000 <= code < 3000 and code not in _SESSION_ENDED
 
 
 class _Cursor(aiomysql.SSCursor):  # type: ignore[misc]
@@ -244,7 +177,7 @@ class MysqlBackend(Backend):
         except BaseException as exc:
             # A connection left mid-result, mid-transaction or broken is not handed out again;
             # after an error the server reported, it is as good as before.
-            if not _server_error(exc):
+            if not server_error(exc):
                 conn.close()
                 self.figures.connections_discarded += 1
             raise
@@ -266,7 +199,7 @@ class MysqlBackend(Backend):
 
     def _bind(self, params: Sequence[Any]) -> list[Any] | None:
         # Without parameters PyMySQL leaves the SQL alone, so a literal "%" needs no doubling.
-        return [_adapt(p, f"params[{i}]") for i, p in enumerate(params)] or None
+        return [adapt_param(p, f"params[{i}]") for i, p in enumerate(params)] or None
 
     @asynccontextmanager
     async def _statement_timeout(
@@ -321,7 +254,7 @@ class MysqlBackend(Backend):
                 except pymysql.OperationalError as exc:
                     # A read on a connection the server had dropped (KILL, restart): safe to
                     # send again on a fresh connection; a write may have run, so it is not.
-                    if attempt == 2 or not read_only or exc.args[:1] not in _LOST_ARGS:
+                    if attempt == 2 or not read_only or exc.args[:1] not in LOST_ARGS:
                         raise
                     logger.info("%s: a pooled connection was broken; retrying", self.name)
             raise AssertionError("unreachable")
@@ -422,7 +355,7 @@ class MysqlBackend(Backend):
     async def executemany(
         self, sql: str, rows: Sequence[Sequence[Any]], *, timeout_s: float | None = None
     ) -> int:
-        bound = [[_adapt(v, "params") for v in row] for row in rows]
+        bound = [[adapt_param(v, "params") for v in row] for row in rows]
         self.queries += 1
         try:
             async with self._connection() as conn:
@@ -543,11 +476,11 @@ class _MysqlSession:
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         async with self._conn.cursor(_BufferedCursor) as cursor:
-            await cursor.execute(sql, [_adapt(p, "params") for p in params] or None)
+            await cursor.execute(sql, [adapt_param(p, "params") for p in params] or None)
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         async with self._conn.cursor(_BufferedCursor) as cursor:
-            await cursor.execute(sql, [_adapt(p, "params") for p in params] or None)
+            await cursor.execute(sql, [adapt_param(p, "params") for p in params] or None)
             return [tuple(row) for row in await cursor.fetchall()]
 
     async def execute_script(self, sql: str) -> None:

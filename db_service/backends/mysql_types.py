@@ -3,7 +3,7 @@
 MySQL's wire protocol does not say that a column is BOOLEAN, JSON (MariaDB) or UUID (MariaDB);
 :class:`ColumnCatalog` answers that from ``information_schema`` once per table, and
 :class:`RowDecoder` turns a result's driver values into wire values with the kind they were
-written with.
+written with. :func:`adapt_param` turns a parameter into what PyMySQL can quote.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from paca.db.v1 import values_pb2
 from pymysql.constants import FIELD_TYPE
 
 from db_service import values
+from paca_runtime.errors import InvalidArgument
 
 ColumnType = values_pb2.ColumnType
 
@@ -165,3 +166,15 @@ def _encode(value: Any, kind: str) -> values_pb2.Value:
             return values.encode((dt.datetime.min + value).time())
         return values.encode(str(value))
     return values.encode(value)
+
+
+def adapt_param(value: Any, field: str) -> Any:
+    """What PyMySQL can quote: aware times as naive UTC, UUIDs as text, no arrays."""
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+    if isinstance(value, uuid.UUID | values.JsonText):
+        # PyMySQL picks its quoting by exact type: hand it plain text.
+        return str.__str__(str(value))
+    if isinstance(value, list):
+        raise InvalidArgument(field, "MySQL has no array type")
+    return value
