@@ -27,11 +27,10 @@ import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import timestamp_pb2
 from opentelemetry import trace
 from paca.api.v1 import api_service_pb2, api_types_pb2
 
@@ -40,10 +39,11 @@ from api_service.auth.manager import AuthManager
 from api_service.cache import ERROR_STATUSES, CacheEntry, ResponseCache
 from api_service.cache_redis import response_cache
 from api_service.calllog import CallRecorder
-from api_service.callrecord import Judge, Verdict, build_record, http_verdict, public_url
+from api_service.callrecord import Judge, Verdict, build_record, http_verdict
 from api_service.errors import UpstreamError
 from api_service.redirects import follow, redirect_rule
 from api_service.registry import APIRegistry
+from api_service.replies import Answer, CachedReplies, call_response
 from api_service.request import build, gzipped, resolve
 from api_service.resilience import Guards, is_safe_to_repeat
 from api_service.safety import NetworkPolicy, parse_networks
@@ -53,21 +53,6 @@ from api_service.transport import HttpRequest, HttpResponse, HttpTransport
 from paca_runtime.telemetry import dropped_below
 
 tracer = trace.get_tracer(__name__)
-# Prebuilt replies of cached responses kept at most (emptied when full), and the largest body
-# one may have: they hold their responses beyond the cache's own bound, so at most ~8 MiB.
-_MAX_REPLIES = 256
-_MAX_REPLY_BODY_BYTES = 16 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """A call's reply, how it was obtained and what it is worth."""
-
-    response: HttpResponse
-    # HTTP attempts made for this caller (0 when the cache answered alone).
-    attempts: int
-    from_cache: bool
-    verdict: Verdict
 
 
 class OutboundCaller:
@@ -110,9 +95,7 @@ class OutboundCaller:
         self.loop = AttemptLoop(guards or Guards(ResilienceSettings()), clock=clock, sleep=sleep)
         self.cache = cache
         self.stats = CallStats()
-        # Replies of cached responses by (id(response), attempts, validation error).
-        self._replies: dict[tuple[int, int, str], tuple[HttpResponse, api_service_pb2.CallResponse]]
-        self._replies = {}
+        self._replies = CachedReplies()
         self.calls = 0
         self.failures = 0
 
@@ -175,27 +158,10 @@ class OutboundCaller:
                 assert policy is not None
                 cache_key = (self.cache.key(call.request, policy), policy)
             answer = await self.execute(call, span, http_verdict(call.target), cache_key)
-        if answer.from_cache and len(answer.response.body) <= _MAX_REPLY_BODY_BYTES:
-            return self._cached_reply(answer, time.perf_counter() - started)
-        return call_response(answer, time.perf_counter() - started)
-
-    def _cached_reply(self, answer: Answer, elapsed_s: float) -> api_service_pb2.CallResponse:
-        """``call_response`` of an answer from the cache: a copy of the reply built once per
-        stored response, with its latency (a copy is a fifth of a build with headers)."""
-        error = validation_error(answer.verdict)
-        key = (id(answer.response), answer.attempts, error)
-        remembered = self._replies.get(key)
-        if remembered is None or remembered[0] is not answer.response:
-            if len(self._replies) >= _MAX_REPLIES:
-                self._replies.clear()
-            template = call_response(answer, 0.0)
-            template.ClearField("latency")
-            # The response is held, so its id names no other while the entry lives.
-            remembered = self._replies[key] = (answer.response, template)
-        reply = api_service_pb2.CallResponse()
-        reply.CopyFrom(remembered[1])
-        reply.latency.FromMicroseconds(int(elapsed_s * 1_000_000))
-        return reply
+        elapsed_s = time.perf_counter() - started
+        if answer.from_cache:
+            return self._replies.reply(answer, elapsed_s)
+        return call_response(answer, elapsed_s)
 
     async def known(self, request: api_service_pb2.CallRequest) -> None:
         """Make sure the registry's memory has the request's endpoint, if it names one: one
@@ -449,32 +415,3 @@ def _answer(outcome: Outcome[HttpResponse], verdict: Verdict | None, *, from_cac
 def _origin(url: str) -> tuple[str, str, int | None]:
     parts = urlsplit(url)
     return parts.scheme, (parts.hostname or "").lower(), parts.port
-
-
-def duration(seconds: float) -> duration_pb2.Duration:
-    message = duration_pb2.Duration()
-    message.FromMicroseconds(int(seconds * 1_000_000))
-    return message
-
-
-def call_response(answer: Answer, elapsed_s: float) -> api_service_pb2.CallResponse:
-    """The ``CallResponse`` of an answer that took ``elapsed_s``."""
-    response = answer.response
-    reply = api_service_pb2.CallResponse(
-        status_code=response.status,
-        body=response.body,
-        attempts=answer.attempts,
-        from_cache=answer.from_cache,
-        url=public_url(response.url),
-        validation_error=validation_error(answer.verdict),
-    )
-    add = reply.headers.add  # in place: a Header built apart is copied in again
-    for name, value in response.headers:
-        add(name=name, value=value)
-    reply.latency.FromMicroseconds(int(elapsed_s * 1_000_000))
-    return reply
-
-
-def validation_error(verdict: Verdict) -> str:
-    """What a reply's ``validation_error`` field says: the misfit, or nothing."""
-    return (verdict.error_message or "") if verdict.validation_error else ""

@@ -30,9 +30,10 @@ from typing import Any
 import graphql
 from paca.api.v1 import api_service_pb2, api_types_pb2
 
-from api_service.caller import OutboundCaller, duration, validation_error
+from api_service.caller import OutboundCaller
 from api_service.callrecord import MAX_ERROR_CHARS, Judge, Verdict, schema_misfit
 from api_service.errors import InvalidCall
+from api_service.replies import duration, validation_error
 from api_service.request import Target
 from api_service.transport import HttpResponse
 
