@@ -7,6 +7,7 @@ Spans are exported over OTLP to a receiver running inside the test.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,3 +120,25 @@ async def stack(tmp_path: Path, otlp_receiver: tuple[OtlpReceiver, str]) -> Asyn
         yield running
     finally:
         await running.stop_all()
+
+
+async def refused_start(tmp_path: Path, env: dict[str, str]) -> bytes:
+    """Start api_service with ``env`` (settings it must refuse); its standard error, after
+    checking that it stopped with status 2, the code of invalid settings."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "api_service",
+        env={
+            "PATH": "/usr/bin:/bin",
+            "PACA_STATE_DIR": str(tmp_path),
+            "PACA_API_LISTEN": "127.0.0.1:0",
+            **env,
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(30):
+        _, stderr = await proc.communicate()
+    assert proc.returncode == 2
+    return stderr

@@ -3,8 +3,6 @@ protocol the exporters do not speak stops the service with the variable named.""
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,7 +14,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from paca.api.v1 import api_service_pb2, api_service_pb2_grpc
 
 from tests.conftest import Upstream
-from tests.e2e.conftest import OtlpReceiver, Stack
+from tests.e2e.conftest import OtlpReceiver, Stack, refused_start
 from tests.e2e.test_trace_semconv import Received, in_trace, traced_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
@@ -86,21 +84,11 @@ async def test_spans_are_exported_over_otlp_http(
 async def test_an_unknown_otlp_protocol_stops_the_service_with_the_variable_named(
     tmp_path: Path,
 ) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "api_service",
-        env={
-            "PATH": "/usr/bin:/bin",
-            "PACA_STATE_DIR": str(tmp_path),
-            "PACA_API_LISTEN": "127.0.0.1:0",
+    stderr = await refused_start(
+        tmp_path,
+        {
             "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
             "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json",
         },
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
     )
-    async with asyncio.timeout(30):
-        _, stderr = await proc.communicate()
-    assert proc.returncode == 2
     assert b'"OTEL_EXPORTER_OTLP_PROTOCOL" must be grpc or http/protobuf' in stderr

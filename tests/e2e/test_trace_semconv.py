@@ -4,8 +4,6 @@ conventions: client → api_service (RPC server) → HTTP client, and → call-l
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from paca.api.v1 import api_service_pb2, api_service_pb2_grpc
 
 from tests.conftest import Upstream
-from tests.e2e.conftest import OtlpReceiver, Stack
+from tests.e2e.conftest import OtlpReceiver, Stack, refused_start
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
@@ -205,20 +203,5 @@ async def test_sampler_from_the_environment_decides_what_is_exported(
 async def test_a_misspelt_sampler_stops_the_service_with_the_variable_named(
     tmp_path: Path,
 ) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "api_service",
-        env={
-            "PATH": "/usr/bin:/bin",
-            "PACA_STATE_DIR": str(tmp_path),
-            "PACA_API_LISTEN": "127.0.0.1:0",
-            "OTEL_TRACES_SAMPLER": "parentbased_sometimes",
-        },
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    async with asyncio.timeout(30):
-        _, stderr = await proc.communicate()
-    assert proc.returncode == 2
+    stderr = await refused_start(tmp_path, {"OTEL_TRACES_SAMPLER": "parentbased_sometimes"})
     assert b'"OTEL_TRACES_SAMPLER" must be one of' in stderr
