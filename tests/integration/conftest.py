@@ -5,6 +5,7 @@ replica routing, health checks and failover (here, so one shared pair serves eve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import os
 import socket
@@ -30,6 +31,44 @@ from api_service import ApiApp, ApiSettings, CallLogSettings
 from db_service import DatabaseSettings, DbApp, DbSettings
 from paca_runtime import RuntimeSettings
 from tests.conftest import backing_url
+
+
+class CuttableProxy:
+    """A TCP forwarder to a live server (Redis, db_service) that a test can cut, making the server
+    unreachable, and start again."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        """Refuse new connections and break the open ones."""
+        assert self.server is not None
+        self.server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        await self.server.wait_closed()
+        self.server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
+        self._writers |= {writer, upstream_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, ConnectionError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+        self._writers -= {writer, upstream_writer}
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from api_service.errors import InvalidCall, UnknownEndpoint
 from api_service.registry_store import DurableRegistry
 from db_service import DatabaseSettings, DbApp, DbSettings
 from paca_runtime.errors import Unavailable
-from tests.integration.conftest import runtime_settings
+from tests.integration.conftest import CuttableProxy, runtime_settings
 from tests.integration.test_db_service import temporary_database
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
@@ -111,7 +111,7 @@ async def test_changes_made_while_db_service_is_down_are_stored_when_it_is_back(
     registries: Factory, db_app: DbApp
 ) -> None:
     host, _, port = db_app.server.bound_address.rpartition(":")
-    proxy = Proxy(host, int(port))
+    proxy = CuttableProxy(host, int(port))
     await proxy.start()
     other = await registries()
     await other.save(endpoint("acme.old"))
@@ -139,41 +139,6 @@ async def test_changes_made_while_db_service_is_down_are_stored_when_it_is_back(
     await other.refresh()
     assert [e.name for e in other.list()] == ["acme.from-config", "acme.new"]
     await proxy.cut()
-
-
-class Proxy:
-    """A TCP forwarder to db_service that a test can cut, making it unreachable."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.server: asyncio.Server | None = None
-        self.port = 0
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def cut(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
-        await self.server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
-        self._writers |= {writer, upstream_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError, ConnectionError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.transport.abort()
-
-        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
-        self._writers -= {writer, upstream_writer}
 
 
 async def test_two_api_services_share_the_registry_and_a_config_file(

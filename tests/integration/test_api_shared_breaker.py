@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,47 +16,11 @@ from api_service.resilience.guards import Guards
 from api_service.resilience.shared_breaker import SharedBreakers
 from api_service.settings import ResilienceSettings
 from tests.conftest import backing_url, eventually
+from tests.integration.conftest import CuttableProxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(20)]
 
 CONFIG = BreakerConfig(consecutive_failures=2, open_s=30.0)
-
-
-class Proxy:
-    """A TCP forwarder to Redis that a test can cut, making a live Redis unreachable."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.server: asyncio.Server | None = None
-        self.port = 0
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def cut(self) -> None:
-        """Refuse new connections and break the open ones."""
-        assert self.server is not None
-        self.server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
-        await self.server.wait_closed()
-        self.server = None
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
-        self._writers |= {writer, upstream_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError, ConnectionError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.transport.abort()
-
-        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
-        self._writers -= {writer, upstream_writer}
 
 
 @pytest.fixture
@@ -131,7 +94,7 @@ async def test_redis_lost_mid_run_degrades_to_local_and_recovers(
     redis_url: str, hubs: Callable[[str], Awaitable[SharedBreakers]]
 ) -> None:
     parts = urlsplit(redis_url)
-    proxy = Proxy(parts.hostname or "127.0.0.1", parts.port or 6379)
+    proxy = CuttableProxy(parts.hostname or "127.0.0.1", parts.port or 6379)
     await proxy.start()
     path = parts.path or "/0"
     a = await hubs(f"redis://127.0.0.1:{proxy.port}{path}")
