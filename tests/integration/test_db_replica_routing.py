@@ -56,8 +56,23 @@ def backend_of(app: DbApp) -> RoutedBackend:
     return backend
 
 
-def _int(value: int) -> values_pb2.Value:
+def int_value(value: int) -> values_pb2.Value:
     return values_pb2.Value(int64_value=value)
+
+
+async def count_with_token(
+    stub: db_service_pb2_grpc.DbServiceStub, table: str, row_id: int, token: str
+) -> int:
+    """The rows of ``table`` with ``row_id`` that a read carrying ``token`` sees."""
+    read = await stub.Query(
+        db_service_pb2.QueryRequest(
+            sql=f"SELECT count(*) FROM {table} WHERE id = $1",
+            params=[int_value(row_id)],
+            read_only=True,
+            consistency_token=token,
+        )
+    )
+    return int(read.rows[0].values[0].int64_value)
 
 
 async def _create_table(stub: db_service_pb2_grpc.DbServiceStub) -> tuple[str, str]:
@@ -113,17 +128,11 @@ async def test_consistency_token_reads_own_writes_from_the_replica(
     before = replica.served
     for i in range(20):
         wrote = await stub.Execute(
-            db_service_pb2.ExecuteRequest(sql=f"INSERT INTO {table} VALUES ($1)", params=[_int(i)])
-        )
-        read = await stub.Query(
-            db_service_pb2.QueryRequest(
-                sql=f"SELECT count(*) FROM {table} WHERE id = $1",
-                params=[_int(i)],
-                read_only=True,
-                consistency_token=wrote.consistency_token,
+            db_service_pb2.ExecuteRequest(
+                sql=f"INSERT INTO {table} VALUES ($1)", params=[int_value(i)]
             )
         )
-        assert read.rows[0].values[0].int64_value == 1, i
+        assert await count_with_token(stub, table, i, wrote.consistency_token) == 1, i
     # Caught-up replicas served (some of) them, rather than everything falling to the primary.
     assert replica.served > before
 

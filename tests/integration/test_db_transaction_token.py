@@ -9,13 +9,13 @@ from pathlib import Path
 
 import grpc
 import pytest
-from paca.db.v1 import db_service_pb2, db_service_pb2_grpc, values_pb2
+from paca.db.v1 import db_service_pb2, db_service_pb2_grpc
 
 from db_service import DbApp
 from db_service.routing.positions import parse_token
 from db_service.routing.routed import RoutedBackend
 from tests.integration.conftest import PgPair, runtime_settings
-from tests.integration.test_db_replica_routing import routed_settings
+from tests.integration.test_db_replica_routing import count_with_token, int_value, routed_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -44,10 +44,6 @@ async def exchange(
     return reply
 
 
-def _int(value: int) -> values_pb2.Value:
-    return values_pb2.Value(int64_value=value)
-
-
 async def test_commit_token_lets_a_read_see_the_committed_row_from_any_host(
     routed: tuple[DbApp, db_service_pb2_grpc.DbServiceStub],
 ) -> None:
@@ -62,22 +58,14 @@ async def test_commit_token_lets_a_read_see_the_committed_row_from_any_host(
         call = stub.Transaction()
         await exchange(call, Request(begin=db_service_pb2.BeginTransaction()))
         statement = db_service_pb2.TransactionStatement(
-            sql=f"INSERT INTO {table} VALUES ($1)", params=[_int(i)]
+            sql=f"INSERT INTO {table} VALUES ($1)", params=[int_value(i)]
         )
         await exchange(call, Request(statement=statement))
         committed = await exchange(call, Request(commit=True))
         assert committed.committed
         flavor, _ = parse_token(committed.consistency_token)
         assert flavor == "pg"
-        read = await stub.Query(
-            db_service_pb2.QueryRequest(
-                sql=f"SELECT count(*) FROM {table} WHERE id = $1",
-                params=[_int(i)],
-                read_only=True,
-                consistency_token=committed.consistency_token,
-            )
-        )
-        assert read.rows[0].values[0].int64_value == 1, i
+        assert await count_with_token(stub, table, i, committed.consistency_token) == 1, i
     # The reads were not all sent to the primary: the replica served the caught-up ones.
     assert replica.served > before
 
