@@ -39,6 +39,27 @@ def leaks(text: str) -> list[str]:
     return [secret for secret in SECRETS if secret.lower() in text.lower()]
 
 
+def logged_and_traced(
+    caplog: pytest.LogCaptureFixture, spans: InMemorySpanExporter
+) -> tuple[list[str], list[str]]:
+    """Every log line as written, and every finished span (name, attributes, events, status
+    description) as text: what a scan for secrets reads."""
+    formatter = JsonFormatter("api_service")
+    log_lines = [formatter.format(record) for record in caplog.records]
+    span_texts = [
+        str(
+            (
+                span.name,
+                dict(span.attributes or {}),
+                [(e.name, dict(e.attributes or {})) for e in span.events],
+                span.status.description,
+            )
+        )
+        for span in spans.get_finished_spans()
+    ]
+    return log_lines, span_texts
+
+
 async def test_no_secret_appears_in_logs_spans_call_records_errors_or_stats(
     api_app: ApiApp,
     api_stub: api_service_pb2_grpc.ApiServiceStub,
@@ -98,19 +119,7 @@ async def test_no_secret_appears_in_logs_spans_call_records_errors_or_stats(
         db_service_pb2.QueryRequest(sql="SELECT * FROM external_api_logs", read_only=True)
     )
 
-    formatter = JsonFormatter("api_service")
-    log_lines = [formatter.format(record) for record in caplog.records]
-    span_texts = [
-        str(
-            (
-                span.name,
-                dict(span.attributes or {}),
-                [(e.name, dict(e.attributes or {})) for e in span.events],
-                span.status.description,
-            )
-        )
-        for span in spans.get_finished_spans()
-    ]
+    log_lines, span_texts = logged_and_traced(caplog, spans)
     assert len(rows.rows) == len(calls) - 1 + len(failing) - 1  # one cache hit, one refused
     assert any("REDACTED" in text for text in span_texts)
     assert len(span_texts) >= len(calls)

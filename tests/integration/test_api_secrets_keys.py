@@ -23,9 +23,9 @@ from paca.db.v1 import db_service_pb2, db_service_pb2_grpc
 from api_service import ApiApp, ApiSettings, CallLogSettings
 from api_service.auth.settings import AuthSettings, PoolSettings
 from db_service import DbApp
-from paca_runtime.logs import JsonFormatter
 from tests.conftest import OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET, Upstream
 from tests.integration.conftest import runtime_settings
+from tests.integration.test_api_secrets import logged_and_traced
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -140,19 +140,7 @@ async def test_no_pooled_secret_appears_in_logs_spans_records_errors_or_stats(
     pair = f"{OAUTH_CLIENT_ID}:{OAUTH_CLIENT_SECRET}"
     secrets.append(base64.b64encode(pair.encode()).decode())
 
-    formatter = JsonFormatter("api_service")
-    log_lines = [formatter.format(record) for record in caplog.records]
-    span_texts = [
-        str(
-            (
-                span.name,
-                dict(span.attributes or {}),
-                [(e.name, dict(e.attributes or {})) for e in span.events],
-                span.status.description,
-            )
-        )
-        for span in spans.get_finished_spans()
-    ]
+    log_lines, span_texts = logged_and_traced(caplog, spans)
     assert any("appid=REDACTED" in text for text in span_texts)
     assert len(rows.rows) >= 12
     health = [(h.label, h.state) for h in stats.key_health]
