@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -30,7 +31,25 @@ from paca_runtime.security import SecuritySettings, TokenEntry, TokenTable, toke
 from tests.integration.conftest import runtime_settings
 from tests.integration.test_db_mongo import database_url, failure, serve
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.timeout(60),
+    # pymongo's async connect leaves its socket open when the connect is cancelled (a client
+    # closed, or server selection giving up, while a monitor is connecting to a dead relay):
+    # a leak in the driver (mongo-python-driver PYTHON-3923, unfixed), reaped below.
+    pytest.mark.filterwarnings(
+        "ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning"
+    ),
+]
+
+
+@pytest.fixture(autouse=True)
+def reap_driver_sockets() -> Iterator[None]:
+    """Finalise sockets the driver dropped while this module's warning filter applies, rather
+    than whenever a later test's garbage collection finds them."""
+    yield
+    gc.collect()
+
 
 PASSWORD = "s3cret-Pw-9d1f"
 
