@@ -64,11 +64,20 @@ class PgConnection(asyncpg.Connection):  # type: ignore[misc]
         super().terminate()
 
     def _cleanup(self) -> None:
+        # asyncpg's hook when the connection ends by itself (the server or network ended it).
+        self._report_lost()
+        super()._cleanup()
+
+    def broken(self) -> None:
+        """End a connection found broken before asyncpg saw it end: reported as lost too."""
+        self._report_lost()
+        super().terminate()
+
+    def _report_lost(self) -> None:
         if not self._ending:
             self._ending = True
             if self.on_lost is not None:
                 self.on_lost()
-        super()._cleanup()
 
     async def prepared(self, sql: str) -> Any:
         """A prepared statement from asyncpg's per-connection cache (no round trip when cached).

@@ -327,7 +327,7 @@ class PostgresBackend(Backend):
                     await conn.reload_schema_state()
                 except (*_UNAVAILABLE, asyncpg.InternalClientError) as exc:
                     if not begun and _connection_lost(exc):
-                        conn.terminate()
+                        conn.broken()
                         raise _BrokenBeforeStart(exc) from exc
                     raise
             raise AssertionError("unreachable")

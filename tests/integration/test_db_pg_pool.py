@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 
 from db_service.backends.base import PoolLimits
+from db_service.backends.pg_pool import PgConnection
 from db_service.backends.postgres import PostgresBackend
 from db_service.errors import StatementTimeout
 from tests.conftest import eventually
@@ -143,3 +144,19 @@ async def test_a_closed_pool_leaves_no_session_open(url: str) -> None:
 
 async def _none_left(url: str) -> bool:
     return await sessions(url) == 0
+
+
+async def test_a_connection_found_broken_is_reported_lost_once_and_a_retired_one_not(
+    url: str,
+) -> None:
+    lost: list[int] = []
+    found_broken = await asyncpg.connect(url, connection_class=PgConnection)
+    retired = await asyncpg.connect(url, connection_class=PgConnection)
+    for conn in (found_broken, retired):
+        conn.on_lost = lambda: lost.append(1)
+    found_broken.broken()
+    found_broken.terminate()
+    retired.terminate()
+    assert found_broken.is_closed()
+    assert retired.is_closed()
+    assert lost == [1]
