@@ -18,7 +18,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Final
 
 import asyncpg
 
@@ -28,6 +28,9 @@ logger = logging.getLogger(__name__)
 
 # A statement's result columns and row encoder (None: the statement returns no rows).
 ResultShape = tuple[list[Any], Callable[[Any], Any] | None]
+# Every session starts read-only: a statement outside an explicit READ WRITE transaction cannot
+# write (plain reads count on it). Sent at connect, so the session's RESET ALL restores it.
+SESSION_SETTINGS: Final = {"default_transaction_read_only": "on"}
 # Result shapes kept per connection: emptied when full.
 RESULT_SHAPES_SIZE = 256
 
@@ -100,6 +103,12 @@ class PgConnection(asyncpg.Connection):  # type: ignore[misc]
             found = self._shapes[sql] = (state, make(statement))
         columns, encode = found[1]
         return list(columns), encode
+
+    def session_read_only(self) -> bool:
+        """Whether the session's default is still read-only (as the server last reported it;
+        servers before PostgreSQL 14 do not report it, and count as unchanged)."""
+        settings = self._protocol.get_settings()
+        return getattr(settings, "default_transaction_read_only", "on") == "on"
 
     def mark_reset(self) -> None:
         """The session was just reset along with the end of its transaction: lend it as is."""
@@ -180,7 +189,9 @@ class PgPool:
     async def _open_one(self) -> PgConnection:
         self._size += 1
         try:
-            conn: PgConnection = await asyncpg.connect(self._url, connection_class=PgConnection)
+            conn: PgConnection = await asyncpg.connect(
+                self._url, connection_class=PgConnection, server_settings=SESSION_SETTINGS
+            )
         except BaseException:
             self._size -= 1
             raise

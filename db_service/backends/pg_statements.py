@@ -1,15 +1,17 @@
 """One statement on a pooled PostgreSQL connection, in as few round trips as it can take.
 
 A small statement costs its round trips more than anything else (each is also a wake-up of the
-server process). A read takes two: its ``BEGIN READ ONLY; SET LOCAL statement_timeout``, sent
-together with the end of the previous read on the connection, then the statement; its own
-rollback waits for the next user (``PgConnection.defer_end``). A write takes three: BEGIN, the
+server process and of ours). A plain read (``pg_plain_reads``) takes one: the statement alone.
+Another read takes two: its ``BEGIN READ ONLY; SET LOCAL statement_timeout``, sent together
+with the end of the previous read on the connection, then the statement; its own rollback
+waits for the next user (``PgConnection.defer_end``). A write takes three: BEGIN, the
 statement, and COMMIT with the session reset. Rows are read up to a limit in the statement's
 own round trip.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,10 +39,38 @@ async def begin(conn: PgConnection, *, read_only: bool, timeout_s: float | None)
     read-only transaction the connection's previous user left open (:func:`end`). On any error
     or cancellation before :func:`end`: :func:`abort`, and the pool resets the session.
     """
-    begin = "BEGIN READ ONLY" if read_only else "BEGIN"
+    begin = "BEGIN READ ONLY" if read_only else "BEGIN READ WRITE"
     if timeout_s is not None:
         begin += f"; SET LOCAL statement_timeout = {max(1, int(timeout_s * 1000))}"
     await conn.execute(conn.take_pending_end() + begin)
+
+
+async def read_plain(
+    conn: PgConnection,
+    sql: str,
+    params: Sequence[Any],
+    *,
+    max_rows: int,
+    max_bytes: int,
+    timeout_s: float | None,
+) -> ResultSet:
+    """A plain read (``pg_plain_reads``): the statement alone, one round trip.
+
+    It runs in the implicit transaction of the extended protocol, read-only by the session's
+    default, so the engine refuses a write. The session is as the statement found it, so the
+    connection goes back to the pool without a reset, unless the server reports that its
+    read-only default changed (a function the statement reached through a view, say). After an
+    error or a timeout it gets the pool's reset, which also waits for the cancel request.
+    """
+    pending = conn.take_pending_end()
+    if pending:
+        await conn.execute(pending)
+    result = await fetch(
+        conn, sql, params, max_rows=max_rows, max_bytes=max_bytes, timeout_s=timeout_s
+    )
+    if conn.session_read_only():
+        conn.mark_reset()
+    return result
 
 
 async def abort(conn: PgConnection) -> None:
@@ -49,7 +79,10 @@ async def abort(conn: PgConnection) -> None:
         await conn.execute("ROLLBACK")
 
 
-END_READ = "ROLLBACK; SELECT pg_advisory_unlock_all(); "
+# The unlock first, inside the read's transaction (a session lock is released at once, whatever
+# the transaction does next): a query after the ROLLBACK would open an implicit transaction,
+# read-only by the session's default, that the BEGIN READ WRITE sent with it would then join.
+END_READ = "SELECT pg_advisory_unlock_all(); ROLLBACK; "
 
 
 async def end(conn: PgConnection, *, read_only: bool) -> None:
@@ -82,16 +115,26 @@ def is_stale(exc: BaseException) -> bool:
 
 
 async def fetch(
-    conn: Any, sql: str, params: Sequence[Any], *, max_rows: int, max_bytes: int
+    conn: Any,
+    sql: str,
+    params: Sequence[Any],
+    *,
+    max_rows: int,
+    max_bytes: int,
+    timeout_s: float | None = None,
 ) -> ResultSet:
-    """Run one statement inside the connection's open transaction; rows in wire form."""
+    """Run one statement; rows in wire form.
+
+    ``timeout_s`` is a client-side limit (asyncpg sends the server a cancel request when it
+    passes, and raises TimeoutError), for a statement outside a transaction's SET LOCAL.
+    """
     statement = await conn.prepared(sql)
     bound = bind(statement, params)
     columns, encode = conn.result_shape(sql, statement, result_shape)
     if encode is None:
-        await statement.fetch(*bound)
+        await statement.fetch(*bound, timeout=timeout_s)
         return ResultSet(rows_affected=rows_affected(statement.get_statusmsg()))
-    fetched = await fetch_limited(statement, bound, max_rows + 1)
+    fetched = await fetch_limited(statement, bound, max_rows + 1, timeout_s)
     status = statement.get_statusmsg()
     rows, cut = limit_bytes([encode(r) for r in fetched[:max_rows]], max_bytes)
     affected = rows_affected(status) if status and not status.startswith("SELECT") else -1
@@ -105,19 +148,24 @@ async def fetch(
 
 # asyncpg's bind-and-execute with a row limit (what fetchrow uses, with limit 1): one round trip
 # on the unnamed portal, where a cursor costs another to close its portal. Private in asyncpg
-# 0.30-0.32; without it, a cursor does the same in one more round trip.
+# 0.30-0.32; without it, a cursor does the same in one more round trip, and only inside a
+# transaction, so plain reads (outside one) are off.
 BIND_EXECUTE = getattr(
     asyncpg.prepared_stmt.PreparedStatement, "_PreparedStatement__bind_execute", None
 )
+PLAIN_READS = BIND_EXECUTE is not None
 
 
-async def fetch_limited(statement: Any, bound: Sequence[Any], limit: int) -> list[Any]:
+async def fetch_limited(
+    statement: Any, bound: Sequence[Any], limit: int, timeout_s: float | None = None
+) -> list[Any]:
     """At most ``limit`` rows of a prepared statement, without reading the rest."""
     if BIND_EXECUTE is not None:
-        return list(await BIND_EXECUTE(statement, bound, limit, None))
+        return list(await BIND_EXECUTE(statement, bound, limit, timeout_s))
     fetched = []
-    async for record in statement.cursor(*bound, prefetch=limit):
-        fetched.append(record)
-        if len(fetched) >= limit:
-            break
+    async with asyncio.timeout(timeout_s):
+        async for record in statement.cursor(*bound, prefetch=limit):
+            fetched.append(record)
+            if len(fetched) >= limit:
+                break
     return fetched

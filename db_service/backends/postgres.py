@@ -1,8 +1,11 @@
 """PostgreSQL through asyncpg connections from our own pool (``pg_pool``).
 
 Statements are prepared (asyncpg caches them per connection) and run as ``pg_statements``
-describes: reads marked read-only in a READ ONLY transaction, so the engine itself refuses a
-write, and at most ``max_rows`` rows read. Value typing is in ``postgres_types``.
+describes: a read marked read-only as a plain read when its text shows it can neither write nor
+change the session (``pg_plain_reads``), otherwise in a READ ONLY transaction. Either way the
+engine itself refuses a write: every pooled session is read-only by default
+(``pg_pool.SESSION_SETTINGS``), and writes run in READ WRITE transactions. At most
+``max_rows`` rows are read. Value typing is in ``postgres_types``.
 """
 
 from __future__ import annotations
@@ -25,14 +28,17 @@ from db_service.backends.base import (
     TransactionSession,
     stream_chunks,
 )
+from db_service.backends.pg_plain_reads import is_plain_read
 from db_service.backends.pg_pool import PgConnection, PgPool
 from db_service.backends.pg_statements import (
+    PLAIN_READS,
     STALE_STATEMENT,
     abort,
     begin,
     end,
     fetch,
     is_stale,
+    read_plain,
     set_timeout,
 )
 from db_service.backends.postgres_types import (
@@ -288,6 +294,9 @@ class PostgresBackend(Backend):
                         raise broken.error from broken.error.__cause__
                     logger.info("%s: a pooled connection was broken; retrying", self.name)
             raise AssertionError("unreachable")
+        except DbError:  # already translated (some are OSErrors, like StatementTimeout)
+            self.errors += 1
+            raise
         except (asyncpg.PostgresError, *_UNAVAILABLE) as exc:
             self.errors += 1
             raise _translate(exc) from exc
@@ -305,11 +314,22 @@ class PostgresBackend(Backend):
         timeout_s: float | None,
     ) -> ResultSet:
         # Not ``_connection()``: a context manager is a measurable share of a small query.
+        plain = read_only and PLAIN_READS and is_plain_read(sql)
         conn = await self._acquire()
         try:
             for attempt in (1, 2):
                 begun = False
                 try:
+                    if plain:
+                        # Nothing a plain read does outlives it: safe to send again.
+                        return await read_plain(
+                            conn,
+                            sql,
+                            params,
+                            max_rows=max_rows,
+                            max_bytes=max_bytes,
+                            timeout_s=timeout_s,
+                        )
                     await begin(conn, read_only=read_only, timeout_s=timeout_s)
                     begun = True
                     try:
@@ -325,6 +345,14 @@ class PostgresBackend(Backend):
                     if attempt == 2 or not is_stale(exc):
                         raise
                     await conn.reload_schema_state()
+                except TimeoutError:  # an OSError: before _UNAVAILABLE
+                    # A plain read past the caller's deadline: asyncpg has asked the server to
+                    # cancel it, and the pool waits for that before lending the connection.
+                    raise engine_error(
+                        StatementTimeout("postgresql: canceling statement due to the deadline"),
+                        "postgresql",
+                        asyncpg.QueryCanceledError.sqlstate,
+                    ) from None
                 except (*_UNAVAILABLE, asyncpg.InternalClientError) as exc:
                     if not begun and _connection_lost(exc):
                         conn.broken()
@@ -381,15 +409,20 @@ class PostgresBackend(Backend):
         started = time.perf_counter()
         ok = False
         try:
-            async with self._connection() as conn, conn.transaction():
-                await set_timeout(conn, timeout_s)
-                # asyncpg's executemany reports no counts: run the prepared statement per row
-                # inside one transaction and add up what each really wrote.
-                total = 0
-                statement = await conn.prepare(sql)
-                for row in rows:
-                    await statement.fetch(*bind(statement, row))
-                    total += max(0, rows_affected(statement.get_statusmsg()))
+            async with self._connection() as conn:
+                await begin(conn, read_only=False, timeout_s=timeout_s)
+                try:
+                    # asyncpg's executemany reports no counts: run the prepared statement per
+                    # row inside one transaction and add up what each really wrote.
+                    total = 0
+                    statement = await conn.prepare(sql)
+                    for row in rows:
+                        await statement.fetch(*bind(statement, row))
+                        total += max(0, rows_affected(statement.get_statusmsg()))
+                except BaseException:
+                    await abort(conn)
+                    raise
+                await end(conn, read_only=False)
             ok = True
             return total
         except (asyncpg.PostgresError, *_UNAVAILABLE) as exc:
@@ -405,8 +438,7 @@ class PostgresBackend(Backend):
         opening = "BEGIN"
         if isolation:
             opening += f" ISOLATION LEVEL {isolation}"
-        if read_only:
-            opening += " READ ONLY"
+        opening += " READ ONLY" if read_only else " READ WRITE"
         async with self._connection() as conn:
             session = _PgTransaction(self, conn)
             await session.command(opening)
@@ -429,6 +461,9 @@ class PostgresBackend(Backend):
         # A session-level advisory lock: released on unlock or when a crashed runner's
         # connection dies, so it cannot be left stuck.
         async with self._connection() as conn:
+            # Migrations write outside explicit READ WRITE transactions too; the pool's reset
+            # restores the read-only default when the connection comes back.
+            await conn.execute("SET default_transaction_read_only = off")
             await conn.execute("SELECT pg_advisory_lock($1)", self.MIGRATION_LOCK_KEY)
             try:
                 yield _PgSession(conn)
