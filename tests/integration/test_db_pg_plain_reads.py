@@ -3,6 +3,7 @@ the caller's deadline without losing the connection, and read-only by the engine
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -87,6 +88,11 @@ async def test_a_plain_read_past_its_deadline_is_cancelled_and_its_connection_re
     with pytest.raises(StatementTimeout) as raised:
         await read(backend, "SELECT count(*) FROM generate_series(1, 1000000000)", timeout_s=0.2)
     assert raised.value.engine_code == "57014"
+    assert await read(backend, "SELECT pg_backend_pid()") == pid
+    # A caller that gives up (a cancelled RPC) leaves the query to be cancelled too.
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.2):
+            await read(backend, "SELECT count(*) FROM generate_series(1, 1000000000)")
     assert await read(backend, "SELECT pg_backend_pid()") == pid
     assert await read(backend, "SELECT count(*) FROM items") != []
 
