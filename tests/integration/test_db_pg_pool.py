@@ -1,5 +1,6 @@
 """The PostgreSQL pool on a real server: what a read leaves open is ended on time, a cancelled
-query's connection is reused, idle and closed pools leave no sessions behind."""
+query's connection is reused, idle and closed pools leave no sessions behind; plain reads run
+outside a transaction, are cancelled at their deadline and are read-only by the engine's check."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from db_service.backends.base import PoolLimits
 from db_service.backends.pg_pool import PgConnection
 from db_service.backends.postgres import PostgresBackend
-from db_service.errors import StatementTimeout
+from db_service.errors import BadStatement, StatementTimeout
 from tests.conftest import eventually
 from tests.integration.test_db_service import temporary_database
 
@@ -25,7 +26,14 @@ async def url(tmp_path: Path) -> AsyncIterator[str]:
     async with temporary_database("postgresql", tmp_path) as made:
         admin = await asyncpg.connect(made)
         try:
-            await admin.execute("CREATE TABLE items (id INTEGER PRIMARY KEY)")
+            await admin.execute(
+                "CREATE TABLE items (id INTEGER PRIMARY KEY);"
+                " CREATE TABLE reads_log (n INTEGER);"
+                # A view that writes when read: what only the engine's own check can refuse.
+                " CREATE FUNCTION log_a_read() RETURNS INTEGER LANGUAGE sql"
+                "   AS 'INSERT INTO reads_log VALUES (1) RETURNING 1';"
+                " CREATE VIEW logged_items AS SELECT id, log_a_read() AS logged FROM items;"
+            )
         finally:
             await admin.close()
         yield made
@@ -33,7 +41,7 @@ async def url(tmp_path: Path) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def backend(url: str) -> AsyncIterator[PostgresBackend]:
-    made = PostgresBackend("main", url, limits=PoolLimits(min_size=1, max_size=2))
+    made = PostgresBackend("main", url, limits=PoolLimits(min_size=1, max_size=1))
     await made.open()
     try:
         yield made
@@ -41,9 +49,25 @@ async def backend(url: str) -> AsyncIterator[PostgresBackend]:
         await made.aclose()
 
 
-async def read(backend: PostgresBackend, sql: str) -> list[object]:
-    result = await backend.execute(sql, [], read_only=True, max_rows=10, max_bytes=1 << 20)
-    return [value for row in result.rows for value in row.values]
+async def read(backend: PostgresBackend, sql: str, timeout_s: float | None = None) -> list[int]:
+    """The integers of a result's rows."""
+    result = await backend.execute(
+        sql, [], read_only=True, max_rows=10, max_bytes=1 << 20, timeout_s=timeout_s
+    )
+    return [value.int64_value for row in result.rows for value in row.values]
+
+
+async def session_state(url: str) -> str:
+    """The state of the pool's one session as the server sees it."""
+    admin = await asyncpg.connect(url)
+    try:
+        state: str = await admin.fetchval(
+            "SELECT state FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return state
+    finally:
+        await admin.close()
 
 
 async def sessions(url: str) -> int:
@@ -160,3 +184,66 @@ async def test_a_connection_found_broken_is_reported_lost_once_and_a_retired_one
     assert found_broken.is_closed()
     assert retired.is_closed()
     assert lost == [1]
+
+
+async def test_a_plain_read_leaves_no_transaction_and_another_read_does(
+    backend: PostgresBackend, url: str
+) -> None:
+    await backend.execute("INSERT INTO items VALUES (1)", [], read_only=False, max_rows=1)
+    assert await read(backend, "SELECT count(*) FROM items", timeout_s=5.0) == [1]
+    assert await session_state(url) == "idle"
+    # Not plain (a function outside the allow-list): its read-only transaction stays open
+    # until the connection's next use or a short idle time.
+    await read(backend, "SELECT pg_backend_pid()", timeout_s=5.0)
+    assert await session_state(url) == "idle in transaction"
+    assert await read(backend, "SELECT count(*) FROM items") != []
+    assert await session_state(url) == "idle"
+
+
+async def test_a_plain_read_past_its_deadline_is_cancelled_and_its_connection_reused(
+    backend: PostgresBackend,
+) -> None:
+    pid = await read(backend, "SELECT pg_backend_pid()")
+    with pytest.raises(StatementTimeout) as raised:
+        await read(backend, "SELECT count(*) FROM generate_series(1, 1000000000)", timeout_s=0.2)
+    assert raised.value.engine_code == "57014"
+    assert await read(backend, "SELECT pg_backend_pid()") == pid
+    # A caller that gives up (a cancelled RPC) leaves the query to be cancelled too.
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.2):
+            await read(backend, "SELECT count(*) FROM generate_series(1, 1000000000)")
+    assert await read(backend, "SELECT pg_backend_pid()") == pid
+    assert await read(backend, "SELECT count(*) FROM items") != []
+
+
+async def test_a_plain_read_that_reaches_a_write_through_a_view_is_refused_by_the_engine(
+    backend: PostgresBackend, url: str
+) -> None:
+    await backend.execute("INSERT INTO items VALUES (1)", [], read_only=False, max_rows=1)
+    with pytest.raises(BadStatement, match="read-only"):
+        await read(backend, "SELECT logged FROM logged_items")
+    admin = await asyncpg.connect(url)
+    try:
+        assert await admin.fetchval("SELECT count(*) FROM reads_log") == 0
+    finally:
+        await admin.close()
+
+
+async def test_writes_and_migrations_still_write_on_read_only_sessions(
+    backend: PostgresBackend,
+) -> None:
+    await backend.execute("INSERT INTO items VALUES (1), (2)", [], read_only=False, max_rows=1)
+    assert await backend.executemany("INSERT INTO items VALUES ($1)", [[3], [4]]) == 2
+    async with backend.transaction(isolation="", read_only=False) as session:
+        await session.execute(
+            "INSERT INTO items VALUES (5)", [], max_rows=1, max_bytes=0, timeout_s=None
+        )
+        await session.commit()
+    async with backend.migration_session() as migrating:
+        await migrating.execute_script("CREATE TABLE made_by_a_migration (id INTEGER)")
+        async with migrating.transaction():
+            await migrating.execute("INSERT INTO made_by_a_migration VALUES (1)")
+    assert await read(backend, "SELECT count(*) FROM items") == [5]
+    # The migration's session setting did not follow the connection back into the pool.
+    with pytest.raises(BadStatement, match="read-only"):
+        await read(backend, "SELECT logged FROM logged_items")
