@@ -141,6 +141,12 @@ SAFE_FUNCTIONS: Final = frozenset(
         "unnest",
         "upper",
         "generate_series",
+        # Facts about the session, read only.
+        "current_database",
+        "current_schema",
+        "current_setting",
+        "pg_backend_pid",
+        "version",
     ]
 )
 # Keywords and type names that a parenthesis may follow without a function call.

@@ -36,6 +36,8 @@ RESULT_SHAPES_SIZE = 256
 
 # A reset that takes longer than this means a stuck connection: it is closed instead.
 RESET_TIMEOUT_S = 10.0
+# How often a cancel request is sent again while a cancelled statement goes on (settle_cancel).
+CANCEL_REPEAT_S = 1.0
 # How long an idle connection may keep a read-only transaction open (see defer_end).
 END_DEFERRED_AFTER_S = 0.05
 
@@ -82,12 +84,12 @@ class PgConnection(asyncpg.Connection):  # type: ignore[misc]
             if self.on_lost is not None:
                 self.on_lost()
 
-    async def prepared(self, sql: str) -> Any:
+    async def prepared(self, sql: str, timeout_s: float | None = None) -> Any:
         """A prepared statement from asyncpg's per-connection cache (no round trip when cached).
 
         The public ``prepare`` always prepares afresh, a round trip of its own.
         """
-        return await self._prepare(sql, use_cache=True)
+        return await self._prepare(sql, use_cache=True, timeout=timeout_s)
 
     def result_shape(
         self, sql: str, statement: Any, make: Callable[[Any], ResultShape]
@@ -109,6 +111,28 @@ class PgConnection(asyncpg.Connection):  # type: ignore[misc]
         servers before PostgreSQL 14 do not report it, and count as unchanged)."""
         settings = self._protocol.get_settings()
         return getattr(settings, "default_transaction_read_only", "on") == "on"
+
+    async def settle_cancel(self) -> None:
+        """Wait until the server has ended a statement asyncpg cancelled (a client-side timeout
+        or a cancelled caller), asking it again every ``CANCEL_REPEAT_S`` meanwhile.
+
+        PostgreSQL ignores a cancel request that reaches the session before the statement has
+        started (a busy server), so one request can leave a statement running with no one
+        waiting for it. A request that comes after the statement ended is ignored too, so
+        asking again is safe. The pool's reset timeout bounds the whole wait.
+        """
+        protocol = self._protocol
+        if not protocol._is_cancelling():
+            return
+        settled = asyncio.ensure_future(protocol._wait_for_cancellation())
+        try:
+            while not settled.done():
+                await asyncio.wait({settled}, timeout=CANCEL_REPEAT_S)
+                if not settled.done():
+                    self._cancel_current_command(asyncio.get_running_loop().create_future())
+            settled.result()
+        finally:
+            settled.cancel()
 
     def mark_reset(self) -> None:
         """The session was just reset along with the end of its transaction: lend it as is."""
@@ -248,8 +272,7 @@ class PgPool:
 
     async def _reset_and_return(self, conn: PgConnection) -> None:
         async def reset() -> None:
-            if conn._protocol._is_cancelling():
-                await conn._protocol._wait_for_cancellation(RESET_TIMEOUT_S)
+            await conn.settle_cancel()
             await conn.reset()
 
         await self._return_after(conn, reset(), "resetting")

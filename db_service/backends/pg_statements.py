@@ -12,6 +12,7 @@ own round trip.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -64,7 +65,12 @@ async def read_plain(
     """
     pending = conn.take_pending_end()
     if pending:
-        await conn.execute(pending)
+        if timeout_s is None:
+            await conn.execute(pending)
+        else:
+            deadline = time.monotonic() + timeout_s
+            await conn.execute(pending, timeout=timeout_s)
+            timeout_s = max(0.001, deadline - time.monotonic())
     result = await fetch(
         conn, sql, params, max_rows=max_rows, max_bytes=max_bytes, timeout_s=timeout_s
     )
@@ -128,7 +134,12 @@ async def fetch(
     ``timeout_s`` is a client-side limit (asyncpg sends the server a cancel request when it
     passes, and raises TimeoutError), for a statement outside a transaction's SET LOCAL.
     """
-    statement = await conn.prepared(sql)
+    if timeout_s is None:
+        statement = await conn.prepared(sql)
+    else:
+        deadline = time.monotonic() + timeout_s
+        statement = await conn.prepared(sql, timeout_s)
+        timeout_s = max(0.001, deadline - time.monotonic())
     bound = bind(statement, params)
     columns, encode = conn.result_shape(sql, statement, result_shape)
     if encode is None:

@@ -5,6 +5,8 @@ outside a transaction, are cancelled at their deadline and are read-only by the 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -194,10 +196,13 @@ async def test_a_plain_read_leaves_no_transaction_and_another_read_does(
     assert await session_state(url) == "idle"
     # Not plain (a function outside the allow-list): its read-only transaction stays open
     # until the connection's next use or a short idle time.
-    await read(backend, "SELECT pg_backend_pid()", timeout_s=5.0)
+    await read(backend, "SELECT pg_sleep(0)", timeout_s=5.0)
     assert await session_state(url) == "idle in transaction"
     assert await read(backend, "SELECT count(*) FROM items") != []
     assert await session_state(url) == "idle"
+
+
+LONG_PLAIN_READ = "SELECT count(*) FROM generate_series(1, 1000000000)"
 
 
 async def test_a_plain_read_past_its_deadline_is_cancelled_and_its_connection_reused(
@@ -205,15 +210,50 @@ async def test_a_plain_read_past_its_deadline_is_cancelled_and_its_connection_re
 ) -> None:
     pid = await read(backend, "SELECT pg_backend_pid()")
     with pytest.raises(StatementTimeout) as raised:
-        await read(backend, "SELECT count(*) FROM generate_series(1, 1000000000)", timeout_s=0.2)
+        await read(backend, LONG_PLAIN_READ, timeout_s=0.2)
     assert raised.value.engine_code == "57014"
     assert await read(backend, "SELECT pg_backend_pid()") == pid
     # A caller that gives up (a cancelled RPC) leaves the query to be cancelled too.
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.2):
-            await read(backend, "SELECT count(*) FROM generate_series(1, 1000000000)")
+            await read(backend, LONG_PLAIN_READ)
     assert await read(backend, "SELECT pg_backend_pid()") == pid
     assert await read(backend, "SELECT count(*) FROM items") != []
+
+
+def local_process(pid: int) -> bool:
+    return Path(f"/proc/{pid}/status").exists()
+
+
+def signal_pending(pid: int, signum: int) -> bool:
+    """Whether ``signum`` waits to be handled by process ``pid`` (Linux /proc)."""
+    pending = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(("SigPnd:", "ShdPnd:")):
+            pending |= int(line.split()[1], 16)
+    return bool(pending >> (signum - 1) & 1)
+
+
+async def test_a_cancel_request_the_server_ignored_is_sent_again(
+    backend: PostgresBackend,
+) -> None:
+    (pid,) = await read(backend, "SELECT pg_backend_pid()")
+    if not local_process(pid) or os.geteuid() != 0:
+        pytest.skip("needs the PostgreSQL server on this host and root to pause its session")
+    count_to = "SELECT count(*) FROM generate_series(1, $1::bigint)"
+    await backend.execute(count_to, [10], read_only=True, max_rows=1)  # now prepared
+    # A session too busy to have started the statement when the cancel request comes (here:
+    # paused) handles the request first, finds nothing running, and then runs the statement.
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(StatementTimeout):
+            await backend.execute(count_to, [10**9], read_only=True, max_rows=1, timeout_s=0.2)
+        await eventually(lambda: signal_pending(pid, signal.SIGINT))
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    # Cancelled by the request sent again: the connection is back well before the pool would
+    # give up on it (RESET_TIMEOUT_S) and the caller on a free connection (5 s).
+    assert await read(backend, "SELECT pg_backend_pid()") == [pid]
 
 
 async def test_a_plain_read_that_reaches_a_write_through_a_view_is_refused_by_the_engine(
