@@ -32,7 +32,7 @@ SAMPLES: Final = 2048
 MAX_FINGERPRINTS: Final = 200
 # Shapes reported to the monitor (the busiest), to bound its series; GetStats has them all.
 MONITOR_FINGERPRINTS: Final = 20
-# Distinct SQL texts whose fingerprint is remembered (a dict lookup instead of the regexes).
+# Distinct SQL texts whose series is remembered (a dict lookup instead of the regexes).
 _CACHE_SIZE: Final = 4096
 
 # Applied to ``sanitize_sql``'s output, whose literals are already ``?``: placeholders, keyword
@@ -96,7 +96,10 @@ class DbFigures:
         # Every statement's latency, whatever its shape (PoolStats.query_p95_ms).
         self.latency_s = Samples()
         self._series: dict[str, _Series] = {}
-        self._shapes: dict[str, str] = {}
+        # The series of each SQL text seen lately: one dict lookup per statement rather than
+        # the fingerprint's regexes. A shape counted under OTHER stays there (series are
+        # never dropped), so remembering the series is the same as remembering the shape.
+        self._by_sql: dict[str, _Series] = {}
 
     def __repr__(self) -> str:
         return (
@@ -114,22 +117,27 @@ class DbFigures:
     def query(self, sql: str, started: float, *, ok: bool) -> None:
         """One statement that began at ``started`` (``time.perf_counter``) ended now."""
         elapsed = time.perf_counter() - started
-        shape = self._shapes.get(sql)
-        if shape is None:
-            shape = fingerprint(sql)
-            if len(self._shapes) >= _CACHE_SIZE:
-                self._shapes.clear()
-            self._shapes[sql] = shape
+        series = self._by_sql.get(sql)
+        if series is None:
+            series = self._series_of(sql)
+        series.calls += 1
+        if not ok:
+            series.errors += 1
+        # Samples.add inlined: this runs once per statement.
+        series.latency_s._values.append(elapsed)
+        self.latency_s._values.append(elapsed)
+
+    def _series_of(self, sql: str) -> _Series:
+        shape = fingerprint(sql)
         series = self._series.get(shape)
         if series is None:
             if len(self._series) >= self.max_fingerprints:
                 shape = OTHER
             series = self._series.setdefault(shape, _Series())
-        series.calls += 1
-        if not ok:
-            series.errors += 1
-        series.latency_s.add(elapsed)
-        self.latency_s.add(elapsed)
+        if len(self._by_sql) >= _CACHE_SIZE:
+            self._by_sql.clear()
+        self._by_sql[sql] = series
+        return series
 
     def query_p95_ms(self) -> float:
         """The p95 latency of recent statements of every shape."""

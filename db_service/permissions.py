@@ -77,7 +77,8 @@ class Permissions:
     ) -> bool:
         """Refuse what the client or the database does not allow; True when reads must run
         read-only (a read-only client or database)."""
-        policy = self.client(context)
+        # No client policies (the usual case): nothing to look up for this caller.
+        policy = self.client(context) if self.settings.clients else None
         if policy is not None:
             if not policy.raw_sql and rpc in RAW_SQL_RPCS:
                 raise ClientRefused(

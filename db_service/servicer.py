@@ -23,8 +23,8 @@ from db_service.builder import QueryBuilder, Statement
 from db_service.calllog import store_api_calls
 from db_service.databases import Databases
 from db_service.errors import BadStatement
+from db_service.limits import request_timeout, statement_timeout
 from db_service.limits import required_sql as _required_sql
-from db_service.limits import statement_timeout
 from db_service.migration_rpcs import MigrationRpcs
 from db_service.permissions import Permissions
 from db_service.routing import consistency_token, host_figures, read_options
@@ -46,6 +46,7 @@ class DbServicer(MigrationRpcs, db_service_pb2_grpc.DbServiceServicer):
         self.databases = databases
         self.settings = databases.settings
         self.max_rows = databases.settings.max_rows
+        self.max_bytes = databases.settings.max_bytes
         self.permissions = Permissions(databases.settings, tokens)
         self.transactions = TransactionHandler(
             databases,
@@ -94,37 +95,41 @@ class DbServicer(MigrationRpcs, db_service_pb2_grpc.DbServiceServicer):
     async def Query(
         self, request: db_service_pb2.QueryRequest, context: grpc.aio.ServicerContext
     ) -> db_service_pb2.QueryResponse:
+        # Every field is read once: each read of a message field costs a lookup in C.
         sql = _required_sql(request.sql)
-        if not request.read_only:
+        read_only = request.read_only
+        if not read_only:
             # db.read admits Query; a statement that may write needs db.write.
             require_scope("db.write")
-        if request.max_rows < 0:
+        max_rows = request.max_rows
+        if max_rows < 0:
             raise InvalidArgument("max_rows", "must be >= 0")
-        if request.max_bytes < 0:
+        max_bytes = request.max_bytes
+        if max_bytes < 0:
             raise InvalidArgument("max_bytes", "must be >= 0")
         backend = self.databases.get(request.database)
         # Not a write by itself: Query's SQL may only read; a limited client's runs read-only.
-        forced = self.permissions.check(context, "Query", backend.name, writes=False)
+        if self.permissions.check(context, "Query", backend.name, writes=False):
+            read_only = True
         params = values.decode_all(request.params, "params")
-        max_rows = min(request.max_rows or self.max_rows, self.max_rows)
-        max_bytes = min(request.max_bytes or self.settings.max_bytes, self.settings.max_bytes)
         with read_options(request.read_preference, request.consistency_token):
             result = await backend.execute(
                 sql,
                 params,
-                read_only=request.read_only or forced,
-                max_rows=max_rows,
-                max_bytes=max_bytes,
-                timeout_s=statement_timeout(request.timeout, request.HasField("timeout"), context),
+                read_only=read_only,
+                max_rows=min(max_rows or self.max_rows, self.max_rows),
+                max_bytes=min(max_bytes or self.max_bytes, self.max_bytes),
+                timeout_s=request_timeout(request, context),
             )
-        read_only = request.read_only or forced
-        return db_service_pb2.QueryResponse(
-            columns=result.columns,
-            rows=result.rows,
-            rows_affected=result.rows_affected,
-            truncated=result.truncated,
-            consistency_token="" if read_only else await consistency_token(backend),
+        # Fields at their default are left out: each one given is a field set in C.
+        response = db_service_pb2.QueryResponse(
+            columns=result.columns, rows=result.rows, rows_affected=result.rows_affected
         )
+        if result.truncated:
+            response.truncated = True
+        if not read_only:
+            response.consistency_token = await consistency_token(backend)
+        return response
 
     @translate_errors
     async def Execute(
@@ -140,7 +145,7 @@ class DbServicer(MigrationRpcs, db_service_pb2_grpc.DbServiceServicer):
             read_only=False,
             max_rows=self.max_rows,
             max_bytes=self.settings.max_bytes,
-            timeout_s=statement_timeout(request.timeout, request.HasField("timeout"), context),
+            timeout_s=request_timeout(request, context),
         )
         return db_service_pb2.ExecuteResponse(
             rows_affected=result.rows_affected,
@@ -167,7 +172,7 @@ class DbServicer(MigrationRpcs, db_service_pb2_grpc.DbServiceServicer):
         affected = await backend.executemany(
             sql,
             rows,
-            timeout_s=statement_timeout(request.timeout, request.HasField("timeout"), context),
+            timeout_s=request_timeout(request, context),
         )
         return db_service_pb2.ExecuteBatchResponse(
             rows_affected=affected, consistency_token=await consistency_token(backend)
@@ -194,7 +199,7 @@ class DbServicer(MigrationRpcs, db_service_pb2_grpc.DbServiceServicer):
                     self.settings.max_bytes,
                 ),
                 max_rows=request.max_rows,
-                timeout_s=statement_timeout(request.timeout, request.HasField("timeout"), context),
+                timeout_s=request_timeout(request, context),
             )
             # aclosing: a caller that goes away gives the connection back at once.
             with read_options(request.read_preference, request.consistency_token):
@@ -232,7 +237,7 @@ class DbServicer(MigrationRpcs, db_service_pb2_grpc.DbServiceServicer):
                 max_bytes=min(
                     request.max_bytes or self.settings.max_bytes, self.settings.max_bytes
                 ),
-                timeout_s=statement_timeout(request.timeout, request.HasField("timeout"), context),
+                timeout_s=request_timeout(request, context),
             )
         return db_service_pb2.SelectResponse(
             columns=result.columns, rows=result.rows, truncated=result.truncated
@@ -275,7 +280,7 @@ class DbServicer(MigrationRpcs, db_service_pb2_grpc.DbServiceServicer):
         # table yet.
         with read_options(READ_PREFERENCE_PRIMARY):
             statement = await compile_statement(getattr(request, kind))
-        timeout = statement_timeout(request.timeout, request.HasField("timeout"), context)
+        timeout = request_timeout(request, context)
         return await self._write(builder, statement, timeout)
 
     @translate_errors

@@ -195,18 +195,20 @@ async def _traced(span_factory: Callable[[], trace.Span], run: Callable[[], Awai
 
 
 def _wrap_execute(method: Callable[..., Awaitable[ResultSet]]) -> Callable[..., Any]:
+    # Not a coroutine function itself: it hands back the engine's coroutine, or one that
+    # wraps it in a span. The common case (no span) then costs no coroutine of its own, which
+    # every resumption of the statement would pass through. The decision is taken when the
+    # call is made, in the caller's context: the one its awaiting (or a task's copy) runs in.
     @functools.wraps(method)
-    async def execute(
+    def execute(
         self: Backend, sql: str, params: Sequence[Any], *args: Any, **kwargs: Any
-    ) -> ResultSet:
+    ) -> Awaitable[ResultSet]:
         if _untraced():
-            # The common case, without the closures and the extra coroutine of _traced.
-            found: ResultSet = await method(self, sql, params, *args, **kwargs)
-            return found
-        result: ResultSet = await _traced(
+            return method(self, sql, params, *args, **kwargs)
+        traced: Awaitable[ResultSet] = _traced(
             lambda: _start(self, sql), lambda: method(self, sql, params, *args, **kwargs)
         )
-        return result
+        return traced
 
     return execute
 

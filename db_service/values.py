@@ -87,13 +87,14 @@ _PLAIN_KINDS = frozenset(
 
 
 def decode_all(values: Sequence[values_pb2.Value], field: str) -> list[Any]:
-    decoded = []
-    for i, value in enumerate(values):
+    decoded: list[Any] = []
+    append = decoded.append
+    for value in values:
         kind = value.WhichOneof("kind")
         if kind in _PLAIN_KINDS:
-            decoded.append(getattr(value, kind))
+            append(getattr(value, kind))
         else:
-            decoded.append(decode(value, f"{field}[{i}]"))
+            append(decode(value, f"{field}[{len(decoded)}]"))
     return decoded
 
 

@@ -51,7 +51,8 @@ def split_statements(script: str) -> list[str]:
 
 def limit_bytes(rows: list[values_pb2.Row], max_bytes: int) -> tuple[list[values_pb2.Row], bool]:
     """The leading rows that fit in ``max_bytes`` (at least one), and whether any were cut."""
-    if max_bytes <= 0:
+    if max_bytes <= 0 or len(rows) < 2:
+        # The first row is kept whatever its size: one row needs no measuring.
         return rows, False
     total = 0
     for i, row in enumerate(rows):

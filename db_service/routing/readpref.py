@@ -19,6 +19,7 @@ from paca_runtime.errors import InvalidArgument
 PRIMARY = db_types_pb2.READ_PREFERENCE_PRIMARY
 REPLICA_PREFERRED = db_types_pb2.READ_PREFERENCE_REPLICA_PREFERRED
 ANY = db_types_pb2.READ_PREFERENCE_ANY
+_UNSPECIFIED = db_types_pb2.READ_PREFERENCE_UNSPECIFIED
 _KNOWN = frozenset(db_types_pb2.ReadPreference.values())
 
 
@@ -61,8 +62,25 @@ class _Scope:
             self._reset = None
 
 
+class _Unchanged:
+    """The block of a ``read_options`` that would set what :func:`current` gives already."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+_UNCHANGED = _Unchanged()
+
+
 def read_options(preference: int = 0, token: str = "") -> AbstractContextManager[None]:
     """Route the reads inside the block by ``preference`` and ``token``.
+
+    Enter the block at once: whether it changes anything is decided here.
 
     Raises:
         paca_runtime.errors.InvalidArgument: naming ``read_preference`` or
@@ -73,5 +91,8 @@ def read_options(preference: int = 0, token: str = "") -> AbstractContextManager
     if token:
         parse_token(token)
         return _Scope(ReadOptions(preference, token))
+    if preference == _UNSPECIFIED and _current.get() is None:
+        # The default options outside any other block (most requests): nothing to set.
+        return _UNCHANGED
     # The options are frozen: requests without a token share one object per preference.
     return _Scope(_BY_PREFERENCE[preference])

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
+from db_service import figures as figures_module
 from db_service.figures import OTHER, DbFigures, Samples, fingerprint
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(10)]
@@ -42,6 +45,38 @@ def test_fingerprints_past_the_cap_count_as_other() -> None:
     shapes = {q.fingerprint: q.calls for q in figures.to_proto(10).queries}
     assert len(shapes) == 4
     assert shapes[OTHER] == 2
+
+
+def test_a_shape_past_the_cap_stays_under_other_when_its_text_comes_again() -> None:
+    figures = DbFigures("main", max_fingerprints=1)
+    for _ in range(3):
+        figures.query("SELECT * FROM a", 0.0, ok=True)
+        figures.query("SELECT * FROM b WHERE id = 1", 0.0, ok=False)
+    figures.query("SELECT * FROM b WHERE id = 2", 0.0, ok=True)
+    shapes = {q.fingerprint: (q.calls, q.errors) for q in figures.to_proto(10).queries}
+    assert shapes == {"SELECT * FROM a": (3, 0), OTHER: (4, 3)}
+
+
+def test_statements_keep_their_series_when_the_text_cache_is_emptied(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(figures_module, "_CACHE_SIZE", 2)
+    figures = DbFigures("main")
+    for n in range(7):  # more distinct texts than the cache holds, each twice
+        figures.query(f"SELECT * FROM t WHERE id = {n}", 0.0, ok=True)
+        figures.query(f"SELECT * FROM t WHERE id = {n}", 0.0, ok=True)
+    (series,) = figures.to_proto(10).queries
+    assert (series.fingerprint, series.calls) == ("SELECT * FROM t WHERE id = ?", 14)
+    assert figures.query_p95_ms() >= 0.0
+    assert len(figures.latency_s) == 14
+
+
+def test_latency_is_measured_from_the_start_given() -> None:
+    figures = DbFigures("main")
+    figures.query("SELECT 1", time.perf_counter() - 0.05, ok=True)
+    (series,) = figures.to_proto(10).queries
+    assert 50.0 <= series.p50_ms < 5000.0
+    assert figures.query_p95_ms() == series.p95_ms
 
 
 def test_pool_efficiency_is_the_share_of_acquires_without_waiting() -> None:
