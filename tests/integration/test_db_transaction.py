@@ -85,6 +85,16 @@ async def in_use(stub: db_service_pb2_grpc.DbServiceStub) -> int:
     return int((await stub.GetStats(db_service_pb2.GetStatsRequest())).pools[0].in_use)
 
 
+async def all_returned(stub: db_service_pb2_grpc.DbServiceStub) -> None:
+    """Wait for every connection to be back in the pool: one that ended a transaction is
+    reset in the background first."""
+
+    async def returned() -> bool:
+        return await in_use(stub) == 0
+
+    await eventually(returned)
+
+
 async def exchange(
     call: grpc.aio.StreamStreamCall, request: Request
 ) -> db_service_pb2.TransactionResponse:
@@ -117,7 +127,7 @@ async def test_uncommitted_write_is_invisible_to_other_connections_until_commit(
     assert await call.read() is grpc.aio.EOF
     assert await call.code() == grpc.StatusCode.OK
     assert await keys(served.stub) == [1]
-    assert await in_use(served.stub) == 0
+    await all_returned(served.stub)
 
 
 async def test_rollback_to_savepoint_undoes_only_what_came_after_it(served: Served) -> None:
@@ -155,10 +165,7 @@ async def test_abandoned_transaction_is_rolled_back_and_its_connection_returned(
     assert await in_use(served.stub) == 1
     call.cancel()  # the client goes away mid-transaction
 
-    async def returned() -> bool:
-        return await in_use(served.stub) == 0
-
-    await eventually(returned)
+    await all_returned(served.stub)
     assert await keys(served.stub) == []
     figures = (await served.stub.GetStats(db_service_pb2.GetStatsRequest())).figures[0]
     assert figures.transactions_open == 0
@@ -179,7 +186,7 @@ async def test_failed_statement_ends_the_stream_and_rolls_back(served: Served) -
         await call.read()
     assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
     assert await keys(served.stub) == []
-    assert await in_use(served.stub) == 0
+    await all_returned(served.stub)
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)
@@ -196,7 +203,7 @@ async def test_idle_transaction_is_rolled_back_after_the_idle_limit(
         assert caught.value.code() == grpc.StatusCode.ABORTED
         assert "rolled back" in (caught.value.details() or "")
         assert await keys(served.stub) == []
-        assert await in_use(served.stub) == 0
+        await all_returned(served.stub)
 
 
 @pytest.mark.parametrize(
@@ -259,7 +266,4 @@ async def test_a_statement_past_its_timeout_is_cancelled_and_ends_the_transactio
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert await keys(served.stub) == []
 
-    async def returned() -> bool:
-        return await in_use(served.stub) == 0
-
-    await eventually(returned)
+    await all_returned(served.stub)
