@@ -3,6 +3,14 @@
 Lifecycle of a :class:`GrpcServer`: ``start()`` binds and marks every service SERVING;
 ``stop()`` marks them NOT_SERVING (load balancers and probes drain first), stops accepting and
 lets in-flight calls finish within the grace period, then cancels what is left.
+
+Services reach the server as generic handlers only (:class:`GenericOnly`). A generated
+``add_*_to_server`` gives the server each method twice: in a generic handler (a dict by method
+name) and as a registered method. grpc.aio's serving loop keeps one pending request per
+registered method and, for every call that arrives, waits again on all of them
+(``asyncio.wait`` over every pending future): a cost per call that grows with the number of
+methods, dozens in db_service. Given only the generic handlers, the server serves the same
+methods from those dicts.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from paca_runtime.auth import TokenAuthInterceptor
 from paca_runtime.security import SecuritySettings
@@ -25,6 +33,20 @@ logger = logging.getLogger(__name__)
 
 # Every server accepts large messages (bodies, result sets) up to this size.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+class GenericOnly:
+    """The server as a generated ``add_*_to_server`` sees it: generic handlers are added, the
+    registered-method table is left out (the generic handler serves those methods)."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self._server.add_generic_rpc_handlers(handlers)
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        """Left out: the generic handler added just before serves these methods."""
 
 
 class GrpcServer:
@@ -66,7 +88,7 @@ class GrpcServer:
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ],
         )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, GenericOnly(self.server))
 
     def __repr__(self) -> str:
         return f"<GrpcServer {self.name} address={self.address} port={self.port}>"
@@ -79,7 +101,7 @@ class GrpcServer:
 
     def add_service(self, full_name: str, register: Callable[[grpc.aio.Server], None]) -> None:
         """Add a servicer; ``full_name`` (e.g. "paca.api.v1.ApiService") is used for health."""
-        register(self.server)
+        register(GenericOnly(self.server))
         self._service_names.append(full_name)
 
     async def start(self) -> None:
@@ -89,7 +111,10 @@ class GrpcServer:
             reflection.SERVICE_NAME,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         ]
-        reflection.enable_server_reflection(names, self.server)
+        # What reflection.enable_server_reflection does for an aio server, generic only.
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            reflection.aio.ReflectionServicer(names), GenericOnly(self.server)
+        )
         credentials = self.security.tls.server_credentials()
         if credentials is None:
             self.port = self.server.add_insecure_port(self.address)
