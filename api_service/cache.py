@@ -164,7 +164,10 @@ class CacheEntry:
 
 def _header(request: HttpRequest, name: str) -> str | None:
     lowered = name.lower()
-    return next((v for k, v in request.headers if k.lower() == lowered), None)
+    for key, value in request.headers:  # a loop, not next(genexpr): twice per cache hit
+        if key.lower() == lowered:
+            return value
+    return None
 
 
 class CacheStore(Protocol):

@@ -38,6 +38,15 @@ def duration(seconds: float) -> duration_pb2.Duration:
     return message
 
 
+def set_latency(reply: api_service_pb2.CallResponse, elapsed_s: float) -> None:
+    """``reply.latency.FromMicroseconds(...)`` for a duration that is never negative, at half
+    its cost (``FromMicroseconds`` normalises signs in Python): once per reply."""
+    micros = max(int(elapsed_s * 1_000_000), 0)
+    latency = reply.latency
+    latency.seconds = micros // 1_000_000
+    latency.nanos = micros % 1_000_000 * 1000
+
+
 def call_response(answer: Answer, elapsed_s: float) -> api_service_pb2.CallResponse:
     """The ``CallResponse`` of an answer that took ``elapsed_s``."""
     response = answer.response
@@ -52,7 +61,7 @@ def call_response(answer: Answer, elapsed_s: float) -> api_service_pb2.CallRespo
     add = reply.headers.add  # in place: a Header built apart is copied in again
     for name, value in response.headers:
         add(name=name, value=value)
-    reply.latency.FromMicroseconds(int(elapsed_s * 1_000_000))
+    set_latency(reply, elapsed_s)
     return reply
 
 
@@ -89,5 +98,5 @@ class CachedReplies:
             remembered = self._replies[key] = (answer.response, template)
         reply = api_service_pb2.CallResponse()
         reply.CopyFrom(remembered[1])
-        reply.latency.FromMicroseconds(int(elapsed_s * 1_000_000))
+        set_latency(reply, elapsed_s)
         return reply

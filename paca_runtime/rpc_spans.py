@@ -109,7 +109,11 @@ class _Call:
     __slots__ = ("context", "span", "token")
 
     def __init__(
-        self, method: str, attributes: dict[str, str], context: grpc.aio.ServicerContext
+        self,
+        tracer: trace.Tracer,
+        method: str,
+        attributes: dict[str, str],
+        context: grpc.aio.ServicerContext,
     ) -> None:
         parent = None
         metadata = context.invocation_metadata()
@@ -145,9 +149,11 @@ class _Call:
 Behavior = Callable[[Any, Any], Any]
 
 
-def _unary(method: str, attributes: dict[str, str], behavior: Behavior) -> Behavior:
+def _unary(
+    tracer: trace.Tracer, method: str, attributes: dict[str, str], behavior: Behavior
+) -> Behavior:
     async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        call = _Call(method, attributes, context)
+        call = _Call(tracer, method, attributes, context)
         try:
             return await behavior(request, call.context)
         except BaseException as error:
@@ -159,9 +165,11 @@ def _unary(method: str, attributes: dict[str, str], behavior: Behavior) -> Behav
     return unary
 
 
-def _streaming(method: str, attributes: dict[str, str], behavior: Behavior) -> Behavior:
+def _streaming(
+    tracer: trace.Tracer, method: str, attributes: dict[str, str], behavior: Behavior
+) -> Behavior:
     async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        call = _Call(method, attributes, context)
+        call = _Call(tracer, method, attributes, context)
         try:
             responses = behavior(request, call.context)
             if hasattr(responses, "__aiter__"):
@@ -193,9 +201,15 @@ _HANDLER_KINDS: Final = {
 
 class ServerSpans(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Makes the server span of every RPC but health checks and reflection (probes would
-    flood the traces). It must come first in the chain, so that the span covers the others."""
+    flood the traces). It must come first in the chain, so that the span covers the others.
 
-    def __init__(self) -> None:
+    Args:
+        tracer_provider: Where the spans are made; by default the process's (as it is when
+            each call comes, so it may be set after this is made).
+    """
+
+    def __init__(self, tracer_provider: trace.TracerProvider | None = None) -> None:
+        self._tracer = tracer if tracer_provider is None else tracer_provider.get_tracer(__name__)
         # The last handler seen per method and its wrapper: a servicer's handlers do not
         # change, so each is wrapped once rather than on every call.
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
@@ -217,7 +231,7 @@ class ServerSpans(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         attribute, factory = _HANDLER_KINDS[(handler.request_streaming, handler.response_streaming)]
         wrap = _streaming if handler.response_streaming else _unary
         traced = factory(
-            wrap(method, attributes, getattr(handler, attribute)),
+            wrap(self._tracer, method, attributes, getattr(handler, attribute)),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )

@@ -10,13 +10,15 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.trace import ReadableSpan, sampling
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from paca_runtime import semconv
 from paca_runtime.rpc_spans import NETWORK_PEER_ADDRESS, ServerSpans
+from paca_runtime.telemetry import make_provider
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -152,3 +154,53 @@ async def test_a_sampled_caller_is_the_parent_and_an_unsampled_one_gets_no_span(
     assert span.context.trace_id == TRACE_ID
     assert span.parent is not None
     assert span.parent.span_id == 0x00F067AA0BA902B7
+
+
+async def traced(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    # What a call made by the handler would send on.
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent", "").encode()
+
+
+@pytest.mark.parametrize("ratio", [0.0, 1.0])
+async def test_a_root_call_is_sampled_once_and_its_children_follow(ratio: float) -> None:
+    """With the services' provider: an unsampled root still sends a valid trace context on,
+    the sampled flag off; a sampled one is the span exported, in the trace sent on."""
+    provider = make_provider("t", sampling.ParentBasedTraceIdRatio(ratio))
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    server = grpc.aio.server(
+        interceptors=[ServerSpans(provider)], options=[("grpc.so_reuseport", 0)]
+    )
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "t.Svc", {"Traced": grpc.unary_unary_rpc_method_handler(traced)}
+            ),
+        )
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            sent = [
+                (await channel.unary_unary("/t.Svc/Traced")(b"", timeout=5)).decode()
+                for _ in range(3)
+            ]
+    finally:
+        await server.stop(0)
+    contexts = [propagate.extract({"traceparent": header}) for header in sent]
+    sent_on = [trace.get_current_span(context).get_span_context() for context in contexts]
+    assert all(context.is_valid for context in sent_on)
+    assert len({context.trace_id for context in sent_on}) == 3  # a trace per call
+    assert all(context.trace_flags.sampled == (ratio == 1.0) for context in sent_on)
+    exported = [
+        (span.context.trace_id, span.context.span_id)
+        for span in exporter.get_finished_spans()
+        if span.context is not None
+    ]
+    if ratio == 0.0:
+        assert exported == []
+    else:
+        assert exported == [(context.trace_id, context.span_id) for context in sent_on]

@@ -22,6 +22,7 @@ from api_service.callrecord import public_url, record_id
 from api_service.errors import ForbiddenTarget, InvalidCall
 from api_service.redirects import DEFAULT_RULE, RedirectRule, redirect_rule
 from api_service.registry import APIRegistry
+from api_service.replies import set_latency
 from api_service.request import Target, resolve
 from api_service.safety import NetworkPolicy, parse_networks
 from api_service.stats import TargetStats
@@ -168,3 +169,12 @@ def test_header_is_the_first_match_of_any_case() -> None:
     assert reply.header("x-A") == "1"
     assert reply.header("b") == "3"
     assert reply.header("c") is None
+
+
+@pytest.mark.parametrize("elapsed_s", [0.0, 0.0000004, 0.0012345, 1.5, 3601.000001])
+def test_a_replys_latency_is_what_from_microseconds_makes(elapsed_s: float) -> None:
+    made, expected = api_service_pb2.CallResponse(), api_service_pb2.CallResponse()
+    set_latency(made, elapsed_s)
+    expected.latency.FromMicroseconds(int(elapsed_s * 1_000_000))
+    assert made == expected
+    assert made.latency.ToMicroseconds() == int(elapsed_s * 1_000_000)
