@@ -28,6 +28,7 @@ from db_service.backends.base import (
     TransactionSession,
     stream_chunks,
 )
+from db_service.backends.pg_errors import UNAVAILABLE, connection_lost, translate
 from db_service.backends.pg_plain_reads import is_plain_read
 from db_service.backends.pg_pool import PgConnection, PgPool
 from db_service.backends.pg_statements import (
@@ -48,51 +49,14 @@ from db_service.backends.postgres_types import (
     rows_affected,
 )
 from db_service.errors import (
-    BadStatement,
-    ConstraintViolation,
     DbError,
     DbUnavailable,
     StatementTimeout,
-    UniqueViolation,
     engine_error,
 )
 from paca_runtime.redact import redact_url
 
 logger = logging.getLogger(__name__)
-
-_UNAVAILABLE = (
-    OSError,
-    asyncpg.ConnectionDoesNotExistError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.InterfaceError,
-    # The server ending the session (pg_terminate_backend, a shutdown, a crashed sibling, an
-    # idle timeout) as an error message read before the socket closes.
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-    asyncpg.IdleInTransactionSessionTimeoutError,
-    asyncpg.IdleSessionTimeoutError,
-)
-
-
-def _translate(exc: Exception) -> DbError:
-    """The db_service error of a driver error, with the SQLSTATE attached."""
-    error: DbError
-    if isinstance(exc, asyncpg.QueryCanceledError):
-        error = StatementTimeout(f"postgresql: {exc}")
-    elif isinstance(exc, asyncpg.UniqueViolationError):
-        error = UniqueViolation(str(exc))
-    elif isinstance(exc, asyncpg.IntegrityConstraintViolationError):
-        error = ConstraintViolation(str(exc))
-    elif isinstance(exc, asyncpg.ReadOnlySQLTransactionError):
-        error = BadStatement("read_only", "a read-only statement tried to write")
-    elif isinstance(exc, asyncpg.DataError):
-        error = BadStatement("params", str(exc))
-    elif isinstance(exc, _UNAVAILABLE):
-        error = DbUnavailable(f"postgresql: {exc}", retry_after_s=0.1)
-    else:
-        error = BadStatement("sql", str(exc))
-    return engine_error(error, "postgresql", getattr(exc, "sqlstate", None))
 
 
 class _BrokenBeforeStart(Exception):
@@ -101,20 +65,6 @@ class _BrokenBeforeStart(Exception):
     def __init__(self, error: BaseException) -> None:
         super().__init__(str(error))
         self.error = error
-
-
-def _connection_lost(exc: BaseException) -> bool:
-    """The connection broke (terminated by the server, network gone): nothing ran on it.
-
-    An idle connection whose server just ended the session may not show as closed yet: the
-    server's last message has arrived, its end has not, and asyncpg refuses the next statement
-    with "another operation is in progress" before sending anything.
-    """
-    if isinstance(exc, asyncpg.InternalClientError):
-        return "another operation" in str(exc)
-    return isinstance(
-        exc, OSError | asyncpg.ConnectionDoesNotExistError | asyncpg.AdminShutdownError
-    ) or (isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc))
 
 
 class _PgTransaction(TransactionSession):
@@ -141,9 +91,9 @@ class _PgTransaction(TransactionSession):
                 await self._conn.execute("SET LOCAL statement_timeout TO DEFAULT")
             ok = True
             return result
-        except (asyncpg.PostgresError, *_UNAVAILABLE) as exc:
+        except (asyncpg.PostgresError, *UNAVAILABLE) as exc:
             self._backend.errors += 1
-            raise _translate(exc) from exc
+            raise translate(exc) from exc
         finally:
             self._backend.queries += 1
             self._backend.figures.query(sql, started, ok=ok)
@@ -151,8 +101,8 @@ class _PgTransaction(TransactionSession):
     async def command(self, sql: str) -> None:
         try:
             await self._conn.execute(sql)
-        except (asyncpg.PostgresError, *_UNAVAILABLE) as exc:
-            raise _translate(exc) from exc
+        except (asyncpg.PostgresError, *UNAVAILABLE) as exc:
+            raise translate(exc) from exc
 
 
 class _PgSession:
@@ -211,7 +161,7 @@ class PostgresBackend(Backend):
         )
         try:
             await pool.open()
-        except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
+        except (*UNAVAILABLE, asyncpg.PostgresError) as exc:
             raise DbUnavailable(f"{self.name}: cannot connect to {redact_url(self.url)}") from exc
         self._pool = pool
 
@@ -237,7 +187,7 @@ class PostgresBackend(Backend):
         except TimeoutError:
             self.figures.acquire_timeouts += 1
             raise DbUnavailable(f"{self.name}: no connection free", retry_after_s=0.05) from None
-        except _UNAVAILABLE as exc:
+        except UNAVAILABLE as exc:
             raise DbUnavailable(f"{self.name}: {exc}", retry_after_s=0.1) from exc
         finally:
             self._waiting -= 1
@@ -297,9 +247,9 @@ class PostgresBackend(Backend):
         except DbError:  # already translated (some are OSErrors, like StatementTimeout)
             self.errors += 1
             raise
-        except (asyncpg.PostgresError, *_UNAVAILABLE) as exc:
+        except (asyncpg.PostgresError, *UNAVAILABLE) as exc:
             self.errors += 1
-            raise _translate(exc) from exc
+            raise translate(exc) from exc
         finally:
             self.figures.query(sql, started, ok=ok)
 
@@ -345,7 +295,7 @@ class PostgresBackend(Backend):
                     if attempt == 2 or not is_stale(exc):
                         raise
                     await conn.reload_schema_state()
-                except TimeoutError:  # an OSError: before _UNAVAILABLE
+                except TimeoutError:  # an OSError: before UNAVAILABLE
                     # A plain read past the caller's deadline: asyncpg has asked the server to
                     # cancel it, and the pool waits for that before lending the connection.
                     raise engine_error(
@@ -353,8 +303,8 @@ class PostgresBackend(Backend):
                         "postgresql",
                         asyncpg.QueryCanceledError.sqlstate,
                     ) from None
-                except (*_UNAVAILABLE, asyncpg.InternalClientError) as exc:
-                    if not begun and _connection_lost(exc):
+                except (*UNAVAILABLE, asyncpg.InternalClientError) as exc:
+                    if not begun and connection_lost(exc):
                         conn.broken()
                         raise _BrokenBeforeStart(exc) from exc
                     raise
@@ -396,9 +346,9 @@ class PostgresBackend(Backend):
                     self.rows_streamed += len(rows)
                     yield ResultSet(rows=rows)
             ok = True
-        except (asyncpg.PostgresError, *_UNAVAILABLE) as exc:
+        except (asyncpg.PostgresError, *UNAVAILABLE) as exc:
             self.errors += 1
-            raise _translate(exc) from exc
+            raise translate(exc) from exc
         finally:
             self.figures.query(sql, started, ok=ok)
 
@@ -425,9 +375,9 @@ class PostgresBackend(Backend):
                 await end(conn, read_only=False)
             ok = True
             return total
-        except (asyncpg.PostgresError, *_UNAVAILABLE) as exc:
+        except (asyncpg.PostgresError, *UNAVAILABLE) as exc:
             self.errors += 1
-            raise _translate(exc) from exc
+            raise translate(exc) from exc
         finally:
             self.figures.query(sql, started, ok=ok)
 
