@@ -201,7 +201,9 @@ _HANDLER_KINDS: Final = {
 
 class ServerSpans(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Makes the server span of every RPC but health checks and reflection (probes would
-    flood the traces). It must come first in the chain, so that the span covers the others.
+    flood the traces). As an interceptor it must come first in the chain, so that the span
+    covers the others; with no other interceptor, a server can wrap its handlers as it finds
+    them instead (:class:`TracedHandlers`), which skips grpc.aio's interceptor machinery.
 
     Args:
         tracer_provider: Where the spans are made; by default the process's (as it is when
@@ -220,7 +222,13 @@ class ServerSpans(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        method = handler_call_details.method or ""
+        return self.traced(handler_call_details.method or "", handler)
+
+    def traced(
+        self, method: str, handler: grpc.RpcMethodHandler | None
+    ) -> grpc.RpcMethodHandler | None:
+        """``handler`` of ``method`` made to run under the RPC's server span (once per
+        handler); as it is for health checks, reflection and unknown methods (None)."""
         cached = self._wrapped.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
@@ -237,3 +245,19 @@ class ServerSpans(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         )
         self._wrapped[method] = (handler, traced)
         return traced
+
+
+class TracedHandlers(grpc.GenericRpcHandler):  # type: ignore[misc]
+    """A generic handler whose methods run under ``spans``' server spans: the work of the
+    ``ServerSpans`` interceptor, done where the server looks the method up."""
+
+    def __init__(self, handlers: grpc.GenericRpcHandler, spans: ServerSpans) -> None:
+        self._handlers = handlers
+        self._spans = spans
+
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        return self._spans.traced(
+            handler_call_details.method or "", self._handlers.service(handler_call_details)
+        )

@@ -26,8 +26,8 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from paca_runtime.auth import TokenAuthInterceptor
+from paca_runtime.rpc_spans import ServerSpans, TracedHandlers
 from paca_runtime.security import SecuritySettings
-from paca_runtime.telemetry import grpc_server_interceptors
 
 logger = logging.getLogger(__name__)
 
@@ -37,12 +37,17 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 class GenericOnly:
     """The server as a generated ``add_*_to_server`` sees it: generic handlers are added, the
-    registered-method table is left out (the generic handler serves those methods)."""
+    registered-method table is left out (the generic handler serves those methods). With
+    ``spans``, each handler found runs under its server span (``TracedHandlers``)."""
 
-    def __init__(self, server: grpc.aio.Server) -> None:
+    def __init__(self, server: grpc.aio.Server, spans: ServerSpans | None = None) -> None:
         self._server = server
+        self._spans = spans
 
     def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        spans = self._spans
+        if spans is not None:
+            handlers = [TracedHandlers(handler, spans) for handler in handlers]
         self._server.add_generic_rpc_handlers(handlers)
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
@@ -72,16 +77,24 @@ class GrpcServer:
     ) -> None:
         self.name = name
         self.security = security or SecuritySettings()
-        chain = list(grpc_server_interceptors())
+        chain: list[Any] = []
         if self.security.tokens is not None:
             chain.append(TokenAuthInterceptor(self.security.tokens))
         chain.extend(interceptors)
+        # The server span must cover every interceptor; with none, it wraps the handlers as
+        # the server finds them, without grpc.aio's interceptor machinery per call.
+        spans = ServerSpans()
+        self._spans: ServerSpans | None = None
+        if chain:
+            chain.insert(0, spans)
+        else:
+            self._spans = spans
         self.address = address
         self.port = 0
         self._service_names: list[str] = []
         self.health = health_aio.HealthServicer()
         self.server = grpc.aio.server(
-            interceptors=chain,
+            interceptors=chain or None,
             options=[
                 ("grpc.so_reuseport", 1 if reuse_port else 0),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -101,7 +114,7 @@ class GrpcServer:
 
     def add_service(self, full_name: str, register: Callable[[grpc.aio.Server], None]) -> None:
         """Add a servicer; ``full_name`` (e.g. "paca.api.v1.ApiService") is used for health."""
-        register(GenericOnly(self.server))
+        register(GenericOnly(self.server, self._spans))
         self._service_names.append(full_name)
 
     async def start(self) -> None:

@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from paca_runtime import semconv
-from paca_runtime.rpc_spans import NETWORK_PEER_ADDRESS, ServerSpans
+from paca_runtime.rpc_spans import NETWORK_PEER_ADDRESS, ServerSpans, TracedHandlers
 from paca_runtime.telemetry import make_provider
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
@@ -70,17 +70,21 @@ HANDLERS = {
 }
 
 
-@pytest.fixture
-async def channel() -> AsyncIterator[grpc.aio.Channel]:
-    server = grpc.aio.server(interceptors=[ServerSpans()], options=[("grpc.so_reuseport", 0)])
-    server.add_generic_rpc_handlers(
-        (
-            grpc.method_handlers_generic_handler("t.Svc", HANDLERS),
-            grpc.method_handlers_generic_handler(
-                "grpc.health.v1.Health", {"Check": HANDLERS["Unary"]}
-            ),
-        )
+@pytest.fixture(params=["interceptor", "lookup"])
+async def channel(request: pytest.FixtureRequest) -> AsyncIterator[grpc.aio.Channel]:
+    """A server whose spans come from the interceptor, or from its handlers wrapped where the
+    server looks them up (``TracedHandlers``, what ``GrpcServer`` does without interceptors)."""
+    spans = ServerSpans()
+    handlers: tuple[grpc.GenericRpcHandler, ...] = (
+        grpc.method_handlers_generic_handler("t.Svc", HANDLERS),
+        grpc.method_handlers_generic_handler("grpc.health.v1.Health", {"Check": HANDLERS["Unary"]}),
     )
+    if request.param == "interceptor":
+        server = grpc.aio.server(interceptors=[spans], options=[("grpc.so_reuseport", 0)])
+    else:
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        handlers = tuple(TracedHandlers(handler, spans) for handler in handlers)
+    server.add_generic_rpc_handlers(handlers)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
