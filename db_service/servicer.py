@@ -53,7 +53,7 @@ class DbServicer(MigrationRpcs, db_service_pb2_grpc.DbServiceServicer):
             self.permissions,
             idle_timeout_s=self.settings.transaction_idle_timeout_s,
             max_rows=self.max_rows,
-            max_bytes=self.settings.max_bytes,
+            max_bytes=self.max_bytes,
         )
         self.api_calls_inserted = 0
         self.api_calls_duplicates = 0
@@ -144,7 +144,7 @@ class DbServicer(MigrationRpcs, db_service_pb2_grpc.DbServiceServicer):
             params,
             read_only=False,
             max_rows=self.max_rows,
-            max_bytes=self.settings.max_bytes,
+            max_bytes=self.max_bytes,
             timeout_s=request_timeout(request, context),
         )
         return db_service_pb2.ExecuteResponse(
@@ -196,7 +196,7 @@ class DbServicer(MigrationRpcs, db_service_pb2_grpc.DbServiceServicer):
                 ),
                 chunk_bytes=min(
                     request.chunk_bytes or self.settings.stream_chunk_bytes,
-                    self.settings.max_bytes,
+                    self.max_bytes,
                 ),
                 max_rows=request.max_rows,
                 timeout_s=request_timeout(request, context),
@@ -234,9 +234,7 @@ class DbServicer(MigrationRpcs, db_service_pb2_grpc.DbServiceServicer):
                 statement,
                 read_only=True,
                 max_rows=min(request.max_rows or self.max_rows, self.max_rows),
-                max_bytes=min(
-                    request.max_bytes or self.settings.max_bytes, self.settings.max_bytes
-                ),
+                max_bytes=min(request.max_bytes or self.max_bytes, self.max_bytes),
                 timeout_s=request_timeout(request, context),
             )
         return db_service_pb2.SelectResponse(
@@ -254,7 +252,7 @@ class DbServicer(MigrationRpcs, db_service_pb2_grpc.DbServiceServicer):
             statement,
             read_only=False,
             max_rows=self.max_rows,
-            max_bytes=self.settings.max_bytes,
+            max_bytes=self.max_bytes,
             timeout_s=timeout_s,
         )
         if statement.returning and result.rows_affected < 0 and not result.truncated:

@@ -225,6 +225,7 @@ class _Tracer(trace.Tracer):
         parent = trace.get_current_span(context)
         parent_context = parent.get_span_context()
         ids = self._ids
+        chosen = False
         if not parent_context.is_valid and ids is not None:
             trace_id = ids.draw_trace_id()
             result = self._sampler.should_sample(
@@ -236,36 +237,28 @@ class _Tracer(trace.Tracer):
                 )
                 return trace.NonRecordingSpan(span_context)
             ids.choose_trace_id(trace_id)
-            try:
-                return self._tracer.start_span(
-                    name,
-                    context,
-                    kind,
-                    attributes,
-                    links,
-                    start_time,
-                    record_exception,
-                    set_status_on_exception,
-                )
-            finally:
-                ids.choose_trace_id(0)  # not taken when the SDK made no span
-        if (
+            chosen = True
+        elif (
             self._skip_children
             and parent_context.is_valid
             and not parent_context.trace_flags.sampled
             and not parent.is_recording()
         ):
             return parent
-        return self._tracer.start_span(
-            name,
-            context,
-            kind,
-            attributes,
-            links,
-            start_time,
-            record_exception,
-            set_status_on_exception,
-        )
+        try:
+            return self._tracer.start_span(
+                name,
+                context,
+                kind,
+                attributes,
+                links,
+                start_time,
+                record_exception,
+                set_status_on_exception,
+            )
+        finally:
+            if chosen and ids is not None:
+                ids.choose_trace_id(0)  # not taken when the SDK made no span
 
     @_agnosticcontextmanager
     def start_as_current_span(

@@ -9,11 +9,15 @@ import inspect
 import json
 import os
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
 from aiohttp import web
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 
 def backing_url(name: str) -> str:
@@ -298,3 +302,20 @@ def json_body(body: bytes) -> dict[str, object]:
     decoded = json.loads(body)
     assert isinstance(decoded, dict)
     return decoded
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Spans this process finishes during the test; installs an SDK tracer provider once if
+    none is set (a provider cannot be replaced, so each test adds an exporter and retires it)."""
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        trace.set_tracer_provider(TracerProvider())
+        provider = trace.get_tracer_provider()
+        assert isinstance(provider, TracerProvider)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield exporter
+    # The provider keeps its processors; an emptied, shut-down exporter drops further spans.
+    exporter.clear()
+    exporter.shutdown()

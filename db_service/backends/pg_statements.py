@@ -46,6 +46,11 @@ async def begin(conn: PgConnection, *, read_only: bool, timeout_s: float | None)
     await conn.execute(conn.take_pending_end() + begin)
 
 
+def time_left(deadline: float | None) -> float | None:
+    """Seconds until ``deadline`` (``time.monotonic()``), at least a millisecond; None: none."""
+    return None if deadline is None else max(0.001, deadline - time.monotonic())
+
+
 async def read_plain(
     conn: PgConnection,
     sql: str,
@@ -63,16 +68,12 @@ async def read_plain(
     read-only default changed (a function the statement reached through a view, say). After an
     error or a timeout it gets the pool's reset, which also waits for the cancel request.
     """
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     pending = conn.take_pending_end()
     if pending:
-        if timeout_s is None:
-            await conn.execute(pending)
-        else:
-            deadline = time.monotonic() + timeout_s
-            await conn.execute(pending, timeout=timeout_s)
-            timeout_s = max(0.001, deadline - time.monotonic())
+        await conn.execute(pending, timeout=time_left(deadline))
     result = await fetch(
-        conn, sql, params, max_rows=max_rows, max_bytes=max_bytes, timeout_s=timeout_s
+        conn, sql, params, max_rows=max_rows, max_bytes=max_bytes, deadline=deadline
     )
     if conn.session_read_only():
         conn.mark_reset()
@@ -127,25 +128,21 @@ async def fetch(
     *,
     max_rows: int,
     max_bytes: int,
-    timeout_s: float | None = None,
+    deadline: float | None = None,
 ) -> ResultSet:
     """Run one statement; rows in wire form.
 
-    ``timeout_s`` is a client-side limit (asyncpg sends the server a cancel request when it
-    passes, and raises TimeoutError), for a statement outside a transaction's SET LOCAL.
+    ``deadline`` (``time.monotonic()``) is a client-side limit on its prepare and its run
+    (asyncpg sends the server a cancel request when it passes, and raises TimeoutError), for
+    a statement outside a transaction's SET LOCAL.
     """
-    if timeout_s is None:
-        statement = await conn.prepared(sql)
-    else:
-        deadline = time.monotonic() + timeout_s
-        statement = await conn.prepared(sql, timeout_s)
-        timeout_s = max(0.001, deadline - time.monotonic())
+    statement = await conn.prepared(sql, time_left(deadline))
     bound = bind(statement, params)
     columns, encode = conn.result_shape(sql, statement, result_shape)
     if encode is None:
-        await statement.fetch(*bound, timeout=timeout_s)
+        await statement.fetch(*bound, timeout=time_left(deadline))
         return ResultSet(rows_affected=rows_affected(statement.get_statusmsg()))
-    fetched = await fetch_limited(statement, bound, max_rows + 1, timeout_s)
+    fetched = await fetch_limited(statement, bound, max_rows + 1, time_left(deadline))
     status = statement.get_statusmsg()
     rows, cut = limit_bytes([encode(r) for r in fetched[:max_rows]], max_bytes)
     affected = rows_affected(status) if status and not status.startswith("SELECT") else -1

@@ -20,10 +20,6 @@ import asyncpg
 import grpc
 import pytest
 from aiohttp import web
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from paca.api.v1 import api_service_pb2_grpc
 from paca.db.v1 import db_service_pb2_grpc
 
@@ -89,23 +85,6 @@ async def traceparent_echo_url() -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}/"
     finally:
         await runner.cleanup()
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    """Spans this process finishes during the test; installs an SDK tracer provider once if
-    none is set (a provider cannot be replaced, so each test adds an exporter and retires it)."""
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        trace.set_tracer_provider(TracerProvider())
-        provider = trace.get_tracer_provider()
-        assert isinstance(provider, TracerProvider)
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield exporter
-    # The provider keeps its processors; an emptied, shut-down exporter drops further spans.
-    exporter.clear()
-    exporter.shutdown()
 
 
 def runtime_settings(tmp_path: Path) -> RuntimeSettings:

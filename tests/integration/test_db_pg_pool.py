@@ -9,6 +9,7 @@ import os
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -59,28 +60,15 @@ async def read(backend: PostgresBackend, sql: str, timeout_s: float | None = Non
     return [value.int64_value for row in result.rows for value in row.values]
 
 
-async def session_state(url: str) -> str:
-    """The state of the pool's one session as the server sees it."""
+async def pool_sessions(url: str, what: str) -> Any:
+    """``what`` (an expression over pg_stat_activity) of the test database's other sessions:
+    the pool's."""
     admin = await asyncpg.connect(url)
     try:
-        state: str = await admin.fetchval(
-            "SELECT state FROM pg_stat_activity"
+        return await admin.fetchval(
+            f"SELECT {what} FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
-        return state
-    finally:
-        await admin.close()
-
-
-async def sessions(url: str) -> int:
-    """The other sessions on the test database (the pool's)."""
-    admin = await asyncpg.connect(url)
-    try:
-        count: int = await admin.fetchval(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-        return count
     finally:
         await admin.close()
 
@@ -169,7 +157,7 @@ async def test_a_closed_pool_leaves_no_session_open(url: str) -> None:
 
 
 async def _none_left(url: str) -> bool:
-    return await sessions(url) == 0
+    return bool(await pool_sessions(url, "count(*)") == 0)
 
 
 async def test_a_connection_found_broken_is_reported_lost_once_and_a_retired_one_not(
@@ -193,13 +181,13 @@ async def test_a_plain_read_leaves_no_transaction_and_another_read_does(
 ) -> None:
     await backend.execute("INSERT INTO items VALUES (1)", [], read_only=False, max_rows=1)
     assert await read(backend, "SELECT count(*) FROM items", timeout_s=5.0) == [1]
-    assert await session_state(url) == "idle"
+    assert await pool_sessions(url, "state") == "idle"
     # Not plain (a function outside the allow-list): its read-only transaction stays open
     # until the connection's next use or a short idle time.
     await read(backend, "SELECT pg_sleep(0)", timeout_s=5.0)
-    assert await session_state(url) == "idle in transaction"
+    assert await pool_sessions(url, "state") == "idle in transaction"
     assert await read(backend, "SELECT count(*) FROM items") != []
-    assert await session_state(url) == "idle"
+    assert await pool_sessions(url, "state") == "idle"
 
 
 LONG_PLAIN_READ = "SELECT count(*) FROM generate_series(1, 1000000000)"

@@ -3,25 +3,24 @@ call (the real engines: tests/integration/test_db_service.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Iterator, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
 from google.protobuf import duration_pb2
 from paca.db.v1 import db_service_pb2, db_types_pb2, values_pb2
 
-from db_service.backends.base import Backend, ResultSet, Session, TransactionSession
-from db_service.errors import DbUnavailable
+from db_service.backends.base import Backend, ResultSet
 from db_service.routing.readpref import ReadOptions, current
 from db_service.servicer import DbServicer
 from db_service.settings import DatabaseSettings, DbSettings
 from db_service.values import encode_row
+from tests.unit.idle_backend import IdleBackend
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(10)]
 
 
-class Recording(Backend):
+class Recording(IdleBackend):
     """Answers every statement with ``answer`` and keeps what it was asked."""
 
     dialect = "sqlite"
@@ -31,33 +30,9 @@ class Recording(Backend):
         self.calls: list[dict[str, Any]] = []
         self.answer = ResultSet()
 
-    async def open(self) -> None:
-        pass
-
-    async def aclose(self) -> None:
-        pass
-
     async def execute(self, sql: str, params: Sequence[Any], **kwargs: Any) -> ResultSet:
         self.calls.append({"sql": sql, "params": list(params), "options": current(), **kwargs})
         return self.answer
-
-    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]], **kwargs: Any) -> int:
-        raise DbUnavailable("not used")
-
-    async def stream(
-        self, sql: str, params: Sequence[Any], **kwargs: Any
-    ) -> AsyncGenerator[ResultSet, None]:
-        raise DbUnavailable("not used")
-        yield ResultSet()
-
-    def transaction(self, **kwargs: Any) -> AbstractAsyncContextManager[TransactionSession]:
-        raise DbUnavailable("not used")
-
-    def migration_session(self) -> AbstractAsyncContextManager[Session]:
-        raise DbUnavailable("not used")
-
-    def pool_stats(self) -> db_types_pb2.PoolStats:
-        return db_types_pb2.PoolStats()
 
 
 class Engines:

@@ -3,18 +3,14 @@ replica set's state machine without an engine (the real thing: test_db_failover.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
-from contextlib import AbstractAsyncContextManager
-from typing import Any
-
 import pytest
 from paca.db.v1 import db_types_pb2
 
-from db_service.backends.base import Backend, ResultSet, Session, TransactionSession
 from db_service.errors import DbUnavailable
 from db_service.routing.probes import ProbeFailed, ProbeResult
 from db_service.routing.readpref import read_options
 from db_service.routing.replicaset import ReplicaSet, RoutingOptions
+from tests.unit.idle_backend import IdleBackend
 
 pytestmark = pytest.mark.unit
 
@@ -37,39 +33,6 @@ class ScriptedProbe:
 
     def position_sql(self, *, primary: bool) -> str:
         return "SELECT 1"
-
-
-class IdleBackend(Backend):
-    """A backend that only opens and closes (the replica set never runs statements)."""
-
-    dialect = "postgresql"
-
-    async def open(self) -> None:
-        pass
-
-    async def aclose(self) -> None:
-        pass
-
-    async def execute(self, sql: str, params: Sequence[Any], **kwargs: Any) -> ResultSet:
-        raise DbUnavailable("not used")
-
-    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]], **kwargs: Any) -> int:
-        raise DbUnavailable("not used")
-
-    async def stream(
-        self, sql: str, params: Sequence[Any], **kwargs: Any
-    ) -> AsyncGenerator[ResultSet, None]:
-        raise DbUnavailable("not used")
-        yield ResultSet()
-
-    def transaction(self, **kwargs: Any) -> AbstractAsyncContextManager[TransactionSession]:
-        raise DbUnavailable("not used")
-
-    def migration_session(self) -> AbstractAsyncContextManager[Session]:
-        raise DbUnavailable("not used")
-
-    def pool_stats(self) -> db_types_pb2.PoolStats:
-        return db_types_pb2.PoolStats()
 
 
 async def _replica_set(*primaries: bool) -> tuple[ReplicaSet, list[ScriptedProbe]]:

@@ -4,28 +4,25 @@ statement's attributes under a sampled one, one (not two) when an engine calls i
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Iterator, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanContext, SpanKind, StatusCode, TraceFlags
-from paca.db.v1 import db_types_pb2
 
-from db_service.backends.base import Backend, ResultSet, Session, TransactionSession
+from db_service.backends.base import ResultSet
 from db_service.errors import DbUnavailable
 from db_service.tracing import DB_RESPONSE_RETURNED_ROWS
 from db_service.values import encode_row
 from paca_runtime import semconv
+from tests.unit.idle_backend import IdleBackend
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(10)]
 
 
-class Engine(Backend):
+class Engine(IdleBackend):
     """An engine that answers every statement with ``rows`` after one suspension, fails a
     statement with "fail" in it, and runs "twice" as two nested statements of its own."""
 
@@ -35,12 +32,6 @@ class Engine(Backend):
         super().__init__("main", "postgresql://app@db.internal:6543/orders")
         self.rows = [encode_row((1, "one")), encode_row((2, "two"))]
 
-    async def open(self) -> None:
-        pass
-
-    async def aclose(self) -> None:
-        pass
-
     async def execute(self, sql: str, params: Sequence[Any], **kwargs: Any) -> ResultSet:
         await asyncio.sleep(0)
         if "fail" in sql:
@@ -48,39 +39,6 @@ class Engine(Backend):
         if "twice" in sql:
             await self.execute("SELECT 1", params, **kwargs)
         return ResultSet(rows=list(self.rows))
-
-    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]], **kwargs: Any) -> int:
-        raise DbUnavailable("not used")
-
-    async def stream(
-        self, sql: str, params: Sequence[Any], **kwargs: Any
-    ) -> AsyncGenerator[ResultSet, None]:
-        raise DbUnavailable("not used")
-        yield ResultSet()
-
-    def transaction(self, **kwargs: Any) -> AbstractAsyncContextManager[TransactionSession]:
-        raise DbUnavailable("not used")
-
-    def migration_session(self) -> AbstractAsyncContextManager[Session]:
-        raise DbUnavailable("not used")
-
-    def pool_stats(self) -> db_types_pb2.PoolStats:
-        return db_types_pb2.PoolStats()
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    """Spans finished during the test (a provider cannot be replaced: each test adds an
-    exporter to the one SDK provider and retires it)."""
-    if not isinstance(trace.get_tracer_provider(), TracerProvider):
-        trace.set_tracer_provider(TracerProvider())
-    provider = trace.get_tracer_provider()
-    assert isinstance(provider, TracerProvider)
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield exporter
-    exporter.clear()
-    exporter.shutdown()
 
 
 def caller(sampled: bool) -> trace.Span:
