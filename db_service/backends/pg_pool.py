@@ -18,7 +18,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import asyncpg
 
@@ -31,8 +31,9 @@ ResultShape = tuple[list[Any], Callable[[Any], Any] | None]
 # Every session starts read-only: a statement outside an explicit READ WRITE transaction cannot
 # write (plain reads count on it). Sent at connect, so the session's RESET ALL restores it.
 SESSION_SETTINGS: Final = {"default_transaction_read_only": "on"}
-# Result shapes kept per connection: emptied when full.
-RESULT_SHAPES_SIZE = 256
+# Statements kept per connection: emptied when full. A kept statement stays prepared on the
+# server even once asyncpg's own cache (100 by default) has let it go.
+STATEMENTS_KEPT = 128
 
 # A reset that takes longer than this means a stuck connection: it is closed instead.
 RESET_TIMEOUT_S = 10.0
@@ -40,6 +41,18 @@ RESET_TIMEOUT_S = 10.0
 CANCEL_REPEAT_S = 1.0
 # How long an idle connection may keep a read-only transaction open (see defer_end).
 END_DEFERRED_AFTER_S = 0.05
+
+
+class Statement(NamedTuple):
+    """A statement prepared on one connection, with its result's columns and row encoder.
+
+    Kept per connection rather than asked of asyncpg's cache each time: that lookup makes a new
+    ``PreparedStatement`` per call (and drops it after), and the shape is worked out once.
+    """
+
+    prepared: Any  # asyncpg's PreparedStatement: while held, its server statement stays
+    columns: list[Any]  # not to be changed: shared by every run of the statement
+    encode: Callable[[Any], Any] | None  # None: the statement returns no rows
 
 
 class PgConnection(asyncpg.Connection):  # type: ignore[misc]
@@ -56,8 +69,8 @@ class PgConnection(asyncpg.Connection):  # type: ignore[misc]
         self._clean = False
         # SQL that ends a read-only transaction left open on purpose (see defer_end).
         self.pending_end = ""
-        # Per SQL text: asyncpg's prepared state it was made from, and its result shape.
-        self._shapes: dict[str, tuple[Any, ResultShape]] = {}
+        # Per SQL text: the statement prepared for it, kept with its result shape.
+        self._statements: dict[str, Statement] = {}
 
     # The signature of asyncpg's Connection.close, which this extends.
     async def close(self, *, timeout: float | None = None) -> None:  # noqa: ASYNC109
@@ -84,27 +97,28 @@ class PgConnection(asyncpg.Connection):  # type: ignore[misc]
             if self.on_lost is not None:
                 self.on_lost()
 
-    async def prepared(self, sql: str, timeout_s: float | None = None) -> Any:
-        """A prepared statement from asyncpg's per-connection cache (no round trip when cached).
+    def statement(self, sql: str) -> Statement | None:
+        """``sql``'s statement as this connection last prepared it, if still usable."""
+        found = self._statements.get(sql)
+        if found is None or found.prepared._state.closed:
+            return None
+        return found
 
-        The public ``prepare`` always prepares afresh, a round trip of its own.
-        """
-        return await self._prepare(sql, use_cache=True, timeout=timeout_s)
+    async def prepare_statement(
+        self, sql: str, make_shape: Callable[[Any], ResultShape], timeout_s: float | None = None
+    ) -> Statement:
+        """Prepare ``sql`` (through asyncpg's statement cache: no round trip when it has it)
+        and keep it, with its result shape, for the next :meth:`statement`."""
+        prepared = await self._prepare(sql, use_cache=True, timeout=timeout_s)
+        if len(self._statements) >= STATEMENTS_KEPT:
+            self._statements.clear()
+        columns, encode = make_shape(prepared)
+        kept = self._statements[sql] = Statement(prepared, columns, encode)
+        return kept
 
-    def result_shape(
-        self, sql: str, statement: Any, make: Callable[[Any], ResultShape]
-    ) -> ResultShape:
-        """The columns (a fresh list: a caller may change it) and row encoder of ``statement``'s
-        result, made once per prepared statement: asking asyncpg for the attributes and hashing
-        them costs a small query several microseconds each time."""
-        state = getattr(statement, "_state", statement)
-        found = self._shapes.get(sql)
-        if found is None or found[0] is not state:
-            if len(self._shapes) >= RESULT_SHAPES_SIZE:
-                self._shapes.clear()
-            found = self._shapes[sql] = (state, make(statement))
-        columns, encode = found[1]
-        return list(columns), encode
+    def forget_statements(self) -> None:
+        """Prepare every statement afresh from now on (the schema changed under them)."""
+        self._statements.clear()
 
     def session_read_only(self) -> bool:
         """Whether the session's default is still read-only (as the server last reported it;
@@ -232,15 +246,25 @@ class PgPool:
     def would_wait(self) -> bool:
         return self._idle.would_wait()
 
-    async def acquire(self, timeout_s: float) -> PgConnection:
+    def take_idle(self) -> PgConnection | None:
+        """An idle connection at once, or None when the caller would have to wait (closed
+        ones and those past their lifetime are dropped on the way); None too once closed."""
         if self._closed:
-            raise asyncpg.InterfaceError("the pool is closed")
+            return None
         now = time.monotonic()
         while not self._idle.would_wait():
             conn = self._idle.take()
             if not self._expired(conn, now):
                 return conn
             self._discard(conn)
+        return None
+
+    async def acquire(self, timeout_s: float) -> PgConnection:
+        if self._closed:
+            raise asyncpg.InterfaceError("the pool is closed")
+        conn = self.take_idle()
+        if conn is not None:
+            return conn
         deadline = time.monotonic() + timeout_s
         while True:
             if self._size < self._max_size:

@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 
 from db_service.backends.base import ResultSet, limit_bytes
-from db_service.backends.pg_pool import PgConnection
+from db_service.backends.pg_pool import PgConnection, Statement
 from db_service.backends.postgres_types import bind, result_shape, rows_affected
 
 
@@ -67,14 +67,24 @@ async def read_plain(
     connection goes back to the pool without a reset, unless the server reports that its
     read-only default changed (a function the statement reached through a view, say). After an
     error or a timeout it gets the pool's reset, which also waits for the cancel request.
+
+    The commonest statement of all, so :func:`fetch`'s steps are written out here: each
+    coroutine between the caller and asyncpg is passed through again when the rows come.
     """
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    pending = conn.take_pending_end()
-    if pending:
-        await conn.execute(pending, timeout=time_left(deadline))
-    result = await fetch(
-        conn, sql, params, max_rows=max_rows, max_bytes=max_bytes, deadline=deadline
+    if conn.pending_end:
+        await conn.execute(conn.take_pending_end(), timeout=time_left(deadline))
+    statement = conn.statement(sql) or await conn.prepare_statement(
+        sql, result_shape, time_left(deadline)
     )
+    prepared, columns, encode = statement
+    if encode is None or BIND_EXECUTE is None:
+        result = await _run(statement, params, max_rows, max_bytes, deadline)
+    else:
+        bound = bind(prepared, params)
+        fetched = await BIND_EXECUTE(prepared, bound, max_rows + 1, time_left(deadline))
+        rows, cut = limit_bytes([encode(r) for r in fetched[:max_rows]], max_bytes)
+        result = ResultSet(columns=columns, rows=rows, truncated=cut or len(fetched) > max_rows)
     if conn.session_read_only():
         conn.mark_reset()
     return result
@@ -115,6 +125,12 @@ STALE_STATEMENT = (
 )
 
 
+async def forget_statements(conn: PgConnection) -> None:
+    """After a stale statement: every statement of ``conn`` is prepared afresh from now on."""
+    conn.forget_statements()
+    await conn.reload_schema_state()
+
+
 def is_stale(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.InvalidSQLStatementNameError | asyncpg.InvalidCachedStatementError):
         return True
@@ -122,7 +138,7 @@ def is_stale(exc: BaseException) -> bool:
 
 
 async def fetch(
-    conn: Any,
+    conn: PgConnection,
     sql: str,
     params: Sequence[Any],
     *,
@@ -136,14 +152,26 @@ async def fetch(
     (asyncpg sends the server a cancel request when it passes, and raises TimeoutError), for
     a statement outside a transaction's SET LOCAL.
     """
-    statement = await conn.prepared(sql, time_left(deadline))
-    bound = bind(statement, params)
-    columns, encode = conn.result_shape(sql, statement, result_shape)
+    statement = conn.statement(sql) or await conn.prepare_statement(
+        sql, result_shape, time_left(deadline)
+    )
+    return await _run(statement, params, max_rows, max_bytes, deadline)
+
+
+async def _run(
+    statement: Statement,
+    params: Sequence[Any],
+    max_rows: int,
+    max_bytes: int,
+    deadline: float | None,
+) -> ResultSet:
+    prepared, columns, encode = statement
+    bound = bind(prepared, params)
     if encode is None:
-        await statement.fetch(*bound, timeout=time_left(deadline))
-        return ResultSet(rows_affected=rows_affected(statement.get_statusmsg()))
-    fetched = await fetch_limited(statement, bound, max_rows + 1, time_left(deadline))
-    status = statement.get_statusmsg()
+        await prepared.fetch(*bound, timeout=time_left(deadline))
+        return ResultSet(rows_affected=rows_affected(prepared.get_statusmsg()))
+    fetched = await fetch_limited(prepared, bound, max_rows + 1, time_left(deadline))
+    status = prepared.get_statusmsg()
     rows, cut = limit_bytes([encode(r) for r in fetched[:max_rows]], max_bytes)
     affected = rows_affected(status) if status and not status.startswith("SELECT") else -1
     return ResultSet(

@@ -38,6 +38,7 @@ from db_service.backends.pg_statements import (
     begin,
     end,
     fetch,
+    forget_statements,
     is_stale,
     read_plain,
     set_timeout,
@@ -93,6 +94,9 @@ class _PgTransaction(TransactionSession):
             return result
         except (asyncpg.PostgresError, *UNAVAILABLE) as exc:
             self._backend.errors += 1
+            if isinstance(exc, STALE_STATEMENT) and is_stale(exc):
+                # Too late for this transaction, but the next statement is prepared afresh.
+                await forget_statements(self._conn)
             raise translate(exc) from exc
         finally:
             self._backend.queries += 1
@@ -178,6 +182,10 @@ class PostgresBackend(Backend):
         pool = self._pool
         if pool is None:
             raise DbUnavailable(f"{self.name}: not open")
+        conn = pool.take_idle()
+        if conn is not None:
+            self.figures.acquired(0.0, waited=False)
+            return conn
         # Waited: no connection was idle when asked (a busy pool, or one still to be opened).
         waited = pool.would_wait()
         started = time.perf_counter()
@@ -294,7 +302,7 @@ class PostgresBackend(Backend):
                 except STALE_STATEMENT as exc:
                     if attempt == 2 or not is_stale(exc):
                         raise
-                    await conn.reload_schema_state()
+                    await forget_statements(conn)
                 except TimeoutError:  # an OSError: before UNAVAILABLE
                     # A plain read past the caller's deadline: asyncpg has asked the server to
                     # cancel it, and the pool waits for that before lending the connection.

@@ -275,3 +275,34 @@ async def test_writes_and_migrations_still_write_on_read_only_sessions(
     # The migration's session setting did not follow the connection back into the pool.
     with pytest.raises(BadStatement, match="read-only"):
         await read(backend, "SELECT logged FROM logged_items")
+
+
+async def test_a_statement_kept_before_its_result_type_changed_is_prepared_again(
+    backend: PostgresBackend, url: str
+) -> None:
+    await admin_alter(url, "CREATE TABLE kinds (v INTEGER); INSERT INTO kinds VALUES (1)")
+    # One connection: the statement read next is the one it keeps prepared.
+    assert await read(backend, "SELECT * FROM kinds") == [1]
+    await admin_alter(url, "ALTER TABLE kinds ALTER COLUMN v TYPE BIGINT")
+    # A plain read outside a transaction is sent again, prepared afresh.
+    assert await read(backend, "SELECT * FROM kinds") == [1]
+    await admin_alter(url, "ALTER TABLE kinds ADD COLUMN name TEXT")
+    # Inside a transaction the statement fails (the transaction is spoilt), but not the next.
+    for attempt in (1, 2):
+        async with backend.transaction(isolation="", read_only=True) as session:
+            run = session.execute(
+                "SELECT * FROM kinds", [], max_rows=10, max_bytes=0, timeout_s=None
+            )
+            if attempt == 1:
+                with pytest.raises(Exception, match="cached statement plan is invalid"):
+                    await run
+            else:
+                assert [c.name for c in (await run).columns] == ["v", "name"]
+
+
+async def admin_alter(url: str, sql: str) -> None:
+    admin = await asyncpg.connect(url)
+    try:
+        await admin.execute(sql)
+    finally:
+        await admin.close()
