@@ -205,7 +205,14 @@ class MemoryStore:
         return self._entries.currsize
 
     async def get(self, key: str) -> CacheEntry | None:
-        return self._entries.get(key)
+        return self.get_nowait(key)
+
+    def get_nowait(self, key: str) -> CacheEntry | None:
+        """``get``, which never waits here: for callers that skip the await."""
+        try:
+            return self._entries[key]  # one lookup, where ``LRUCache.get`` makes two
+        except KeyError:
+            return None
 
     async def put(self, key: str, entry: CacheEntry, ttl_s: float) -> None:
         if entry.size > self.max_bytes:
@@ -285,10 +292,26 @@ class ResponseCache:
     def now(self) -> float:
         return self._clock()
 
+    @property
+    def in_memory(self) -> MemoryStore | None:
+        """The store when it is in process memory (``lookup_nowait`` may be used), else None."""
+        store = self.store
+        return store if type(store) is MemoryStore else None
+
     async def lookup(self, key: str, request: HttpRequest) -> CacheEntry | None:
         """The stored entry for ``key`` if it fits the request's Vary (fresh or not)."""
-        entry = await self.store.get(key)
-        if entry is None or not entry.matches(request):
+        return self._fitting(await self.store.get(key), request)
+
+    def lookup_nowait(
+        self, store: MemoryStore, key: str, request: HttpRequest
+    ) -> CacheEntry | None:
+        """``lookup`` in ``store``, the ``in_memory`` store: no await, whose two coroutines
+        would be a tenth of a cache hit's cost."""
+        return self._fitting(store.get_nowait(key), request)
+
+    @staticmethod
+    def _fitting(entry: CacheEntry | None, request: HttpRequest) -> CacheEntry | None:
+        if entry is None or (entry.vary and not entry.matches(request)):
             return None
         directives = _header(request, "cache-control")
         if directives and "no-cache" in cache_control(directives):

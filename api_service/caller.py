@@ -1,9 +1,10 @@
 """The outbound call engine: resolve the target, build the request, send it, record it.
 
 For an endpoint whose cache policy is on (GET/HEAD), the cache comes first (see
-``api_service.cache``): a fresh entry answers without an upstream request; otherwise one
-upstream request per cache key runs at a time (stale entries revalidated, served stale when the
-upstream fails) and concurrent identical calls share its answer. Then the attempt loop (see
+``api_service.cache`` and ``api_service.cached_calls``): a fresh entry answers without an
+upstream request; otherwise one upstream request per cache key runs at a time (stale entries
+revalidated, served stale when the upstream fails) and concurrent identical calls share its
+answer. Then the attempt loop (see
 ``api_service.attempts``) runs guards, HTTP attempts and retries until it has an answer worth
 returning: an upstream reply of any status is returned as such; no reply is the last error.
 
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
@@ -36,8 +36,10 @@ from paca.api.v1 import api_service_pb2, api_types_pb2
 
 from api_service.attempts import AttemptLoop, Exchange, Outcome, R
 from api_service.auth.manager import AuthManager
-from api_service.cache import ERROR_STATUSES, CacheEntry, ResponseCache
+from api_service.cache import ResponseCache
 from api_service.cache_redis import response_cache
+from api_service.cached_calls import CachedCalls, start_span, upstream_answer
+from api_service.cacheplan import CachePlans
 from api_service.calllog import CallRecorder
 from api_service.callrecord import Judge, Verdict, build_record, http_verdict
 from api_service.errors import UpstreamError
@@ -52,10 +54,8 @@ from api_service.stats import CallStats
 from api_service.transport import HttpRequest, HttpResponse, HttpTransport
 from paca_runtime.telemetry import dropped_below
 
-tracer = trace.get_tracer(__name__)
 
-
-class OutboundCaller:
+class OutboundCaller(CachedCalls):
     """Makes ``CallRequest``s against registered endpoints or absolute URLs.
 
     Args:
@@ -96,6 +96,7 @@ class OutboundCaller:
         self.cache = cache
         self.stats = CallStats()
         self._replies = CachedReplies()
+        self._plans = CachePlans()
         self.calls = 0
         self.failures = 0
 
@@ -148,6 +149,12 @@ class OutboundCaller:
             CircuitOpen: A breaker refused the call (recorded).
             UpstreamError: No usable response (recorded as a failure).
         """
+        plan = self._usable_plan(request, time_remaining_s)
+        if plan is not None:  # the same request as before, to the same endpoint: see CachedCalls
+            reply = self._fresh_reply(plan)
+            if reply is not None:
+                return reply
+            return await self._planned(plan, request, time_remaining_s)
         if request.WhichOneof("target") == "endpoint" and request.endpoint not in self.registry:
             await self.known(request)  # read through once; in memory, no await at all
         call = self.prepare(request, time_remaining_s)
@@ -155,23 +162,27 @@ class OutboundCaller:
         parent = trace.get_current_span()
         if dropped_below(parent):
             # The (non-recording, already current) parent stands in, as in ``span``.
-            answer = await self._answering(call, parent)
+            answer = await self._answering(call, parent, request)
         else:
             with trace.use_span(self.start_span(call), end_on_exit=True) as span:
-                answer = await self._answering(call, span)
+                answer = await self._answering(call, span, request)
         elapsed_s = time.perf_counter() - started
         if answer.from_cache:
             return self._replies.reply(answer, elapsed_s)
         return call_response(answer, elapsed_s)
 
-    def _answering(self, call: Exchange, span: trace.Span) -> Awaitable[Answer]:
+    def _answering(
+        self, call: Exchange, span: trace.Span, request: api_service_pb2.CallRequest
+    ) -> Awaitable[Answer]:
         """``call``'s answer, through the cache when its endpoint's policy enables it (a
         plain function returning the coroutine: one frame less on every call)."""
         policy = call.target.spec.cache if call.target.spec is not None else None
         cache = self.cache
         if cache is not None and policy is not None and cache.applies(call.request, policy):
             key = cache.key(call.request, policy)
-            return self._through_cache(call, key, policy, http_verdict(call.target), span)
+            judge = http_verdict(call.target)
+            self._planning(request, call, key, policy, judge)
+            return self._through_cache(call, key, policy, judge, span)
         return self.execute(call, span, http_verdict(call.target))
 
     async def known(self, request: api_service_pb2.CallRequest) -> None:
@@ -231,18 +242,7 @@ class OutboundCaller:
         of this process drop every child of such a parent, and asking the SDK to start one
         (sampler, ids, attributes) would cost a tenth of a cache hit for nothing kept.
         """
-        parent = trace.get_current_span()
-        if dropped_below(parent):
-            return trace.NonRecordingSpan(parent.get_span_context())
-        target = call.target
-        return tracer.start_span(
-            name,
-            attributes={
-                "paca.provider": target.provider,
-                "paca.endpoint": target.endpoint,
-                "http.request.method": target.method,
-            },
-        )
+        return start_span(call.target, name)
 
     async def execute(
         self,
@@ -255,7 +255,7 @@ class OutboundCaller:
         if self.cache is not None and cache_key is not None:
             return await self._through_cache(call, cache_key[0], cache_key[1], judge, span)
         outcome, verdict = await self.upstream(call, span, judge)
-        return _answer(outcome, verdict, from_cache=False)
+        return upstream_answer(outcome, verdict, from_cache=False)
 
     async def upstream(
         self, call: Exchange, span: trace.Span, judge: Judge
@@ -352,75 +352,6 @@ class OutboundCaller:
         )
         if outcome.response is None:
             self.failures += 1
-
-    async def _through_cache(
-        self,
-        call: Exchange,
-        key: str,
-        policy: api_types_pb2.CachePolicy,
-        judge: Judge,
-        span: trace.Span,
-    ) -> Answer:
-        """Answer from the cache, or make (or join) the one upstream request for this key."""
-        cache = self.cache
-        assert cache is not None
-        entry = await cache.lookup(key, call.request)
-        if entry is not None and entry.is_fresh(cache.now()):
-            call.stats.cache_hits += 1
-            span.set_attribute("paca.cache", "hit")
-            return Answer(entry.response, 0, True, judge(entry.response))
-        answer, shared = await cache.coalesce(
-            key, lambda: self._fill(key, entry, call, policy, judge, span)
-        )
-        if shared:
-            call.stats.cache_hits += 1
-            span.set_attribute("paca.cache", "coalesced")
-            return dataclasses.replace(answer, attempts=0, from_cache=True)
-        if answer.from_cache:
-            call.stats.cache_hits += 1
-        else:
-            call.stats.cache_misses += 1
-        return answer
-
-    async def _fill(
-        self,
-        key: str,
-        entry: CacheEntry | None,
-        call: Exchange,
-        policy: api_types_pb2.CachePolicy,
-        judge: Judge,
-        span: trace.Span,
-    ) -> Answer:
-        """One upstream request for a cache key: revalidate, refresh or fall back to stale."""
-        cache = self.cache
-        assert cache is not None
-        validators = entry.conditional_headers() if entry is not None else []
-        sent = call
-        if validators:
-            request = dataclasses.replace(call.request, headers=call.request.headers + validators)
-            sent = dataclasses.replace(call, request=request)
-        outcome, verdict = await self.upstream(sent, span, judge)
-        response = outcome.response
-        failed = response is None or response.status in ERROR_STATUSES
-        if failed and entry is not None and entry.usable_on_error(cache.now()):
-            span.set_attribute("paca.cache", "stale")
-            return Answer(entry.response, outcome.attempts, True, judge(entry.response))
-        answer = _answer(outcome, verdict, from_cache=False)
-        if answer.response.status == 304 and entry is not None and validators:
-            span.set_attribute("paca.cache", "revalidated")
-            fresh = await cache.revalidated(key, call.request, entry, answer.response, policy)
-            return Answer(fresh, answer.attempts, True, judge(fresh))
-        span.set_attribute("paca.cache", "miss")
-        if answer.verdict.cacheable:
-            await cache.store_response(key, call.request, answer.response, policy)
-        return answer
-
-
-def _answer(outcome: Outcome[HttpResponse], verdict: Verdict | None, *, from_cache: bool) -> Answer:
-    if outcome.response is None or verdict is None:
-        assert outcome.error is not None
-        raise outcome.error
-    return Answer(outcome.response, outcome.attempts, from_cache, verdict)
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import grpc
 from grpc_status import rpc_status
@@ -43,10 +43,11 @@ class ApiServicer(api_service_pb2_grpc.ApiServiceServicer):
         self.graphql = GraphQLCaller(caller)
 
     @translate_errors
-    async def Call(
+    def Call(
         self, request: api_service_pb2.CallRequest, context: grpc.aio.ServicerContext
-    ) -> api_service_pb2.CallResponse:
-        return await self.caller.call(request, time_remaining_s=context.time_remaining())
+    ) -> Awaitable[api_service_pb2.CallResponse]:
+        # The call's coroutine itself, which translate_errors awaits: a frame less per call.
+        return self.caller.call(request, time_remaining_s=context.time_remaining())
 
     async def CallStream(
         self, request: api_service_pb2.CallStreamRequest, context: grpc.aio.ServicerContext
