@@ -261,8 +261,10 @@ class OutboundCaller(CachedCalls):
         self, call: Exchange, span: trace.Span, judge: Judge
     ) -> tuple[Outcome[HttpResponse], Verdict | None]:
         """The upstream exchange with its guards and retries, recorded and counted."""
+        # Set field by field: GetCurrentTime goes through datetime, FromNanoseconds through
+        # checks a clock reading needs none of.
         started_wall = timestamp_pb2.Timestamp()
-        started_wall.FromNanoseconds(time.time_ns())  # GetCurrentTime goes through datetime
+        started_wall.seconds, started_wall.nanos = divmod(time.time_ns(), 1_000_000_000)
         started = time.perf_counter()
         self.calls += 1
         outcome: Outcome[HttpResponse] = Outcome()
@@ -305,14 +307,11 @@ class OutboundCaller(CachedCalls):
 
             hop = authorized
 
-        async def exchange(request: HttpRequest) -> R:
-            return await follow(
-                hop,
-                request,
-                call.redirects,
-                check_url=self.transport.network_policy.check_url,
-                discard=discard,
-            )
+        check_url = self.transport.network_policy.check_url
+
+        def exchange(request: HttpRequest) -> Awaitable[R]:
+            # The coroutine of ``follow`` itself: one frame less on every attempt.
+            return follow(hop, request, call.redirects, check_url=check_url, discard=discard)
 
         return exchange
 

@@ -105,6 +105,9 @@ class CircuitBreaker:
         self.transitions = 0
         self.rejected = 0
         self._generation = 0
+        # The ticket of every call admitted while closed in this generation (tickets are
+        # immutable and say only generation and probe, so one serves them all).
+        self._admission = Ticket(0, probe=False)
         self._opened_at = 0.0
         self._consecutive = 0
         # (time, failed) of finished calls inside the window, oldest first.
@@ -143,7 +146,10 @@ class CircuitBreaker:
                 raise CircuitOpen(self.name, min(1.0, self.config.open_s))
             self._probes_issued += 1
             return Ticket(self._generation, probe=True)
-        return Ticket(self._generation, probe=False)
+        ticket = self._admission
+        if ticket.generation != self._generation:  # one ticket per closed spell, not per call
+            ticket = self._admission = Ticket(self._generation, probe=False)
+        return ticket
 
     def record(self, ticket: Ticket, *, failed: bool) -> None:
         """Report the outcome of an admitted call."""
