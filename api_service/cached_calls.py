@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Awaitable, Callable
 
 from opentelemetry import trace
 from paca.api.v1 import api_service_pb2, api_types_pb2
@@ -48,19 +49,11 @@ class CachedCalls:
     _replies: CachedReplies
     _plans: CachePlans
 
-    def prepare(
-        self,
-        request: api_service_pb2.CallRequest,
-        time_remaining_s: float | None,
-        *,
-        safe: bool | None = None,
-    ) -> Exchange:
-        raise NotImplementedError  # OutboundCaller's
-
-    async def upstream(
-        self, call: Exchange, span: trace.Span, judge: Judge
-    ) -> tuple[Outcome[HttpResponse], Verdict | None]:
-        raise NotImplementedError  # OutboundCaller's
+    # OutboundCaller's, called here (see their docstrings there).
+    prepare: Callable[..., Exchange]
+    upstream: Callable[
+        [Exchange, trace.Span, Judge], Awaitable[tuple[Outcome[HttpResponse], Verdict | None]]
+    ]
 
     def _usable_plan(
         self, request: api_service_pb2.CallRequest, time_remaining_s: float | None
