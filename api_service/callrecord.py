@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -98,40 +97,10 @@ def http_verdict(target: Target) -> Judge:
     return judge
 
 
-class _RandomBytes(threading.local):
-    """Random bytes from ``os.urandom``, fetched a page at a time: every call's record id
-    takes 16, and a system call for each costs as much as the rest of the id. Each thread
-    has its own page, and a forked child starts afresh: no two hand out the same bytes."""
-
-    PAGE = 4096
-
-    def __init__(self) -> None:
-        self.page = b""
-        self.at = 0
-
-    def __repr__(self) -> str:
-        return f"<_RandomBytes {len(self.page) - self.at} left>"
-
-    def take16(self) -> int:
-        """16 random bytes, as an unsigned integer."""
-        at = self.at
-        if at >= len(self.page):
-            self.page, at = os.urandom(self.PAGE), 0
-        self.at = at + 16
-        return int.from_bytes(self.page[at : at + 16])
-
-    def forget(self) -> None:
-        self.page, self.at = b"", 0
-
-
-_RANDOM = _RandomBytes()
-os.register_at_fork(after_in_child=_RANDOM.forget)
-
-
 def record_id() -> str:
     """A random (version 4) UUID in its text form, as ``str(uuid.uuid4())`` but a quarter of
     its cost (``uuid.UUID`` validates what it is given): every call's record needs one."""
-    bits = _RANDOM.take16() & _UUID_KEEP | _UUID_V4
+    bits = int.from_bytes(os.urandom(16)) & _UUID_KEEP | _UUID_V4
     text = f"{bits:032x}"
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 

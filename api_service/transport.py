@@ -19,12 +19,8 @@ import weakref
 from dataclasses import dataclass
 
 import aiohttp
-from opentelemetry import baggage, propagate, trace
-from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry import propagate, trace
 from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
-from opentelemetry.propagators.composite import CompositePropagator
-from opentelemetry.propagators.textmap import TextMapPropagator
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from api_service.errors import (
     ForbiddenTarget,
@@ -91,46 +87,16 @@ def _request_hook(span: trace.Span, params: aiohttp.TraceRequestStartParams) -> 
         span.set_attribute(HTTP_REQUEST_RESEND_COUNT, sent)
 
 
-def _with_trace_context(headers: list[tuple[str, str]], span: trace.Span) -> list[tuple[str, str]]:
-    """``headers`` with the trace context of ``span`` (the current one) in place of any the
-    caller set, as the tracing hooks send it under a parent whose client spans are dropped."""
+def _with_trace_context(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``headers`` with the current trace context in place of any the caller set, as the
+    tracing hooks send it under a parent whose client spans are dropped."""
     if not is_http_instrumentation_enabled():
         return headers
     carrier: dict[str, str] = {}
-    if _default_propagators(propagate.get_global_textmap()) and not baggage.get_all():
-        # What the default propagators write here (W3C trace context, no baggage), without
-        # their generic machinery: every request under an unsampled call carries it.
-        context = span.get_span_context()
-        carrier["traceparent"] = (
-            f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
-        )
-        if context.trace_state:
-            carrier["tracestate"] = context.trace_state.to_header()
-    else:
-        propagate.inject(carrier)
-        if not carrier:
-            return headers
-    if not headers:
-        return list(carrier.items())
+    propagate.inject(carrier)
+    if not carrier:
+        return headers
     return [*(h for h in headers if h[0].lower() not in carrier), *carrier.items()]
-
-
-# The global propagator last seen and whether it is OpenTelemetry's default one.
-_seen_textmap: tuple[TextMapPropagator | None, bool] = (None, False)
-
-
-def _default_propagators(textmap: TextMapPropagator) -> bool:
-    """Whether ``textmap`` is the default propagator: W3C trace context, then W3C baggage."""
-    global _seen_textmap
-    if _seen_textmap[0] is not textmap:
-        parts = getattr(textmap, "_propagators", None)
-        default = (
-            isinstance(textmap, CompositePropagator)
-            and isinstance(parts, list | tuple)
-            and [type(p) for p in parts] == [TraceContextTextMapPropagator, W3CBaggagePropagator]
-        )
-        _seen_textmap = (textmap, default)
-    return _seen_textmap[1]
 
 
 class HttpTransport:
@@ -211,9 +177,8 @@ class HttpTransport:
         session, headers = self._session, request.headers
         if session is None or self._untraced is None:
             raise UpstreamUnavailable("HTTP transport is not open")
-        span = trace.get_current_span()
-        if dropped_below(span):
-            session, headers = self._untraced, _with_trace_context(headers, span)
+        if dropped_below(trace.get_current_span()):
+            session, headers = self._untraced, _with_trace_context(headers)
         try:
             async with session.request(
                 request.method,

@@ -25,31 +25,12 @@ import argparse
 import asyncio
 import contextlib
 import os
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
-from harness import UPSTREAM, free_port, wait_for_port
-
-
-async def cpu_per_call(
-    call: Callable[[], Awaitable[object]], calls: int, concurrency: int
-) -> float:
-    left = calls
-
-    async def worker() -> None:
-        nonlocal left
-        while left > 0:
-            left -= 1
-            await call()
-
-    started = time.process_time()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return (time.process_time() - started) / calls * 1e6
+from harness import UPSTREAM, baseline_figures, cpu_per_call, free_port, wait_for_port
 
 
 async def layers(calls: int, rounds: int, concurrency: int) -> dict[str, float]:
@@ -124,23 +105,6 @@ async def layers(calls: int, rounds: int, concurrency: int) -> dict[str, float]:
         await upstream.wait()
 
 
-def child_figures(code: str, argv: list[str]) -> dict[str, float]:
-    """The figures of the same rounds on ``code``'s tree, from a child process."""
-    env = {**os.environ, "PYTHONPATH": f"{code}{os.pathsep}{os.path.dirname(__file__)}"}
-    env["PYTHONSAFEPATH"] = "1"
-    out = subprocess.run(
-        [sys.executable, __file__, *argv, "--print-raw"],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return {
-        name: float(value)
-        for name, _, value in (line.rpartition("\t") for line in out.splitlines() if "\t" in line)
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=6000)
@@ -164,7 +128,7 @@ def main() -> None:
         for name, value in figures.items():
             print(f"{name}\t{value}")
         return
-    base = child_figures(options.baseline, argv) if options.baseline else {}
+    base = baseline_figures(__file__, options.baseline, argv) if options.baseline else {}
     print(
         f"{options.concurrency} callers; CPU us per call, least of {options.rounds} rounds of"
         f" {options.calls}"

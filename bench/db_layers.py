@@ -23,14 +23,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
+from harness import baseline_figures, cpu_per_call
 
 SQL = "SELECT id, name FROM bench_items WHERE id = $1"
 POOL_SIZE = 10
@@ -50,22 +48,6 @@ class _Context:
 
     def auth_context(self) -> dict[str, Any]:
         return {}
-
-
-async def cpu_per_call(
-    call: Callable[[], Awaitable[object]], calls: int, concurrency: int
-) -> float:
-    left = calls
-
-    async def worker() -> None:
-        nonlocal left
-        while left > 0:
-            left -= 1
-            await call()
-
-    started = time.process_time()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return (time.process_time() - started) / calls * 1e6
 
 
 async def layers(url: str, calls: int, rounds: int, concurrency: int) -> dict[str, float]:
@@ -138,22 +120,6 @@ async def layers(url: str, calls: int, rounds: int, concurrency: int) -> dict[st
             await app.stop()
 
 
-def child_figures(code: str, argv: list[str]) -> dict[str, float]:
-    """The figures of the same rounds on ``code``'s tree, from a child process."""
-    env = {**os.environ, "PYTHONPATH": code, "PYTHONSAFEPATH": "1"}
-    out = subprocess.run(
-        [sys.executable, __file__, *argv, "--print-raw"],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return {
-        name: float(value)
-        for name, _, value in (line.rpartition("\t") for line in out.splitlines() if "\t" in line)
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=15_000)
@@ -192,7 +158,7 @@ def main() -> None:
         for name, value in figures.items():
             print(f"{name}\t{value}")
         return
-    base = child_figures(options.baseline, argv) if options.baseline else {}
+    base = baseline_figures(__file__, options.baseline, argv) if options.baseline else {}
     print(
         f"{SQL!r}, {options.concurrency} callers over {POOL_SIZE} connections; CPU us per call,"
         f" least of {options.rounds} rounds of {options.calls}"

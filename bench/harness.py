@@ -6,8 +6,11 @@ The scripts run as ``python bench/<name>.py``, so this module is imported by its
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 
@@ -64,3 +67,40 @@ async def measure(one: Callable[[], Awaitable[None]], seconds: float, concurrenc
     elapsed = time.perf_counter() - started
     quantiles = statistics.quantiles(latencies, n=100)
     return len(latencies) / elapsed, quantiles[49] * 1000, quantiles[98] * 1000
+
+
+async def cpu_per_call(
+    call: Callable[[], Awaitable[object]], calls: int, concurrency: int
+) -> float:
+    """CPU microseconds this process spends per call while ``concurrency`` workers make
+    ``calls`` calls of ``call`` in all."""
+    left = calls
+
+    async def worker() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            await call()
+
+    started = time.process_time()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return (time.process_time() - started) / calls * 1e6
+
+
+def baseline_figures(script: str, code: str, argv: list[str]) -> dict[str, float]:
+    """The figures ``script`` prints with ``--print-raw`` (``name<TAB>value`` lines) when it
+    runs on ``code``'s tree in a child process."""
+    env = {**os.environ, "PYTHONPATH": f"{code}{os.pathsep}{os.path.dirname(script)}"}
+    # Off sys.path: this tree (the working directory, the script's own), so ``code`` is used.
+    env["PYTHONSAFEPATH"] = "1"
+    out = subprocess.run(
+        [sys.executable, script, *argv, "--print-raw"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return {
+        name: float(value)
+        for name, _, value in (line.rpartition("\t") for line in out.splitlines() if "\t" in line)
+    }

@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 
 from db_service.backends.base import ResultSet, limit_bytes
-from db_service.backends.pg_pool import PgConnection, Statement
+from db_service.backends.pg_pool import PgConnection
 from db_service.backends.postgres_types import bind, result_shape, rows_affected
 
 
@@ -67,24 +67,13 @@ async def read_plain(
     connection goes back to the pool without a reset, unless the server reports that its
     read-only default changed (a function the statement reached through a view, say). After an
     error or a timeout it gets the pool's reset, which also waits for the cancel request.
-
-    The commonest statement of all, so :func:`fetch`'s steps are written out here: each
-    coroutine between the caller and asyncpg is passed through again when the rows come.
     """
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     if conn.pending_end:
         await conn.execute(conn.take_pending_end(), timeout=time_left(deadline))
-    statement = conn.statement(sql) or await conn.prepare_statement(
-        sql, result_shape, time_left(deadline)
+    result = await fetch(
+        conn, sql, params, max_rows=max_rows, max_bytes=max_bytes, deadline=deadline
     )
-    prepared, columns, encode = statement
-    if encode is None or BIND_EXECUTE is None:
-        result = await _run(statement, params, max_rows, max_bytes, deadline)
-    else:
-        bound = bind(prepared, params)
-        fetched = await BIND_EXECUTE(prepared, bound, max_rows + 1, time_left(deadline))
-        rows, cut = limit_bytes([encode(r) for r in fetched[:max_rows]], max_bytes)
-        result = ResultSet(columns=columns, rows=rows, truncated=cut or len(fetched) > max_rows)
     if conn.session_read_only():
         conn.mark_reset()
     return result
@@ -155,16 +144,6 @@ async def fetch(
     statement = conn.statement(sql) or await conn.prepare_statement(
         sql, result_shape, time_left(deadline)
     )
-    return await _run(statement, params, max_rows, max_bytes, deadline)
-
-
-async def _run(
-    statement: Statement,
-    params: Sequence[Any],
-    max_rows: int,
-    max_bytes: int,
-    deadline: float | None,
-) -> ResultSet:
     prepared, columns, encode = statement
     bound = bind(prepared, params)
     if encode is None:
