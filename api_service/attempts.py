@@ -22,7 +22,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 from opentelemetry import trace
 from paca.api.v1 import api_types_pb2
@@ -61,8 +61,7 @@ class Outcome(Generic[R]):
     attempts: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Exchange:
+class Exchange(NamedTuple):
     """One call's resolved target, request, host, deadline and stats."""
 
     target: Target
@@ -210,7 +209,7 @@ class AttemptLoop:
                 token = ATTEMPT.set(number)
                 try:
                     request = call.request
-                    if timeout_s != request.timeout_s:  # a third of dataclasses.replace
+                    if timeout_s != request.timeout_s:  # a third of _replace
                         request = HttpRequest(
                             request.method, request.url, request.headers, request.body, timeout_s
                         )

@@ -355,7 +355,7 @@ class ResponseCache:
         updated = {k.lower() for k, _ in not_modified.headers} - {"content-length"}
         headers = [(k, v) for k, v in entry.response.headers if k.lower() not in updated]
         headers += [(k, v) for k, v in not_modified.headers if k.lower() in updated]
-        response = dataclasses.replace(entry.response, headers=headers)
+        response = entry.response._replace(headers=headers)
         await self.store_response(key, request, response, policy)
         return response
 

@@ -17,7 +17,6 @@ mixin whose other half (``prepare``, ``upstream``, the attributes below) is ``Ou
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 
@@ -190,7 +189,7 @@ class CachedCalls:
         if shared:
             call.stats.cache_hits += 1
             span.set_attribute("paca.cache", "coalesced")
-            return dataclasses.replace(answer, attempts=0, from_cache=True)
+            return answer._replace(attempts=0, from_cache=True)
         if answer.from_cache:
             call.stats.cache_hits += 1
         else:
@@ -212,8 +211,8 @@ class CachedCalls:
         validators = entry.conditional_headers() if entry is not None else []
         sent = call
         if validators:
-            request = dataclasses.replace(call.request, headers=call.request.headers + validators)
-            sent = dataclasses.replace(call, request=request)
+            request = call.request._replace(headers=call.request.headers + validators)
+            sent = call._replace(request=request)
         outcome, verdict = await self.upstream(sent, span, judge)
         response = outcome.response
         failed = response is None or response.status in ERROR_STATUSES

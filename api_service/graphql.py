@@ -21,7 +21,6 @@ error. Neither is cached.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import time
@@ -187,7 +186,7 @@ class GraphQLCaller:
         cache_key = None
         policy = call.target.spec.cache if call.target.spec is not None else None
         # A query is a read sent as POST: the cache's rules (bypass headers too) apply as to GET.
-        as_read = dataclasses.replace(call.request, method="GET")
+        as_read = call.request._replace(method="GET")
         if caller.cache is not None and kind == "query" and caller.cache.applies(as_read, policy):
             assert policy is not None
             canonical = json.dumps(variables, sort_keys=True, separators=(",", ":"))

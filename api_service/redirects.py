@@ -13,7 +13,6 @@ All hops of an attempt share the attempt's time limit.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -93,7 +92,7 @@ def next_request(request: HttpRequest, status: int, location: str | None) -> Htt
         headers = [(k, v) for k, v in headers if k.lower() not in _BODY_HEADERS]
     if _origin(url) != _origin(request.url):
         headers = [(k, v) for k, v in headers if k.lower() not in _CREDENTIALS]
-    return dataclasses.replace(request, method=method, url=url, body=body, headers=headers)
+    return request._replace(method=method, url=url, body=body, headers=headers)
 
 
 async def follow(
@@ -127,7 +126,7 @@ async def follow(
             raise UpstreamTimeout("redirects took longer than the attempt's time limit")
         if discard is not None:
             await discard(response)
-        request = dataclasses.replace(hop, timeout_s=left)
+        request = hop._replace(timeout_s=left)
         response = await send(request)
         hops += 1
     return response

@@ -7,7 +7,7 @@ copy costs a fifth of a build).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from google.protobuf import duration_pb2
 from paca.api.v1 import api_service_pb2
@@ -21,8 +21,7 @@ MAX_REPLIES = 256
 MAX_REPLY_BODY_BYTES = 16 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
+class Answer(NamedTuple):
     """A call's reply, how it was obtained and what it is worth."""
 
     response: HttpResponse
@@ -58,9 +57,13 @@ def call_response(answer: Answer, elapsed_s: float) -> api_service_pb2.CallRespo
         url=public_url(response.url),
         validation_error=validation_error(answer.verdict),
     )
-    add = reply.headers.add  # in place: a Header built apart is copied in again
+    # In place (a Header built apart is copied in again), field by field (keyword arguments
+    # are looked up by name).
+    add = reply.headers.add
     for name, value in response.headers:
-        add(name=name, value=value)
+        header = add()
+        header.name = name
+        header.value = value
     set_latency(reply, elapsed_s)
     return reply
 

@@ -6,7 +6,6 @@ INVALID_ARGUMENT naming the field and never reaches the upstream or the call log
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import json
 from dataclasses import dataclass
@@ -172,8 +171,7 @@ def gzipped(request: HttpRequest) -> HttpRequest:
     if any(k.lower() == "content-encoding" for k, _ in request.headers):
         return request
     assert request.body is not None
-    return dataclasses.replace(
-        request,
+    return request._replace(
         body=gzip.compress(request.body),
         headers=[*request.headers, ("Content-Encoding", "gzip")],
     )

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import contextvars
 import weakref
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import aiohttp
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
 
 from api_service.errors import (
@@ -39,6 +39,7 @@ from api_service.safety import (
 from paca_runtime.http_spans import http_client_trace_config
 from paca_runtime.semconv import HTTP_REQUEST_RESEND_COUNT
 from paca_runtime.telemetry import dropped_below
+from paca_runtime.trace_headers import trace_headers
 
 USER_AGENT = "paca-api-service/0.1"
 # The attempt number of the request being sent (1 = first), set by the call engine so the HTTP
@@ -46,8 +47,9 @@ USER_AGENT = "paca-api-service/0.1"
 ATTEMPT: contextvars.ContextVar[int] = contextvars.ContextVar("paca_attempt", default=1)
 
 
-@dataclass(frozen=True, slots=True)
-class HttpRequest:
+class HttpRequest(NamedTuple):
+    """One request as the engine sends it (immutable: plans and retries share it)."""
+
     method: str
     url: str
     headers: list[tuple[str, str]]
@@ -55,8 +57,9 @@ class HttpRequest:
     timeout_s: float
 
 
-@dataclass(frozen=True, slots=True)
-class HttpResponse:
+class HttpResponse(NamedTuple):
+    """A whole-body response (immutable: the cache and its plans share it)."""
+
     status: int
     headers: list[tuple[str, str]]
     body: bytes
@@ -92,8 +95,7 @@ def _with_trace_context(headers: list[tuple[str, str]]) -> list[tuple[str, str]]
     tracing hooks send it under a parent whose client spans are dropped."""
     if not is_http_instrumentation_enabled():
         return headers
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
+    carrier = trace_headers()
     if not carrier:
         return headers
     return [*(h for h in headers if h[0].lower() not in carrier), *carrier.items()]

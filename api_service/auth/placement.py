@@ -9,7 +9,6 @@ attributes and replies. The parameter's name is therefore registered with
 from __future__ import annotations
 
 import base64
-import dataclasses
 from urllib.parse import urlencode, urlsplit
 
 from paca.api.v1 import api_types_pb2
@@ -33,7 +32,7 @@ def place(
         parts = urlsplit(request.url)
         separator = "&" if parts.query else "?"
         url = request.url.split("#", 1)[0] + separator + urlencode({parameter_name: secret})
-        return dataclasses.replace(request, url=url)
+        return request._replace(url=url)
     if placement == api_types_pb2.KEY_PLACEMENT_HEADER:
         name, value = parameter_name, secret
     elif placement == api_types_pb2.KEY_PLACEMENT_BASIC:
@@ -43,4 +42,4 @@ def place(
     lowered = name.lower()
     headers = [(k, v) for k, v in request.headers if k.lower() != lowered]
     headers.append((name, value))
-    return dataclasses.replace(request, headers=headers)
+    return request._replace(headers=headers)

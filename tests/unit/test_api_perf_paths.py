@@ -7,10 +7,12 @@ against what it replaces, so a later change to either side shows up as a failure
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 
 import pytest
-from opentelemetry import trace
+from opentelemetry import baggage, propagate, trace
+from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import TracerProvider, sampling
 from opentelemetry.trace import SpanContext, TraceFlags
 from paca.api.v1 import api_service_pb2, api_types_pb2
@@ -18,7 +20,7 @@ from paca.api.v1 import api_service_pb2, api_types_pb2
 from api_service.attempts import Exchange
 from api_service.cache import ResponseCache
 from api_service.caller import OutboundCaller
-from api_service.callrecord import public_url, record_id
+from api_service.callrecord import is_json, public_url, record_id
 from api_service.errors import ForbiddenTarget, InvalidCall
 from api_service.redirects import DEFAULT_RULE, RedirectRule, redirect_rule
 from api_service.registry import APIRegistry
@@ -28,6 +30,7 @@ from api_service.safety import NetworkPolicy, parse_networks
 from api_service.stats import TargetStats
 from api_service.transport import HttpRequest, HttpResponse
 from paca_runtime.redact import REDACTED, redact_url
+from paca_runtime.trace_headers import trace_headers
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(10)]
 
@@ -178,3 +181,71 @@ def test_a_replys_latency_is_what_from_microseconds_makes(elapsed_s: float) -> N
     expected.latency.FromMicroseconds(int(elapsed_s * 1_000_000))
     assert made == expected
     assert made.latency.ToMicroseconds() == int(elapsed_s * 1_000_000)
+
+
+JSON_TEXTS = [
+    "{}",
+    ' {"a": [1, 2.5, "x", null, true]} ',
+    "\n\t[1]\r\n",
+    '"text"',
+    "NaN",
+    "-0.0e5",
+    "",
+    "   ",
+    "{",
+    "{} {}",
+    "[1,]",
+    "\x0c{}",  # whitespace to Python, not to JSON
+    "\u00a0{}",
+    "\ufeff{}",
+    "tru",
+    "[" * 100_000,  # deeper than the parser goes
+    "[" * 50 + "]" * 50,
+]
+
+
+@pytest.mark.parametrize("text", JSON_TEXTS, ids=range(len(JSON_TEXTS)))
+def test_is_json_agrees_with_json_loads(text: str) -> None:
+    try:
+        json.loads(text)
+    except (ValueError, RecursionError):
+        expected = False
+    else:
+        expected = True
+    assert is_json(text) is expected
+
+
+@pytest.mark.parametrize(
+    "span_context",
+    [
+        SpanContext(0x1234, 0x5678, is_remote=False, trace_flags=TraceFlags(0)),
+        SpanContext(
+            0xFEDCBA9876543210FEDCBA9876543210, 0x1, is_remote=True, trace_flags=TraceFlags(3)
+        ),
+        SpanContext(
+            0xABC,
+            0xDEF,
+            is_remote=True,
+            trace_flags=TraceFlags(1),
+            trace_state=trace.TraceState([("vendor", "value"), ("other", "x")]),
+        ),
+        trace.INVALID_SPAN_CONTEXT,
+    ],
+)
+def test_trace_headers_are_what_the_propagators_inject(span_context: SpanContext) -> None:
+    token = otel_context.attach(trace.set_span_in_context(trace.NonRecordingSpan(span_context)))
+    try:
+        expected: dict[str, str] = {}
+        propagate.inject(expected)
+        assert trace_headers() == expected
+        with_baggage = baggage.set_baggage("tenant", "t1")
+        token_b = otel_context.attach(with_baggage)
+        try:
+            expected = {}
+            propagate.inject(expected)
+            assert trace_headers() == expected
+            assert "baggage" in expected
+        finally:
+            otel_context.detach(token_b)
+    finally:
+        otel_context.detach(token)
