@@ -20,7 +20,6 @@ from typing import NamedTuple
 
 import aiohttp
 from opentelemetry import trace
-from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
 
 from api_service.errors import (
     ForbiddenTarget,
@@ -39,7 +38,7 @@ from api_service.safety import (
 from paca_runtime.http_spans import http_client_trace_config
 from paca_runtime.semconv import HTTP_REQUEST_RESEND_COUNT
 from paca_runtime.telemetry import dropped_below
-from paca_runtime.trace_headers import trace_headers
+from paca_runtime.trace_headers import outbound_trace_headers
 
 USER_AGENT = "paca-api-service/0.1"
 # The attempt number of the request being sent (1 = first), set by the call engine so the HTTP
@@ -93,11 +92,11 @@ def _request_hook(span: trace.Span, params: aiohttp.TraceRequestStartParams) -> 
 def _with_trace_context(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """``headers`` with the current trace context in place of any the caller set, as the
     tracing hooks send it under a parent whose client spans are dropped."""
-    if not is_http_instrumentation_enabled():
-        return headers
-    carrier = trace_headers()
+    carrier = outbound_trace_headers()
     if not carrier:
         return headers
+    if not headers:
+        return list(carrier.items())
     return [*(h for h in headers if h[0].lower() not in carrier), *carrier.items()]
 
 

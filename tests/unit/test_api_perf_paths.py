@@ -13,6 +13,10 @@ import uuid
 import pytest
 from opentelemetry import baggage, propagate, trace
 from opentelemetry import context as otel_context
+from opentelemetry.instrumentation.utils import (
+    suppress_http_instrumentation,
+    suppress_instrumentation,
+)
 from opentelemetry.sdk.trace import TracerProvider, sampling
 from opentelemetry.trace import SpanContext, TraceFlags
 from paca.api.v1 import api_service_pb2, api_types_pb2
@@ -30,7 +34,7 @@ from api_service.safety import NetworkPolicy, parse_networks
 from api_service.stats import TargetStats
 from api_service.transport import HttpRequest, HttpResponse
 from paca_runtime.redact import REDACTED, redact_url
-from paca_runtime.trace_headers import trace_headers
+from paca_runtime.trace_headers import outbound_trace_headers
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(10)]
 
@@ -232,20 +236,24 @@ def test_is_json_agrees_with_json_loads(text: str) -> None:
         trace.INVALID_SPAN_CONTEXT,
     ],
 )
-def test_trace_headers_are_what_the_propagators_inject(span_context: SpanContext) -> None:
+def test_outbound_trace_headers_are_what_the_propagators_inject(span_context: SpanContext) -> None:
     token = otel_context.attach(trace.set_span_in_context(trace.NonRecordingSpan(span_context)))
     try:
         expected: dict[str, str] = {}
         propagate.inject(expected)
-        assert trace_headers() == expected
+        assert outbound_trace_headers() == expected
         with_baggage = baggage.set_baggage("tenant", "t1")
         token_b = otel_context.attach(with_baggage)
         try:
             expected = {}
             propagate.inject(expected)
-            assert trace_headers() == expected
+            assert outbound_trace_headers() == expected
             assert "baggage" in expected
         finally:
             otel_context.detach(token_b)
+        with suppress_http_instrumentation():
+            assert outbound_trace_headers() == {}
+        with suppress_instrumentation():
+            assert outbound_trace_headers() == {}
     finally:
         otel_context.detach(token)
