@@ -32,7 +32,7 @@ from api_service.replies import Answer, CachedReplies, call_response
 from api_service.request import Target
 from api_service.stats import CallStats
 from api_service.transport import HttpResponse, HttpTransport
-from paca_runtime.telemetry import dropped_below
+from paca_runtime.telemetry import current_span, dropped_below
 
 # The instrumentation scope of every ``api.call`` span, wherever it is started.
 tracer = trace.get_tracer("api_service.caller")
@@ -99,7 +99,7 @@ class CachedCalls:
         memory = cache.in_memory
         if memory is None:
             return None
-        parent = trace.get_current_span()
+        parent = current_span()
         if not dropped_below(parent):
             return None
         entry = cache.lookup_nowait(memory, plan.key, plan.request)
@@ -118,7 +118,7 @@ class CachedCalls:
         """``call`` of a request with a usable plan: a fresh entry answers without the
         request being prepared again; anything else prepares it and goes the usual way."""
         started = time.perf_counter()
-        parent = trace.get_current_span()
+        parent = current_span()
         if dropped_below(parent):
             answer = await self._from_plan(plan, request, time_remaining_s, parent)
         else:
@@ -242,7 +242,7 @@ def upstream_answer(
 
 def start_span(target: Target, name: str = "api.call") -> trace.Span:
     """The span of one call to ``target`` (not current): see ``OutboundCaller.start_span``."""
-    parent = trace.get_current_span()
+    parent = current_span()
     if dropped_below(parent):
         return trace.NonRecordingSpan(parent.get_span_context())
     return tracer.start_span(

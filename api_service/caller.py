@@ -52,7 +52,7 @@ from api_service.safety import NetworkPolicy, parse_networks
 from api_service.settings import ApiSettings, ResilienceSettings
 from api_service.stats import CallStats
 from api_service.transport import HttpRequest, HttpResponse, HttpTransport
-from paca_runtime.telemetry import dropped_below
+from paca_runtime.telemetry import current_span, dropped_below
 
 
 class OutboundCaller(CachedCalls):
@@ -159,7 +159,7 @@ class OutboundCaller(CachedCalls):
             await self.known(request)  # read through once; in memory, no await at all
         call = self.prepare(request, time_remaining_s)
         started = time.perf_counter()
-        parent = trace.get_current_span()
+        parent = current_span()
         if dropped_below(parent):
             # The (non-recording, already current) parent stands in, as in ``span``.
             answer = await self._answering(call, parent, request)
@@ -229,7 +229,7 @@ class OutboundCaller(CachedCalls):
         parent stands in: the context it carries on is the same, and making a stand-in of it
         current would cost a context switch each way for nothing kept.
         """
-        parent = trace.get_current_span()
+        parent = current_span()
         if dropped_below(parent):
             return contextlib.nullcontext(parent)
         return trace.use_span(self.start_span(call, name), end_on_exit=True)

@@ -37,7 +37,7 @@ from api_service.safety import (
 )
 from paca_runtime.http_spans import http_client_trace_config
 from paca_runtime.semconv import HTTP_REQUEST_RESEND_COUNT
-from paca_runtime.telemetry import dropped_below
+from paca_runtime.telemetry import current_span, dropped_below
 from paca_runtime.trace_headers import outbound_trace_headers
 
 USER_AGENT = "paca-api-service/0.1"
@@ -79,7 +79,7 @@ _SENT: weakref.WeakKeyDictionary[trace.Span, int] = weakref.WeakKeyDictionary()
 
 
 def _request_hook(span: trace.Span, params: aiohttp.TraceRequestStartParams) -> None:
-    call = trace.get_current_span()
+    call = current_span()
     if call.is_recording():
         sent = _SENT.get(call, 0)
         _SENT[call] = sent + 1
@@ -178,7 +178,7 @@ class HttpTransport:
         session, headers = self._session, request.headers
         if session is None or self._untraced is None:
             raise UpstreamUnavailable("HTTP transport is not open")
-        if dropped_below(trace.get_current_span()):
+        if dropped_below(current_span()):
             session, headers = self._untraced, _with_trace_context(headers)
         try:
             async with session.request(

@@ -20,8 +20,9 @@ import logging
 import os
 import threading
 from collections.abc import Iterator, Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.environment_variables import OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG
@@ -29,6 +30,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider, sampling
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.util._decorator import _agnosticcontextmanager
 from opentelemetry.util.types import Attributes
 
@@ -155,10 +157,34 @@ def dropped_below(parent: trace.Span) -> bool:
     """Whether the tracer provider's sampler drops any span started under ``parent``: the
     parent is valid, not sampled, and the sampler is parent-based (as ``sampler_from_env``
     builds them). Callers skip building such a span's attributes altogether."""
-    context = parent.get_span_context()
-    if not context.is_valid or context.trace_flags.sampled or parent.is_recording():
+    if parent.is_recording():
         return False
-    return isinstance(getattr(trace.get_tracer_provider(), "sampler", None), sampling.ParentBased)
+    context = parent.get_span_context()
+    if not context.is_valid or context.trace_flags & trace.TraceFlags.SAMPLED:
+        return False
+    provider = trace.get_tracer_provider()
+    if provider is not _provider_seen[0]:  # the sampler of a provider never changes
+        parent_based = isinstance(getattr(provider, "sampler", None), sampling.ParentBased)
+        _provider_seen[:] = [provider, parent_based]
+    return bool(_provider_seen[1])
+
+
+# The tracer provider last asked about, and whether its sampler is parent-based.
+_provider_seen: list[object] = [None, False]
+# Classes of context values seen to be spans (an ABC's isinstance costs a lookup each time).
+_SPAN_TYPES: set[type] = set()
+
+
+def current_span(context: Context | None = None) -> trace.Span:
+    """``trace.get_current_span(context)`` at a third of its cost, for the per-call paths:
+    one read of the context and no ABC check for a class of span seen before."""
+    span = (context if context is not None else otel_context.get_current()).get(_SPAN_KEY)
+    if type(span) in _SPAN_TYPES:
+        return cast(trace.Span, span)
+    if span is None or not isinstance(span, trace.Span):
+        return trace.INVALID_SPAN
+    _SPAN_TYPES.add(type(span))
+    return span
 
 
 class _RootIds(RandomIdGenerator):

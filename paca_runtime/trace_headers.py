@@ -16,8 +16,6 @@ result against ``propagate.inject``.
 
 from __future__ import annotations
 
-from typing import cast
-
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.baggage import _BAGGAGE_KEY
@@ -28,8 +26,9 @@ from opentelemetry.context import (
 )
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import TextMapPropagator
-from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from paca_runtime.telemetry import current_span
 
 # Set by older instrumentations, still honoured by is_instrumentation_enabled().
 _SUPPRESS_PLAIN = "suppress_instrumentation"
@@ -37,8 +36,6 @@ _SUPPRESS_PLAIN = "suppress_instrumentation"
 _checked: list[tuple[TextMapPropagator, bool]] = []
 # Trace flags as two hex digits (a format spec costs more than the rest of the header).
 _FLAGS = [f"{flags:02x}" for flags in range(256)]
-# Classes of context values seen to be spans (an ABC's isinstance costs a lookup each time).
-_SPAN_TYPES: set[type] = set()
 
 
 def _is_default(textmap: TextMapPropagator) -> bool:
@@ -67,14 +64,7 @@ def outbound_trace_headers() -> dict[str, str]:
         carrier: dict[str, str] = {}
         propagate.inject(carrier, context)
         return carrier
-    span = context.get(_SPAN_KEY)
-    if span is None:
-        return {}
-    if type(span) not in _SPAN_TYPES:
-        if not isinstance(span, trace.Span):
-            return {}  # the propagator reads such a value as no span
-        _SPAN_TYPES.add(type(span))
-    span_context = cast(trace.Span, span).get_span_context()
+    span_context = current_span(context).get_span_context()
     if span_context == trace.INVALID_SPAN_CONTEXT:  # what inject compares with
         return {}
     trace_id, span_id = span_context.trace_id, span_context.span_id
