@@ -127,7 +127,7 @@ class AttemptLoop:
                 finally:
                     if retrying:
                         budget.retry_done()
-                if isinstance(attempt, RateLimited | CircuitOpen):
+                if isinstance(attempt, (RateLimited, CircuitOpen)):
                     # A guard refused: the first attempt reports it, a retry keeps what it had.
                     if not retrying:
                         outcome.error = attempt
@@ -143,6 +143,8 @@ class AttemptLoop:
                     retry_after = (
                         parse_retry_after(attempt.header("retry-after")) if retryable else None
                     )
+                if not retryable:  # most outcomes: nothing to decide
+                    return outcome
                 decision = strategy.decide(
                     attempt=outcome.attempts,
                     retryable=retryable,
@@ -151,8 +153,7 @@ class AttemptLoop:
                     time_left_s=None if call.deadline is None else call.deadline - self._clock(),
                 )
                 if not decision.retry:
-                    if retryable:
-                        span.add_event("retry.stop", {"paca.reason": decision.reason})
+                    span.add_event("retry.stop", {"paca.reason": decision.reason})
                     return outcome
                 if not budget.try_retry():
                     call.stats.retries_denied += 1

@@ -49,16 +49,16 @@ def set_latency(reply: api_service_pb2.CallResponse, elapsed_s: float) -> None:
 def call_response(answer: Answer, elapsed_s: float) -> api_service_pb2.CallResponse:
     """The ``CallResponse`` of an answer that took ``elapsed_s``."""
     response = answer.response
-    reply = api_service_pb2.CallResponse(
-        status_code=response.status,
-        body=response.body,
-        attempts=answer.attempts,
-        from_cache=answer.from_cache,
-        url=public_url(response.url),
-        validation_error=validation_error(answer.verdict),
-    )
-    # In place (a Header built apart is copied in again), field by field (keyword arguments
-    # are looked up by name).
+    # Field by field: keyword arguments are looked up by name, a third dearer.
+    reply = api_service_pb2.CallResponse()
+    reply.status_code = response.status
+    reply.body = response.body
+    reply.attempts = answer.attempts
+    reply.from_cache = answer.from_cache
+    reply.url = public_url(response.url)
+    if answer.verdict.validation_error:
+        reply.validation_error = answer.verdict.error_message or ""
+    # In place: a Header built apart is copied in again.
     add = reply.headers.add
     for name, value in response.headers:
         header = add()
