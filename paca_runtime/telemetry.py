@@ -236,6 +236,7 @@ class _Tracer(trace.Tracer):
         self._root_flags = trace.TraceFlags(
             trace.TraceFlags.RANDOM_TRACE_ID if ids is not None and ids.is_trace_id_random() else 0
         )
+        self._root_bound = _root_ratio_bound(sampler)
 
     def start_span(
         self,
@@ -248,12 +249,19 @@ class _Tracer(trace.Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
     ) -> trace.Span:
-        parent = trace.get_current_span(context)
+        parent = current_span(context)
         parent_context = parent.get_span_context()
         ids = self._ids
         chosen = False
         if not parent_context.is_valid and ids is not None:
             trace_id = ids.draw_trace_id()
+            bound = self._root_bound
+            if bound is not None and trace_id & _TRACE_ID_LIMIT >= bound:
+                # The ratio sampler's own test, without its result objects: dropped.
+                span_context = trace.SpanContext(
+                    trace_id, ids.generate_span_id(), False, self._root_flags
+                )
+                return trace.NonRecordingSpan(span_context)
             result = self._sampler.should_sample(
                 context, trace_id, name, kind, attributes, links or ()
             )
@@ -316,6 +324,21 @@ class _Tracer(trace.Tracer):
             set_status_on_exception=set_status_on_exception,
         ) as current:
             yield current
+
+
+# The bits of a trace id that the ratio sampler compares with its bound.
+_TRACE_ID_LIMIT: Final = sampling.TraceIdRatioBased.TRACE_ID_LIMIT
+
+
+def _root_ratio_bound(sampler: sampling.Sampler) -> int | None:
+    """The bound under which ``sampler`` samples a root span's trace id, when it is the
+    parent-based ratio sampler (the default, see ``sampler_from_env``); None otherwise."""
+    if type(sampler) is not sampling.ParentBasedTraceIdRatio:
+        return None
+    root = getattr(sampler, "_root", None)  # the SDK keeps it private; absent: no shortcut
+    if type(root) is not sampling.TraceIdRatioBased:
+        return None
+    return root.bound
 
 
 class _HashedResource(Resource):
