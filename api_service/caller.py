@@ -30,7 +30,6 @@ from contextlib import AbstractContextManager
 from typing import Any
 from urllib.parse import urlsplit
 
-from google.protobuf import timestamp_pb2
 from opentelemetry import trace
 from paca.api.v1 import api_service_pb2, api_types_pb2
 
@@ -261,10 +260,7 @@ class OutboundCaller(CachedCalls):
         self, call: Exchange, span: trace.Span, judge: Judge
     ) -> tuple[Outcome[HttpResponse], Verdict | None]:
         """The upstream exchange with its guards and retries, recorded and counted."""
-        # Set field by field: GetCurrentTime goes through datetime, FromNanoseconds through
-        # checks a clock reading needs none of.
-        started_wall = timestamp_pb2.Timestamp()
-        started_wall.seconds, started_wall.nanos = divmod(time.time_ns(), 1_000_000_000)
+        started_ns = time.time_ns()  # wall clock: the record's create_time
         started = time.perf_counter()
         self.calls += 1
         outcome: Outcome[HttpResponse] = Outcome()
@@ -275,11 +271,11 @@ class OutboundCaller(CachedCalls):
             outcome.response = None
             outcome.error = UpstreamError("the caller cancelled the call")
             elapsed_ms = (time.perf_counter() - started) * 1000
-            self.finish(call, span, started_wall, elapsed_ms, outcome, None)
+            self.finish(call, span, started_ns, elapsed_ms, outcome, None)
             raise
         elapsed_ms = (time.perf_counter() - started) * 1000
         verdict = judge(outcome.response) if outcome.response is not None else None
-        self.finish(call, span, started_wall, elapsed_ms, outcome, verdict)
+        self.finish(call, span, started_ns, elapsed_ms, outcome, verdict)
         return outcome, verdict
 
     def sender(
@@ -319,7 +315,7 @@ class OutboundCaller(CachedCalls):
         self,
         call: Exchange,
         span: trace.Span,
-        started_wall: timestamp_pb2.Timestamp,
+        started_ns: int,
         elapsed_ms: float,
         outcome: Outcome[Any],
         verdict: Verdict | None,
@@ -335,7 +331,7 @@ class OutboundCaller(CachedCalls):
         record = build_record(
             call.target,
             call.request,
-            started_wall,
+            started_ns,
             elapsed_ms,
             outcome,
             verdict,

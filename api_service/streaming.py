@@ -23,7 +23,6 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 
 import aiohttp
-from google.protobuf import timestamp_pb2
 from opentelemetry import trace
 from paca.api.v1 import api_service_pb2, api_types_pb2
 
@@ -154,8 +153,7 @@ async def stream_call(
     # An async generator's frames may resume in other contexts (a cancelled stream is closed
     # from gRPC's), so the span is made current only around the awaits, never across a yield.
     span = caller.start_span(call, "api.call_stream")
-    started_wall = timestamp_pb2.Timestamp()
-    started_wall.GetCurrentTime()
+    started_ns = time.time_ns()
     started = time.perf_counter()
     caller.calls += 1
     outcome: Outcome[StreamedResponse] = Outcome()
@@ -199,4 +197,4 @@ async def stream_call(
             await outcome.response.aclose()
         elapsed_ms = (time.perf_counter() - started) * 1000
         with trace.use_span(span, end_on_exit=True):
-            caller.finish(call, span, started_wall, elapsed_ms, outcome, verdict)
+            caller.finish(call, span, started_ns, elapsed_ms, outcome, verdict)
