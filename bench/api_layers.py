@@ -2,7 +2,8 @@
 
 No gRPC: the engine (``OutboundCaller``, through ``UniversalAPIClient``) runs in this event loop
 against a local upstream (its own process), ``--concurrency`` callers at a time, each call under
-an unsampled parent span as a call without trace context runs in the server:
+an unsampled parent span and the server's tracer provider, as a call without trace context
+runs in the server:
 
 (a) aiohttp: ``ClientSession.get`` and ``read`` on a pool of its own, the floor of (b);
 (b) ``OutboundCaller.call`` of a ``CallRequest`` for the same URL: resolve, guards, attempt,
@@ -27,13 +28,18 @@ import contextlib
 import os
 import sys
 import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 from harness import UPSTREAM, baseline_figures, cpu_per_call, free_port, wait_for_port
 
 
-async def layers(calls: int, rounds: int, concurrency: int) -> dict[str, float]:
+@contextlib.asynccontextmanager
+async def engine_calls(base: str) -> AsyncIterator[dict[str, Callable[[], Awaitable[None]]]]:
+    """This gauge's three kinds of call against the upstream at ``base``, by their printed
+    names, each under an unsampled parent span and the server's tracer provider, as a call
+    without trace context runs in api_service."""
     # Imported here: with --baseline, the child imports them from the older tree.
     from opentelemetry import context as otel_context
     from opentelemetry import trace
@@ -41,66 +47,72 @@ async def layers(calls: int, rounds: int, concurrency: int) -> dict[str, float]:
 
     from api_service import UniversalAPIClient
     from api_service.settings import ApiSettings, CallLogSettings
+    from paca_runtime.telemetry import make_provider, sampler_from_env
 
-    port = free_port()
-    upstream = await asyncio.create_subprocess_exec(sys.executable, "-c", UPSTREAM, str(port))
-    base = f"http://127.0.0.1:{port}"
+    trace.set_tracer_provider(make_provider("bench", sampler_from_env()))
     url = f"{base}/ok"
     dropped = trace.NonRecordingSpan(
         trace.SpanContext(0x1234, 0x5678, is_remote=False, trace_flags=trace.TraceFlags(0))
     )
     token = otel_context.attach(trace.set_span_in_context(dropped))
-    stack = contextlib.ExitStack()
+    try:
+        # Without db_service, records stay in memory or go to a spool: here, a temporary one.
+        with tempfile.TemporaryDirectory() as spool:
+            calllog = CallLogSettings(flush_interval_s=0.05, spool_dir=Path(spool) / "spool")
+            settings = ApiSettings(db_address="", calllog=calllog)
+            connector = aiohttp.TCPConnector(limit=512)
+            async with (
+                UniversalAPIClient(base, settings=settings) as client,
+                aiohttp.ClientSession(connector=connector) as session,
+            ):
+                caller = client.caller
+                endpoint = api_types_pb2.Endpoint(
+                    name="bench.cached",
+                    provider="bench",
+                    base_url=base,
+                    path="/ok",
+                    cache=api_types_pb2.CachePolicy(enabled=True, override_upstream=True),
+                )
+                endpoint.cache.ttl.FromSeconds(3600)
+                client.registry.register(endpoint)
+
+                async def direct() -> None:
+                    async with session.get(url) as response:
+                        await response.read()
+
+                async def call() -> None:
+                    # A new message per call, as the server gets it.
+                    request = api_service_pb2.CallRequest(url=url, provider="bench")
+                    await caller.call(request, time_remaining_s=10.0)
+
+                async def hit() -> None:
+                    request = api_service_pb2.CallRequest(endpoint="bench.cached")
+                    await caller.call(request, time_remaining_s=10.0)
+
+                named: dict[str, Callable[[], Awaitable[None]]] = {
+                    "(a) aiohttp get": direct,
+                    "(b) OutboundCaller.call": call,
+                    "(c) cache hit": hit,
+                }
+                for one in named.values():
+                    await one()  # connections open, the cache filled
+                yield named
+    finally:
+        otel_context.detach(token)
+
+
+async def layers(calls: int, rounds: int, concurrency: int) -> dict[str, float]:
+    port = free_port()
+    upstream = await asyncio.create_subprocess_exec(sys.executable, "-c", UPSTREAM, str(port))
     try:
         await wait_for_port(port)
-        # Without db_service, records stay in memory or go to a spool: here, a temporary one.
-        spool = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "spool"
-        calllog = CallLogSettings(flush_interval_s=0.05, spool_dir=spool)
-        settings = ApiSettings(db_address="", calllog=calllog)
-        connector = aiohttp.TCPConnector(limit=512)
-        async with (
-            UniversalAPIClient(base, settings=settings) as client,
-            aiohttp.ClientSession(connector=connector) as session,
-        ):
-            caller = client.caller
-            endpoint = api_types_pb2.Endpoint(
-                name="bench.cached",
-                provider="bench",
-                base_url=base,
-                path="/ok",
-                cache=api_types_pb2.CachePolicy(enabled=True, override_upstream=True),
-            )
-            endpoint.cache.ttl.FromSeconds(3600)
-            client.registry.register(endpoint)
-
-            async def direct() -> None:
-                async with session.get(url) as response:
-                    await response.read()
-
-            async def call() -> None:
-                # A new message per call, as the server gets it.
-                request = api_service_pb2.CallRequest(url=url, provider="bench")
-                await caller.call(request, time_remaining_s=10.0)
-
-            async def hit() -> None:
-                request = api_service_pb2.CallRequest(endpoint="bench.cached")
-                await caller.call(request, time_remaining_s=10.0)
-
-            named = {
-                "(a) aiohttp get": direct,
-                "(b) OutboundCaller.call": call,
-                "(c) cache hit": hit,
-            }
-            for one in named.values():
-                await one()  # connections open, the cache filled
+        async with engine_calls(f"http://127.0.0.1:{port}") as named:
             best = dict.fromkeys(named, float("inf"))
             for _ in range(rounds):
                 for name, one in named.items():
                     best[name] = min(best[name], await cpu_per_call(one, calls, concurrency))
             return best
     finally:
-        otel_context.detach(token)
-        stack.close()
         upstream.terminate()
         await upstream.wait()
 

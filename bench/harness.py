@@ -69,11 +69,8 @@ async def measure(one: Callable[[], Awaitable[None]], seconds: float, concurrenc
     return len(latencies) / elapsed, quantiles[49] * 1000, quantiles[98] * 1000
 
 
-async def cpu_per_call(
-    call: Callable[[], Awaitable[object]], calls: int, concurrency: int
-) -> float:
-    """CPU microseconds this process spends per call while ``concurrency`` workers make
-    ``calls`` calls of ``call`` in all."""
+async def run_calls(call: Callable[[], Awaitable[object]], calls: int, concurrency: int) -> None:
+    """Make ``calls`` calls of ``call`` in all, ``concurrency`` at a time."""
     left = calls
 
     async def worker() -> None:
@@ -82,8 +79,16 @@ async def cpu_per_call(
             left -= 1
             await call()
 
-    started = time.process_time()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+async def cpu_per_call(
+    call: Callable[[], Awaitable[object]], calls: int, concurrency: int
+) -> float:
+    """CPU microseconds this process spends per call while ``concurrency`` workers make
+    ``calls`` calls of ``call`` in all."""
+    started = time.process_time()
+    await run_calls(call, calls, concurrency)
     return (time.process_time() - started) / calls * 1e6
 
 
