@@ -41,6 +41,8 @@ from paca_runtime.telemetry import current_span, dropped_below
 from paca_runtime.trace_headers import outbound_trace_headers
 
 USER_AGENT = "paca-api-service/0.1"
+# An attempt's time limit may be this much shorter (as a factor) than the time it was given.
+_TIMEOUT_SLACK = 1.001
 # The attempt number of the request being sent (1 = first), set by the call engine so the HTTP
 # client span of each attempt says which one it is.
 ATTEMPT: contextvars.ContextVar[int] = contextvars.ContextVar("paca_attempt", default=1)
@@ -211,10 +213,13 @@ class HttpTransport:
             raise UpstreamUnavailable(f"upstream unreachable: {type(exc).__name__}: {exc}") from exc
 
     def _timeout(self, total_s: float) -> aiohttp.ClientTimeout:
-        """aiohttp's timeout of ``total_s``: the last one made, when it is the same (calls
-        without a deadline all have the same limit; a ClientTimeout is immutable)."""
+        """aiohttp's timeout of ``total_s``, or the last one made (immutable) when it is at
+        most 0.1 % shorter: a call under a deadline asks for what is left of it, a little
+        less each time, and a new ClientTimeout per call would cost more CPU than the rest
+        of the timeout handling. Never longer than asked: the deadline still holds."""
         timeout = self._last_timeout
-        if timeout.total != total_s:
+        last = timeout.total
+        if last is None or not last <= total_s <= last * _TIMEOUT_SLACK:
             timeout = self._last_timeout = aiohttp.ClientTimeout(total=total_s)
         return timeout
 

@@ -32,7 +32,7 @@ from api_service.replies import set_latency
 from api_service.request import Target, resolve
 from api_service.safety import NetworkPolicy, parse_networks
 from api_service.stats import TargetStats
-from api_service.transport import HttpRequest, HttpResponse
+from api_service.transport import HttpRequest, HttpResponse, HttpTransport
 from paca_runtime.redact import REDACTED, redact_url
 from paca_runtime.trace_headers import outbound_trace_headers
 
@@ -257,3 +257,17 @@ def test_outbound_trace_headers_are_what_the_propagators_inject(span_context: Sp
             assert outbound_trace_headers() == {}
     finally:
         otel_context.detach(token)
+
+
+def test_an_attempts_time_limit_is_never_longer_than_asked() -> None:
+    transport = HttpTransport()
+    first = transport._timeout(9.99)
+    assert first.total == 9.99
+    # A little more time left: the limit already made serves, a hair shorter.
+    assert transport._timeout(9.995) is first
+    # Less time left, or much more: a limit of its own.
+    shorter = transport._timeout(9.98)
+    assert shorter.total == 9.98
+    assert transport._timeout(12.0).total == 12.0
+    for asked in (0.05, 0.0501, 0.3, 29.9, 30.0):
+        assert asked * 0.999 <= (transport._timeout(asked).total or 0) <= asked
