@@ -141,17 +141,22 @@ class HttpTransport:
             resolver=GuardedResolver(self.network_policy),
             socket_factory=self.network_policy.socket_factory,
         )
+        # No cookie jar: the sessions serve every caller, and a cookie one upstream sets on
+        # one caller's call must never ride along on another's. A caller that wants a cookie
+        # sees Set-Cookie in its reply and sends Cookie itself.
         self._session = aiohttp.ClientSession(
             connector=connector,
             headers={"User-Agent": USER_AGENT},
             trace_configs=[http_client_trace_config(_request_hook)],
             auto_decompress=True,
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         self._untraced = aiohttp.ClientSession(
             connector=connector,
             connector_owner=False,
             headers={"User-Agent": USER_AGENT},
             auto_decompress=True,
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
 
     @property

@@ -47,6 +47,30 @@ async def test_call_returns_status_headers_and_body_bytes_intact(
     assert reply.latency.ToTimedelta().total_seconds() > 0
 
 
+async def test_cookies_an_upstream_sets_are_never_sent_on_later_calls(
+    api_stub: api_service_pb2_grpc.ApiServiceStub, upstream: Upstream
+) -> None:
+    # One engine serves many callers: a cookie set on one caller's call must not ride along
+    # on another's (the caller sees Set-Cookie and may send Cookie itself). By name: a cookie
+    # jar keeps no cookies of a bare IP address.
+    named = upstream.url.replace("127.0.0.1", "localhost")
+    first = await api_stub.Call(api_service_pb2.CallRequest(url=f"{named}/binary"))
+    assert [h.value for h in first.headers if h.name.lower() == "set-cookie"] == ["a=1", "b=2"]
+    later = await api_stub.Call(api_service_pb2.CallRequest(url=f"{named}/echo/later"))
+    sent = json_body(later.body)["headers"]
+    assert isinstance(sent, dict)
+    assert "Cookie" not in sent
+    own = await api_stub.Call(
+        api_service_pb2.CallRequest(
+            url=f"{named}/echo/own",
+            headers=[api_types_pb2.Header(name="Cookie", value="mine=1")],
+        )
+    )
+    sent = json_body(own.body)["headers"]
+    assert isinstance(sent, dict)
+    assert sent["Cookie"] == "mine=1"
+
+
 async def test_call_to_registered_endpoint_fills_path_query_headers_and_json_body(
     api_stub: api_service_pb2_grpc.ApiServiceStub, upstream: Upstream
 ) -> None:
