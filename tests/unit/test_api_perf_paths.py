@@ -24,7 +24,7 @@ from paca.api.v1 import api_service_pb2, api_types_pb2
 from api_service.attempts import Exchange
 from api_service.cache import ResponseCache
 from api_service.caller import OutboundCaller
-from api_service.callrecord import is_json, public_url, record_id
+from api_service.callrecord import http_verdict, is_json, json_text, public_url, record_id
 from api_service.errors import ForbiddenTarget, InvalidCall
 from api_service.redirects import DEFAULT_RULE, RedirectRule, redirect_rule
 from api_service.registry import APIRegistry
@@ -271,3 +271,14 @@ def test_an_attempts_time_limit_is_never_longer_than_asked() -> None:
     assert transport._timeout(12.0).total == 12.0
     for asked in (0.05, 0.0501, 0.3, 29.9, 30.0):
         assert asked * 0.999 <= (transport._timeout(asked).total or 0) <= asked
+
+
+def test_a_reply_nested_too_deep_for_the_parser_is_not_json_and_fails_no_call() -> None:
+    deep = ("[" * 3000 + "]" * 3000).encode()
+    reply = HttpResponse(200, [("Content-Type", "application/json")], deep, "http://h/")
+    assert json_text(reply, deep, 64 * 1024) is None
+    spec = api_types_pb2.Endpoint(name="deep", response_schema_json='{"type": "array"}')
+    target = Target("http://h/", "GET", "p", "deep", [], None, spec)
+    verdict = http_verdict(target)(reply)
+    assert verdict.validation_error
+    assert not verdict.success
