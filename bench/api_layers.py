@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
-from harness import UPSTREAM, baseline_figures, cpu_per_call, free_port, wait_for_port
+from harness import UPSTREAM, cpu_per_call, free_port, report_layers, wait_for_port
 
 
 @contextlib.asynccontextmanager
@@ -129,27 +129,16 @@ def main() -> None:
     os.environ["PACA_API_ALLOWED_NETWORKS"] = "127.0.0.0/8"
     argv = [f"--calls={options.calls}", f"--rounds={options.rounds}"]
     argv.append(f"--concurrency={options.concurrency}")
-    run = layers(options.calls, options.rounds, options.concurrency)
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        figures = asyncio.run(run)
-    else:
-        figures = uvloop.run(run)
-    if options.print_raw:
-        for name, value in figures.items():
-            print(f"{name}\t{value}")
-        return
-    base = baseline_figures(__file__, options.baseline, argv) if options.baseline else {}
-    print(
-        f"{options.concurrency} callers; CPU us per call, least of {options.rounds} rounds of"
-        f" {options.calls}"
+    report_layers(
+        __file__,
+        layers(options.calls, options.rounds, options.concurrency),
+        argv,
+        baseline=options.baseline,
+        print_raw=options.print_raw,
+        title=f"{options.concurrency} callers; CPU us per call, least of {options.rounds}"
+        f" rounds of {options.calls}",
+        over_floor=lambda name: name.startswith("(b)"),
     )
-    floor = figures["(a) aiohttp get"]
-    for name, value in figures.items():
-        extra = f"   +{value - floor:5.1f} over (a)" if name.startswith("(b)") else ""
-        before = f"   baseline {base[name]:6.1f}" if name in base else ""
-        print(f"{name:26} {value:6.1f}{extra}{before}")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import tempfile
 from typing import Any
 
 import asyncpg
-from harness import baseline_figures, cpu_per_call
+from harness import cpu_per_call, report_layers
 
 SQL = "SELECT id, name FROM bench_items WHERE id = $1"
 POOL_SIZE = 10
@@ -148,26 +148,16 @@ def main() -> None:
         finally:
             await setup.close()
 
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        figures = asyncio.run(run())
-    else:
-        figures = uvloop.run(run())
-    if options.print_raw:
-        for name, value in figures.items():
-            print(f"{name}\t{value}")
-        return
-    base = baseline_figures(__file__, options.baseline, argv) if options.baseline else {}
-    print(
-        f"{SQL!r}, {options.concurrency} callers over {POOL_SIZE} connections; CPU us per call,"
-        f" least of {options.rounds} rounds of {options.calls}"
+    report_layers(
+        __file__,
+        run(),
+        argv,
+        baseline=options.baseline,
+        print_raw=options.print_raw,
+        title=f"{SQL!r}, {options.concurrency} callers over {POOL_SIZE} connections; CPU us per"
+        f" call, least of {options.rounds} rounds of {options.calls}",
+        over_floor=lambda name: not name.startswith("(a)"),
     )
-    floor = figures["(a) asyncpg fetch"]
-    for name, value in figures.items():
-        extra = "" if name.startswith("(a)") else f"   +{value - floor:5.1f} over (a)"
-        before = f"   baseline {base[name]:6.1f}" if name in base else ""
-        print(f"{name:30} {value:6.1f}{extra}{before}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 # The local upstream of the api_service benchmarks: `python -c UPSTREAM <port>` answers
 # GET /ok with a small JSON body.
@@ -90,6 +91,39 @@ async def cpu_per_call(
     started = time.process_time()
     await run_calls(call, calls, concurrency)
     return (time.process_time() - started) / calls * 1e6
+
+
+def report_layers(
+    script: str,
+    run: Coroutine[Any, Any, dict[str, float]],
+    argv: list[str],
+    *,
+    baseline: str | None,
+    print_raw: bool,
+    title: str,
+    over_floor: Callable[[str], bool],
+) -> None:
+    """Run a layer gauge's ``run`` (on uvloop, as the services run) and print its figures,
+    CPU µs per call, beside ``baseline``'s (the same ``script`` and ``argv`` on an older
+    tree); ``over_floor`` names the lines that also show how much they add to the first."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        figures = asyncio.run(run)
+    else:
+        figures = uvloop.run(run)
+    if print_raw:
+        for name, value in figures.items():
+            print(f"{name}\t{value}")
+        return
+    base = baseline_figures(script, baseline, argv) if baseline else {}
+    print(title)
+    floor = next(iter(figures.values()))
+    width = max(len(name) for name in figures) + 4
+    for name, value in figures.items():
+        extra = f"   +{value - floor:5.1f} over (a)" if over_floor(name) else ""
+        before = f"   baseline {base[name]:6.1f}" if name in base else ""
+        print(f"{name:{width}} {value:6.1f}{extra}{before}")
 
 
 def baseline_figures(script: str, code: str, argv: list[str]) -> dict[str, float]:
